@@ -1,0 +1,136 @@
+//! The command line: Fulcon's subcommands with Fulcon's arguments, then the additions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "slot-os", version, about = "Divide one Linux host into slots: full-OS systemd-nspawn machines")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Slots to act on: `all`, slot numbers (`0`), or slot names (`slot00`).
+#[derive(Args, Debug, Clone)]
+pub struct Targets {
+    #[arg(required = true, value_name = "all | NUMBER | NAME")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate every file in /etc/slot-os and print each problem; changes nothing.
+    Check,
+    /// Print what the generator writes for a slot (or for the bridges, with `host`).
+    Render {
+        #[arg(value_name = "NAME | NUMBER | host")]
+        slot: String,
+    },
+    /// Make the base image from the host's root filesystem (or a tarball, or a bootstrap).
+    MakeBaseImage(crate::commands::make_base_image::Args),
+    /// Divide the host into N slots (slot00..); `build 0` removes all slots.
+    Build {
+        #[arg(value_name = "NUMBER")]
+        count: String,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List slots: number, state, name, CPU%, CPUs, memory, autostart, image, addresses.
+    List {
+        /// Keep refreshing the list until ^C.
+        #[arg(short = 'c', long = "continuous")]
+        continuous: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(value_name = "NAME | NUMBER")]
+        name: Option<String>,
+    },
+    /// Start slots (returns once each has booted).
+    Start(Targets),
+    /// Stop slots.
+    Stop(Targets),
+    /// Freeze slots (needs a cgroup-v2 host).
+    Suspend(Targets),
+    /// Thaw slots frozen by `suspend`.
+    Resume(Targets),
+    /// Start slots at boot (on) or not (off): `autostart on|off (all | NUMBER...)`.
+    Autostart {
+        #[arg(required = true, num_args = 1.., value_name = "[NAME] on|off all|NUMBER...")]
+        args: Vec<String>,
+    },
+    /// Show (no option) or set the CPU%, CPU set and memory of slots, live and persisted.
+    Resource(crate::commands::resource::Args),
+    /// Log in on a slot's console.
+    Console {
+        #[arg(value_name = "NUMBER | NAME")]
+        slot: String,
+    },
+    /// Upgrade the packages of slots with each slot's own package manager.
+    Update(Targets),
+    /// Run a command in slots: `update-prog (all | NUMBER...) : COMMAND`.
+    UpdateProg {
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Copy a host file into slots: `update-deploy NUMBER... : SRC_FILE DEST_PATH`.
+    UpdateDeploy {
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Show one slot: state, leader PID, addresses, CPU time, memory, traffic, image, since.
+    Info {
+        #[arg(value_name = "NAME | NUMBER")]
+        slot: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a slot and return its exit code: `exec NAME -- CMD...`.
+    Exec {
+        #[arg(value_name = "NAME | NUMBER")]
+        slot: String,
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Rename a stopped slot (config, image and units).
+    Rename { old: String, new: String },
+    /// Back up a slot as slotXX.NAME.
+    Backup { slot: String, name: String },
+    /// List backups.
+    BackupList {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup.
+    BackupDel { image: String },
+    /// Restore a backup into a slot (`slot-os` = reset to the base image).
+    BackupRestore { slot: String, image: String },
+    /// Write a slot (image and config) to one file, to move it to another host.
+    Export { slot: String, file: PathBuf },
+    /// Create a slot from a file written by `export`.
+    Import { file: PathBuf, name: Option<String> },
+    /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`.
+    BrAdd { number: String, address_or_device: String },
+    /// Delete a bridge.
+    BrDel { number: String },
+    /// Show bridges.
+    BrInfo {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a NIC with a static address to a slot: `net-add SLOT IPADDR/MASK NIC_NUMBER`.
+    NetAdd { slot: String, address: String, nic: String },
+    /// Delete a slot's NIC.
+    NetDel { slot: String, nic: String },
+    /// Show slots' NICs and addresses.
+    NetInfo {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Share a host NIC with the slots (enslave it to a bridge).
+    NetNicAdd { device: String },
+    /// Stop sharing a host NIC.
+    NetNicDel { device: String },
+}

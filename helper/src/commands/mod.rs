@@ -1,0 +1,72 @@
+//! One module per subcommand, each with its own `run`.
+
+pub mod autostart;
+pub mod build;
+pub mod check;
+pub mod lifecycle;
+pub mod list;
+pub mod make_base_image;
+pub mod render;
+pub mod resource;
+
+use std::process::ExitCode;
+
+use slot_config::{load_dir, Config, HostFacts, Paths};
+
+use crate::cli::{Cli, Command};
+use crate::error::NotImplemented;
+
+/// What every command needs: where things are, what the host offers, the config.
+pub struct Ctx {
+    pub paths: Paths,
+    pub facts: HostFacts,
+}
+
+impl Ctx {
+    pub fn new() -> Self {
+        let paths = Paths::from_env();
+        let facts = HostFacts::read(&paths);
+        Ctx { paths, facts }
+    }
+    pub fn load(&self) -> Config {
+        load_dir(&self.paths, &self.facts)
+    }
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::new();
+    match cli.command {
+        Command::Check => check::run(&ctx),
+        Command::Render { slot } => render::run(&ctx, &slot),
+        Command::MakeBaseImage(a) => make_base_image::run(&ctx, a),
+        Command::Build { count, dry_run } => build::run(&ctx, &count, dry_run),
+        Command::List { continuous, json, name } => list::run(&ctx, continuous, json, name.as_deref()),
+        Command::Start(t) => lifecycle::run(&ctx, lifecycle::Action::Start, &t.targets),
+        Command::Stop(t) => lifecycle::run(&ctx, lifecycle::Action::Stop, &t.targets),
+        Command::Suspend(t) => lifecycle::run(&ctx, lifecycle::Action::Suspend, &t.targets),
+        Command::Resume(t) => lifecycle::run(&ctx, lifecycle::Action::Resume, &t.targets),
+        Command::Autostart { args } => autostart::run(&ctx, &args),
+        Command::Resource(a) => resource::run(&ctx, a),
+        Command::Console { .. } => Err(NotImplemented("console").into()),
+        Command::Update(_) => Err(NotImplemented("update").into()),
+        Command::UpdateProg { .. } => Err(NotImplemented("update-prog").into()),
+        Command::UpdateDeploy { .. } => Err(NotImplemented("update-deploy").into()),
+        Command::Info { .. } => Err(NotImplemented("info").into()),
+        Command::Exec { .. } => Err(NotImplemented("exec").into()),
+        Command::Rename { .. } => Err(NotImplemented("rename").into()),
+        Command::Backup { .. } => Err(NotImplemented("backup").into()),
+        Command::BackupList { .. } => Err(NotImplemented("backup-list").into()),
+        Command::BackupDel { .. } => Err(NotImplemented("backup-del").into()),
+        Command::BackupRestore { .. } => Err(NotImplemented("backup-restore").into()),
+        Command::Export { .. } => Err(NotImplemented("export").into()),
+        Command::Import { .. } => Err(NotImplemented("import").into()),
+        Command::BrAdd { .. } => Err(NotImplemented("br-add").into()),
+        Command::BrDel { .. } => Err(NotImplemented("br-del").into()),
+        Command::BrInfo { .. } => Err(NotImplemented("br-info").into()),
+        Command::NetAdd { .. } => Err(NotImplemented("net-add").into()),
+        Command::NetDel { .. } => Err(NotImplemented("net-del").into()),
+        Command::NetInfo { .. } => Err(NotImplemented("net-info").into()),
+        Command::NetNicAdd { .. } => Err(NotImplemented("net-nic-add").into()),
+        Command::NetNicDel { .. } => Err(NotImplemented("net-nic-del").into()),
+    }
+}

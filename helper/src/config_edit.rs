@@ -1,0 +1,43 @@
+//! Changing /etc/slot-os files the way a person would: keys set or removed in place with
+//! toml_edit (comments and layout kept), written to a temporary file, fsynced, renamed.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use toml_edit::DocumentMut;
+
+pub fn read_doc(path: &Path) -> anyhow::Result<DocumentMut> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.parse::<DocumentMut>()
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Atomic replace: readers see the old file or the new one, never a mix, even if we
+/// are killed halfway.
+pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().context("config path has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().context("config path has no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
+    write_atomic(path, &doc.to_string())
+}

@@ -1,0 +1,24 @@
+//! `slot-os`: the helper people type. It edits /etc/slot-os (the source of truth), asks
+//! systemd to reload, and drives systemd, machined and networkd over D-Bus.
+
+mod cli;
+mod commands;
+mod config_edit;
+mod error;
+mod lock;
+mod targets;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("slot-os: {e:#}");
+            ExitCode::from(error::exit_code(&e))
+        }
+    }
+}

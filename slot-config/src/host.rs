@@ -1,0 +1,179 @@
+//! The host-wide file, `/etc/slot-os/slot-os.toml`.
+
+use std::path::{Path, PathBuf};
+
+use toml::Table;
+
+use crate::names::{bridge_ifname, check_slot_name, MAX_BRIDGE_NUMBER};
+use crate::table::Fields;
+use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
+
+/// Fulcon's defaults: CPU% = ncpu*100/slots, all CPUs, 512M.
+pub const DEFAULT_MEMORY: Memory = Memory(512 << 20);
+pub const DEFAULT_IMAGE: &str = "slot-os";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The base image `build` clones (a machined image name).
+    pub image: String,
+    pub cpu_quota: CpuQuota,
+    /// `None` = all of the host's CPUs.
+    pub cpus: Option<CpuSet>,
+    pub memory: Memory,
+    /// Where slot images live (machined's image directory).
+    pub machines_dir: PathBuf,
+    /// Where backups are kept.
+    pub backup_dir: PathBuf,
+    pub bridges: Vec<Bridge>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            image: DEFAULT_IMAGE.into(),
+            cpu_quota: CpuQuota::Auto,
+            cpus: None,
+            memory: DEFAULT_MEMORY,
+            machines_dir: "/var/lib/machines".into(),
+            backup_dir: "/var/lib/slot-os/backups".into(),
+            bridges: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    pub number: u32,
+    pub addresses: Vec<Cidr>,
+    /// A host NIC enslaved to the bridge (Fulcon's `br-add N DEVICE`).
+    pub devices: Vec<String>,
+}
+
+impl Bridge {
+    pub fn ifname(&self) -> String {
+        bridge_ifname(self.number)
+    }
+}
+
+const TOP_KEYS: &[&str] = &["defaults", "storage", "bridge"];
+const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
+const STORAGE_KEYS: &[&str] = &["machines", "backups"];
+const BRIDGE_KEYS: &[&str] = &["number", "address", "device"];
+
+/// Parses the host file; `problems` receives everything wrong, and the result holds what
+/// could be read (defaults for the rest).
+pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> HostConfig {
+    let mut host = HostConfig::default();
+    let mut f = Fields::new(table, file, "", TOP_KEYS, problems);
+    let defaults = f.table("defaults");
+    let storage = f.table("storage");
+    let bridges = f.tables("bridge");
+    drop(f);
+
+    if let Some(t) = defaults {
+        let mut d = Fields::new(t, file, "defaults", DEFAULT_KEYS, problems);
+        if let Some(img) = d.string("image") {
+            match check_slot_name(&img) {
+                Ok(()) => host.image = img,
+                Err(e) => d.problem("image", e.replace("slot name", "image name")),
+            }
+        }
+        if let Some(q) = d.parsed_or_int("cpu_quota") {
+            host.cpu_quota = q;
+        }
+        if let Some(s) = d.string("cpus") {
+            if s.trim() != "all" {
+                match s.parse::<CpuSet>() {
+                    Ok(c) => host.cpus = Some(c),
+                    Err(e) => d.problem("cpus", e),
+                }
+            }
+        }
+        if let Some(m) = d.parsed("memory") {
+            host.memory = m;
+        }
+    }
+    if let Some(t) = storage {
+        let mut s = Fields::new(t, file, "storage", STORAGE_KEYS, problems);
+        if let Some(p) = absolute_path(&mut s, "machines") {
+            host.machines_dir = p;
+        }
+        if let Some(p) = absolute_path(&mut s, "backups") {
+            host.backup_dir = p;
+        }
+    }
+    for (i, t) in bridges.into_iter().enumerate() {
+        let prefix = format!("bridge[{i}]");
+        let mut b = Fields::new(t, file, prefix, BRIDGE_KEYS, problems);
+        let number = match b.get("number") {
+            None => {
+                b.problem("number", format!("missing; every [[bridge]] needs a number from 0 to {MAX_BRIDGE_NUMBER}"));
+                None
+            }
+            Some(_) => b.integer("number", 0, MAX_BRIDGE_NUMBER),
+        };
+        let mut addresses = Vec::new();
+        for a in b.strings("address").unwrap_or_default() {
+            match a.parse::<Cidr>() {
+                Ok(c) => addresses.push(c),
+                Err(e) => b.problem("address", e),
+            }
+        }
+        let mut devices = Vec::new();
+        for d in b.strings("device").unwrap_or_default() {
+            match check_ifname(&d) {
+                Ok(()) => devices.push(d),
+                Err(e) => b.problem("device", e),
+            }
+        }
+        if let Some(number) = number {
+            if host.bridges.iter().any(|x| x.number == number) {
+                b.problem("number", format!("bridge {number} is declared twice"));
+            } else {
+                host.bridges.push(Bridge {
+                    number,
+                    addresses,
+                    devices,
+                });
+            }
+        }
+    }
+    host.bridges.sort_by_key(|b| b.number);
+    host
+}
+
+fn absolute_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
+    let s = f.string(k)?;
+    match check_abs_path(&s) {
+        Ok(()) => Some(PathBuf::from(s)),
+        Err(e) => {
+            f.problem(k, e);
+            None
+        }
+    }
+}
+
+/// An absolute, normalised path: no `..`, no empty or `.` components.
+pub fn check_abs_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} is not an absolute path; start it with '/'"));
+    }
+    if s.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("{s:?} contains '.' or '..'; write the path without them"));
+    }
+    if s.contains(['\n', ':']) {
+        return Err(format!("{s:?} contains ':' or a newline, which systemd-nspawn cannot take in a path"));
+    }
+    Ok(())
+}
+
+/// A Linux interface name: 1 to 15 characters, no '/', whitespace or ':'.
+pub fn check_ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 || s == "." || s == ".." {
+        return Err(format!("{s:?} is not an interface name; use 1 to 15 characters"));
+    }
+    if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!("{s:?} is not an interface name; it may not contain '/', ':' or spaces"));
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Reading the whole config directory: the host file, every slot file, and the checks
+//! that span files (duplicate numbers, unknown bridges, what the host can give).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::host::parse_host;
+use crate::slot::parse_slot;
+use crate::table::parse_toml;
+use crate::{CpuQuota, HostConfig, HostFacts, Paths, Problem, Resources, Slot, HOST_FILE};
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub host: HostConfig,
+    /// The valid slots, sorted by name.
+    pub slots: Vec<Slot>,
+    /// Everything wrong, in file order. A file with a problem is skipped as a whole.
+    pub problems: Vec<Problem>,
+    /// Slot files that were skipped, by slot name.
+    pub skipped: Vec<String>,
+    /// Whether the host file had problems (its settings were then replaced by defaults).
+    pub host_skipped: bool,
+}
+
+impl Config {
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+    pub fn slot_by_number(&self, number: u32) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.number == number)
+    }
+}
+
+/// One `*.toml` of the config dir, as text, before parsing.
+pub struct SourceFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub text: Result<String, String>,
+}
+
+/// Lists the config dir: the host file (if any) and every slot file, sorted by name.
+/// Hidden files and editor leftovers (`.slot00.toml.swp`, `slot00.toml~`) are not slots.
+pub fn read_dir(dir: &Path) -> (Option<SourceFile>, Vec<SourceFile>) {
+    let mut host = None;
+    let mut slots = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return (None, slots);
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name();
+        let Some(fname) = fname.to_str() else { continue };
+        if fname.starts_with('.') {
+            continue;
+        }
+        let Some(name) = fname.strip_suffix(".toml") else { continue };
+        let path = e.path();
+        let text = fs::read_to_string(&path).map_err(|err| format!("cannot be read: {err}"));
+        let f = SourceFile { name: name.to_string(), path, text };
+        if fname == HOST_FILE {
+            host = Some(f);
+        } else {
+            slots.push(f);
+        }
+    }
+    slots.sort_by(|a, b| a.name.cmp(&b.name));
+    (host, slots)
+}
+
+/// Loads and validates everything. Never fails: problems are collected in the result.
+pub fn load_dir(paths: &Paths, facts: &HostFacts) -> Config {
+    let (host_file, slot_files) = read_dir(&paths.config_dir());
+    let mut cfg = Config::default();
+
+    if let Some(hf) = host_file {
+        let mut problems = Vec::new();
+        let host = match &hf.text {
+            Ok(text) => match parse_toml(text, &hf.path) {
+                Ok(t) => parse_host(&t, &hf.path, &mut problems),
+                Err(p) => {
+                    problems.push(p);
+                    HostConfig::default()
+                }
+            },
+            Err(e) => {
+                problems.push(Problem::new(&hf.path, "", e.clone()));
+                HostConfig::default()
+            }
+        };
+        check_host_against_facts(&host, &hf.path, facts, &mut problems);
+        if problems.is_empty() {
+            cfg.host = host;
+        } else {
+            cfg.host_skipped = true;
+            cfg.problems.extend(problems);
+        }
+    }
+
+    let nslots = slot_files.len().max(1) as u32;
+    let mut numbers: BTreeMap<u32, String> = BTreeMap::new();
+    for sf in &slot_files {
+        let mut problems = Vec::new();
+        let slot = match &sf.text {
+            Ok(text) => match parse_toml(text, &sf.path) {
+                Ok(t) => Some(parse_slot(&sf.name, &t, &sf.path, &mut problems)),
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            },
+            Err(e) => {
+                problems.push(Problem::new(&sf.path, "", e.clone()));
+                None
+            }
+        };
+        if let Some(mut slot) = slot {
+            slot.resources = resolve_resources(&slot, &cfg.host, facts, nslots);
+            check_slot_against_host(&slot, &cfg.host, facts, &mut problems);
+            if let Some(other) = numbers.get(&slot.number).filter(|_| problems.is_empty()) {
+                problems.push(Problem::new(
+                    &sf.path,
+                    "number",
+                    format!("slot number {} is already used by {other}; every slot needs its own number", slot.number),
+                ));
+            }
+            if problems.is_empty() {
+                numbers.insert(slot.number, slot.name.clone());
+                cfg.slots.push(slot);
+                continue;
+            }
+        }
+        cfg.skipped.push(sf.name.clone());
+        cfg.problems.extend(problems);
+    }
+    check_bridge_addresses(&mut cfg);
+    cfg
+}
+
+/// Fulcon's "auto" CPU%: all CPUs shared evenly, ncpu*100/number of slots.
+pub fn auto_cpu_quota(facts: &HostFacts, nslots: u32) -> u32 {
+    (facts.ncpus() * 100 / nslots.max(1)).max(1)
+}
+
+pub fn resolve_resources(slot: &Slot, host: &HostConfig, facts: &HostFacts, nslots: u32) -> Resources {
+    let quota = match slot.cpu_quota.unwrap_or(host.cpu_quota) {
+        CpuQuota::Auto => auto_cpu_quota(facts, nslots),
+        CpuQuota::Percent(p) => p,
+    };
+    Resources {
+        cpu_quota: quota,
+        cpus: slot.cpus.clone().or_else(|| host.cpus.clone()),
+        memory: slot.memory.unwrap_or(host.memory),
+    }
+}
+
+fn check_resources(
+    quota: Option<CpuQuota>,
+    cpus: Option<&crate::CpuSet>,
+    memory: Option<crate::Memory>,
+    file: &Path,
+    prefix: &str,
+    facts: &HostFacts,
+    problems: &mut Vec<Problem>,
+) {
+    let key = |k: &str| crate::table::join_key(prefix, k);
+    let max = facts.ncpus() * 100;
+    if let Some(CpuQuota::Percent(p)) = quota {
+        if p > max {
+            problems.push(Problem::new(
+                file,
+                key("cpu_quota"),
+                format!("{p}% is more than this host's {} CPUs can give; use 1% to {max}%", facts.ncpus()),
+            ));
+        }
+    }
+    if let Some(c) = cpus {
+        let beyond = c.difference(&facts.cpus);
+        if !beyond.is_empty() {
+            problems.push(Problem::new(
+                file,
+                key("cpus"),
+                format!("CPU {beyond} is beyond this host's CPUs ({}); use CPUs from {} or \"all\"", facts.cpus, facts.cpus),
+            ));
+        }
+    }
+    if let (Some(m), Some(total)) = (memory, facts.mem_total) {
+        if m.0 > total {
+            problems.push(Problem::new(
+                file,
+                key("memory"),
+                format!("{m} is more than this host's memory ({}); use at most that", crate::Memory(total)),
+            ));
+        }
+    }
+}
+
+fn check_host_against_facts(host: &HostConfig, file: &Path, facts: &HostFacts, problems: &mut Vec<Problem>) {
+    check_resources(
+        Some(host.cpu_quota),
+        host.cpus.as_ref(),
+        Some(host.memory),
+        file,
+        "defaults",
+        facts,
+        problems,
+    );
+}
+
+fn check_slot_against_host(slot: &Slot, host: &HostConfig, facts: &HostFacts, problems: &mut Vec<Problem>) {
+    check_resources(slot.cpu_quota, slot.cpus.as_ref(), slot.memory, &slot.file, "", facts, problems);
+    for (i, nic) in slot.nics.iter().enumerate() {
+        if !host.bridges.iter().any(|b| b.number == nic.bridge) {
+            let known: Vec<String> = host.bridges.iter().map(|b| b.number.to_string()).collect();
+            problems.push(Problem::new(
+                &slot.file,
+                format!("nic[{i}].bridge"),
+                format!(
+                    "bridge {} is not declared in {HOST_FILE}; declared bridges: {}",
+                    nic.bridge,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            ));
+        }
+    }
+}
+
+/// An address may be used once per bridge, by the host or by one slot NIC. A slot that
+/// reuses one is skipped (the first holder, in name order, keeps it).
+fn check_bridge_addresses(cfg: &mut Config) {
+    let mut owners: BTreeMap<(u32, std::net::IpAddr), String> = BTreeMap::new();
+    for b in &cfg.host.bridges {
+        for a in &b.addresses {
+            owners.insert((b.number, a.addr), format!("bridge {} of the host", b.number));
+        }
+    }
+    let mut keep = Vec::new();
+    for slot in std::mem::take(&mut cfg.slots) {
+        let mut problems = Vec::new();
+        let mut mine = Vec::new();
+        for (i, nic) in slot.nics.iter().enumerate() {
+            for a in &nic.addresses {
+                match owners.get(&(nic.bridge, a.addr)) {
+                    Some(o) => problems.push(Problem::new(
+                        &slot.file,
+                        format!("nic[{i}].address"),
+                        format!("{} is already used on bridge {} by {o}", a.addr, nic.bridge),
+                    )),
+                    None => mine.push((nic.bridge, a.addr)),
+                }
+            }
+        }
+        if problems.is_empty() {
+            for k in mine {
+                owners.insert(k, slot.name.clone());
+            }
+            keep.push(slot);
+        } else {
+            cfg.skipped.push(slot.name.clone());
+            cfg.problems.extend(problems);
+        }
+    }
+    cfg.slots = keep;
+}

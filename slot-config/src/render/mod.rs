@@ -1,0 +1,134 @@
+//! Pure renderers: config in, file text out. No I/O here, so every output is golden-tested.
+
+mod network;
+mod nspawn;
+mod unit;
+
+pub use network::{render_bridge_device_network, render_bridge_netdev, render_bridge_network, render_nic_network};
+pub use nspawn::render_nspawn;
+pub use unit::{render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT};
+
+use std::path::PathBuf;
+
+use crate::{Config, GENERATED_HEADER};
+
+/// Where a generated file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutDir {
+    /// `/run/systemd/nspawn`
+    Nspawn,
+    /// `/run/systemd/network`
+    Network,
+    /// The generator's normal output directory (`/run/systemd/generator`).
+    Units,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(String),
+    /// A symlink pointing at this target (unit `.wants/` links).
+    Link(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub dir: OutDir,
+    /// Path relative to `dir`.
+    pub path: PathBuf,
+    pub content: Content,
+}
+
+fn header(source: &str) -> String {
+    format!(
+        "{GENERATED_HEADER} from {source}\n# Edit that file instead: this one is rewritten at every boot and daemon-reload.\n"
+    )
+}
+
+pub(crate) fn slot_source(name: &str) -> String {
+    format!("/etc/slot-os/{name}.toml")
+}
+
+const HOST_SOURCE: &str = "/etc/slot-os/slot-os.toml";
+
+/// Everything the generator writes for this config.
+pub fn render_all(cfg: &Config) -> Vec<Output> {
+    let mut out = Vec::new();
+    let text = |dir, path: String, s: String| Output { dir, path: path.into(), content: Content::Text(s) };
+    let mut any_autostart = false;
+    for slot in &cfg.slots {
+        out.push(text(OutDir::Nspawn, format!("{}.nspawn", slot.name), render_nspawn(slot)));
+        out.push(text(
+            OutDir::Units,
+            format!("{}.d/{DROPIN_NAME}", slot.unit()),
+            render_dropin(slot, &cfg.host),
+        ));
+        if slot.autostart {
+            any_autostart = true;
+            out.push(Output {
+                dir: OutDir::Units,
+                path: format!("machines.target.wants/{}", slot.unit()).into(),
+                content: Content::Link(NSPAWN_TEMPLATE_UNIT.into()),
+            });
+        }
+        for nic in &slot.nics {
+            let ifname = nic.host_ifname(slot.number);
+            out.push(text(
+                OutDir::Network,
+                format!("60-slot-os-{ifname}.network"),
+                render_nic_network(slot, nic),
+            ));
+        }
+    }
+    // machines.target is what pulls autostart slots in at boot; make sure it is itself
+    // wanted even on hosts where nobody ran `systemctl enable machines.target`.
+    if any_autostart {
+        out.push(Output {
+            dir: OutDir::Units,
+            path: "multi-user.target.wants/machines.target".into(),
+            content: Content::Link(MACHINES_TARGET.into()),
+        });
+    }
+    for b in &cfg.host.bridges {
+        let n = b.ifname();
+        out.push(text(OutDir::Network, format!("50-slot-os-{n}.netdev"), render_bridge_netdev(b)));
+        out.push(text(OutDir::Network, format!("50-slot-os-{n}.network"), render_bridge_network(b)));
+        for dev in &b.devices {
+            out.push(text(
+                OutDir::Network,
+                format!("50-slot-os-{n}-{dev}.network"),
+                render_bridge_device_network(b, dev),
+            ));
+        }
+    }
+    out.sort_by(|a, b| (a.dir, &a.path).cmp(&(b.dir, &b.path)));
+    out
+}
+
+/// Quotes a word for `.nspawn` word splitting (`Environment=`, `Parameters=`). Unlike
+/// unit files, `.nspawn` files expand no `%` specifiers and no `$` variables.
+pub(crate) fn quote(s: &str) -> String {
+    if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\')) {
+        return s.to_string();
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoting() {
+        assert_eq!(super::quote("abc"), "abc");
+        assert_eq!(super::quote("a b"), "\"a b\"");
+        assert_eq!(super::quote("a\"b"), "\"a\\\"b\"");
+        assert_eq!(super::quote(""), "\"\"");
+    }
+}

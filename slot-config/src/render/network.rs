@@ -1,0 +1,43 @@
+use std::fmt::Write;
+
+use super::{header, slot_source, HOST_SOURCE};
+use crate::names::bridge_ifname;
+use crate::{Bridge, Nic, Slot};
+
+/// `50-slot-os-slotbrN.netdev`
+pub fn render_bridge_netdev(b: &Bridge) -> String {
+    let mut s = header(HOST_SOURCE);
+    let _ = write!(s, "\n[NetDev]\nName={}\nKind=bridge\n", b.ifname());
+    s
+}
+
+/// `50-slot-os-slotbrN.network`: the host's addresses on the bridge.
+pub fn render_bridge_network(b: &Bridge) -> String {
+    let mut s = header(HOST_SOURCE);
+    let _ = write!(s, "\n[Match]\nName={}\n\n[Network]\n", b.ifname());
+    for a in &b.addresses {
+        let _ = writeln!(s, "Address={a}");
+    }
+    // Up with its address even before any slot is attached, so the host side is reachable.
+    s.push_str("ConfigureWithoutCarrier=yes\nIPv6AcceptRA=no\n");
+    s
+}
+
+/// `50-slot-os-slotbrN-DEV.network`: a host NIC enslaved to the bridge.
+pub fn render_bridge_device_network(b: &Bridge, dev: &str) -> String {
+    let mut s = header(HOST_SOURCE);
+    let _ = write!(s, "\n[Match]\nName={dev}\n\n[Network]\nBridge={}\n", b.ifname());
+    s
+}
+
+/// `60-slot-os-vs-S-N.network`: the host side of a slot's extra NIC joins its bridge.
+pub fn render_nic_network(slot: &Slot, nic: &Nic) -> String {
+    let mut s = header(&slot_source(&slot.name));
+    let _ = write!(
+        s,
+        "\n[Match]\nName={}\nDriver=veth\n\n[Network]\nBridge={}\n",
+        nic.host_ifname(slot.number),
+        bridge_ifname(nic.bridge)
+    );
+    s
+}

@@ -1,0 +1,41 @@
+use std::fmt::Write;
+
+use super::{header, quote, slot_source};
+use crate::Slot;
+
+/// `/run/systemd/nspawn/<slot>.nspawn`. Only what differs from the stock
+/// `systemd-nspawn@.service` command line is written, so systemd's defaults stay in force.
+pub fn render_nspawn(slot: &Slot) -> String {
+    let mut s = header(&slot_source(&slot.name));
+    s.push_str("\n[Exec]\n");
+    if slot.boot {
+        s.push_str("Boot=yes\n");
+        // Makes `start` return only once the slot's own systemd reports it has booted.
+        s.push_str("NotifyReady=yes\n");
+    } else {
+        s.push_str("Boot=no\n");
+        let args: Vec<String> = slot.command.iter().map(|a| quote(a)).collect();
+        let _ = writeln!(s, "Parameters={}", args.join(" "));
+    }
+    if slot.privileged {
+        s.push_str("PrivateUsers=no\n");
+    }
+    for (k, v) in &slot.environment {
+        let _ = writeln!(s, "Environment={}", quote(&format!("{k}={v}")));
+    }
+    if !slot.binds.is_empty() {
+        s.push_str("\n[Files]\n");
+        for b in &slot.binds {
+            let key = if b.read_only { "BindReadOnly" } else { "Bind" };
+            let _ = writeln!(s, "{key}={}:{}", b.source.display(), b.target.display());
+        }
+    }
+    if !slot.nics.is_empty() {
+        // A [Network] section replaces the unit's --network-veth, so keep the default NIC.
+        s.push_str("\n[Network]\nVirtualEthernet=yes\n");
+        for n in &slot.nics {
+            let _ = writeln!(s, "VirtualEthernetExtra={}:{}", n.host_ifname(slot.number), n.slot_ifname());
+        }
+    }
+    s
+}

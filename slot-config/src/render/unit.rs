@@ -1,0 +1,37 @@
+use std::fmt::Write;
+
+use super::{header, slot_source};
+use crate::{HostConfig, Slot};
+
+pub const DROPIN_NAME: &str = "50-slot-os.conf";
+pub const NSPAWN_TEMPLATE_UNIT: &str = "/usr/lib/systemd/system/systemd-nspawn@.service";
+pub const MACHINES_TARGET: &str = "/usr/lib/systemd/system/machines.target";
+
+/// The stock unit's command line (systemd 252), repeated only when the image directory
+/// must be named because the slot boots an image not named after it.
+const STOCK_EXEC: &str = "systemd-nspawn --quiet --keep-unit --boot --link-journal=try-guest --network-veth -U --settings=override --machine=%i";
+
+/// `systemd-nspawn@<slot>.service.d/50-slot-os.conf`: resources and ordering.
+pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
+    let mut s = header(&slot_source(&slot.name));
+    s.push_str("\n[Unit]\n");
+    let _ = writeln!(s, "Description=slot-os slot {} (number {})", slot.name, slot.number);
+    if !slot.nics.is_empty() {
+        // The slot's extra veths join bridges that networkd creates.
+        s.push_str("Wants=systemd-networkd.service\nAfter=systemd-networkd.service\n");
+    }
+    s.push_str("\n[Service]\n");
+    let r = &slot.resources;
+    let _ = writeln!(s, "CPUQuota={}%", r.cpu_quota);
+    if let Some(cpus) = &r.cpus {
+        let _ = writeln!(s, "AllowedCPUs={cpus}");
+    }
+    let _ = writeln!(s, "MemoryMax={}", r.memory);
+    if slot.image_name() != slot.name {
+        let dir = host.machines_dir.join(slot.image_name());
+        // Unit files expand `%` specifiers; a path is taken literally.
+        let dir = dir.display().to_string().replace('%', "%%");
+        let _ = write!(s, "ExecStart=\nExecStart={STOCK_EXEC} --directory={dir}\n");
+    }
+    s
+}

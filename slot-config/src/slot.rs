@@ -1,0 +1,271 @@
+//! One slot's file, `/etc/slot-os/<name>.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use toml::Table;
+
+use crate::host::check_abs_path;
+use crate::names::{
+    check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name, MAX_BRIDGE_NUMBER,
+    MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
+};
+use crate::table::Fields;
+use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
+
+/// A slot as configured; `None` means "the host default" so that a changed default
+/// reaches every slot that did not set its own value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub name: String,
+    pub number: u32,
+    pub file: PathBuf,
+    /// The machined image the slot boots; `None` = the image named like the slot.
+    pub image: Option<String>,
+    /// The base image it was built from (shown by `list`), recorded by `build`.
+    pub base_image: Option<String>,
+    pub autostart: bool,
+    /// `true`: boot the slot's own init; `false`: run `command` as a single process.
+    pub boot: bool,
+    pub command: Vec<String>,
+    pub cpu_quota: Option<CpuQuota>,
+    pub cpus: Option<CpuSet>,
+    pub memory: Option<Memory>,
+    pub privileged: bool,
+    pub environment: BTreeMap<String, String>,
+    pub nics: Vec<Nic>,
+    pub binds: Vec<Bind>,
+    /// The effective resources after host defaults and "auto" were applied.
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// Percent of one CPU.
+    pub cpu_quota: u32,
+    /// `None` = all CPUs of the host.
+    pub cpus: Option<CpuSet>,
+    pub memory: Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub number: u32,
+    pub bridge: u32,
+    pub addresses: Vec<Cidr>,
+}
+
+impl Nic {
+    pub fn host_ifname(&self, slot_number: u32) -> String {
+        nic_host_ifname(slot_number, self.number)
+    }
+    pub fn slot_ifname(&self) -> String {
+        nic_slot_ifname(self.number)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+impl Slot {
+    pub fn image_name(&self) -> &str {
+        self.image.as_deref().unwrap_or(&self.name)
+    }
+    pub fn unit(&self) -> String {
+        crate::names::unit_name(&self.name)
+    }
+}
+
+pub const SLOT_KEYS: &[&str] = &[
+    "number",
+    "image",
+    "base_image",
+    "autostart",
+    "boot",
+    "command",
+    "cpu_quota",
+    "cpus",
+    "memory",
+    "privileged",
+    "environment",
+    "nic",
+    "bind",
+];
+const NIC_KEYS: &[&str] = &["number", "bridge", "address"];
+const BIND_KEYS: &[&str] = &["source", "target", "read_only"];
+
+/// Parses a slot file. What could not be read is left at its default and reported in
+/// `problems` (the caller skips a slot with problems, but still checks the rest of it so
+/// that every problem is listed at once). Resources are resolved later by `load`, once
+/// the host defaults and the number of slots are known.
+pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Slot {
+    if let Err(e) = check_slot_name(name) {
+        problems.push(Problem::new(file, "", format!("{e} (the file name, without .toml, is the slot name)")));
+    }
+    let mut f = Fields::new(table, file, "", SLOT_KEYS, problems);
+    let number = match f.get("number") {
+        Some(_) => f.integer("number", 0, MAX_SLOT_NUMBER),
+        None => match number_from_name(name) {
+            Some(n) if n <= MAX_SLOT_NUMBER => Some(n),
+            Some(n) => {
+                f.problem("number", format!("{n} (from the name) is out of range; use 0 to {MAX_SLOT_NUMBER}"));
+                None
+            }
+            None => {
+                f.problem("number", format!("missing; a slot not named slotNN needs `number = N` (0 to {MAX_SLOT_NUMBER})"));
+                None
+            }
+        },
+    };
+    let image = image_name(&mut f, "image");
+    let base_image = image_name(&mut f, "base_image");
+    let autostart = f.boolean("autostart").unwrap_or(false);
+    let boot = f.boolean("boot").unwrap_or(true);
+    let command = f.strings("command").unwrap_or_default();
+    if !boot && command.is_empty() {
+        f.problem("command", "missing; a slot with `boot = false` runs `command` (e.g. [\"/bin/sh\", \"-c\", \"...\"]) as its only process");
+    }
+    if boot && !command.is_empty() {
+        f.problem("command", "only used with `boot = false`; a booted slot runs its own init");
+    }
+    if command.iter().any(|c| c.contains('\n')) {
+        f.problem("command", "arguments may not contain newlines");
+    }
+    let cpu_quota = f.parsed_or_int("cpu_quota");
+    let cpus = match f.string("cpus") {
+        Some(s) if s.trim() == "all" => None,
+        Some(s) => match s.parse::<CpuSet>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                f.problem("cpus", e);
+                None
+            }
+        },
+        None => None,
+    };
+    let cpus_all_or_unset = cpus.is_none();
+    let memory = f.parsed("memory");
+    let privileged = f.boolean("privileged").unwrap_or(false);
+
+    let mut environment = BTreeMap::new();
+    if let Some(t) = f.table("environment") {
+        for (k, v) in t {
+            let key = format!("environment.{k}");
+            if k.is_empty() || k.starts_with(|c: char| c.is_ascii_digit()) || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                f.problems.push(Problem::new(file, key, "not a variable name; use letters, digits and '_', not starting with a digit"));
+                continue;
+            }
+            match v {
+                toml::Value::String(s) if !s.contains('\n') => {
+                    environment.insert(k.clone(), s.clone());
+                }
+                toml::Value::String(_) => f.problems.push(Problem::new(file, key, "values may not contain newlines")),
+                _ => f.problems.push(Problem::new(file, key, "expected a string")),
+            }
+        }
+    }
+
+    let nic_tables = f.tables("nic");
+    let bind_tables = f.tables("bind");
+    drop(f);
+
+    let mut nics: Vec<Nic> = Vec::new();
+    for (i, t) in nic_tables.into_iter().enumerate() {
+        let mut n = Fields::new(t, file, format!("nic[{i}]"), NIC_KEYS, problems);
+        let number = required(&mut n, "number", 1, MAX_NIC_NUMBER);
+        let bridge = required(&mut n, "bridge", 0, MAX_BRIDGE_NUMBER);
+        let mut addresses = Vec::new();
+        for a in n.strings("address").unwrap_or_default() {
+            match a.parse::<Cidr>() {
+                Ok(c) if addresses.contains(&c) => n.problem("address", format!("{c} is listed twice")),
+                Ok(c) => addresses.push(c),
+                Err(e) => n.problem("address", e),
+            }
+        }
+        if let (Some(number), Some(bridge)) = (number, bridge) {
+            if nics.iter().any(|x| x.number == number) {
+                n.problem("number", format!("NIC {number} is declared twice in this slot"));
+            } else {
+                nics.push(Nic { number, bridge, addresses });
+            }
+        }
+    }
+    nics.sort_by_key(|n| n.number);
+
+    let mut binds: Vec<Bind> = Vec::new();
+    for (i, t) in bind_tables.into_iter().enumerate() {
+        let mut b = Fields::new(t, file, format!("bind[{i}]"), BIND_KEYS, problems);
+        let source = bind_path(&mut b, "source");
+        let target = bind_path(&mut b, "target");
+        let read_only = b.boolean("read_only").unwrap_or(false);
+        if let (Some(source), Some(target)) = (source, target) {
+            if binds.iter().any(|x| x.target == target) {
+                b.problem("target", format!("{} is already the target of another bind", target.display()));
+            } else {
+                binds.push(Bind { source, target, read_only });
+            }
+        }
+    }
+
+    Slot {
+        name: name.to_string(),
+        number: number.unwrap_or(u32::MAX),
+        file: file.to_path_buf(),
+        image,
+        base_image,
+        autostart,
+        boot,
+        command,
+        cpu_quota,
+        cpus: if cpus_all_or_unset { None } else { cpus },
+        memory,
+        privileged,
+        environment,
+        nics,
+        binds,
+        resources: Resources { cpu_quota: 100, cpus: None, memory: Memory(0) },
+    }
+}
+
+fn required(f: &mut Fields<'_, '_>, k: &str, lo: u32, hi: u32) -> Option<u32> {
+    if f.get(k).is_none() {
+        f.problem(k, format!("missing; use a number from {lo} to {hi}"));
+        return None;
+    }
+    f.integer(k, lo, hi)
+}
+
+fn image_name(f: &mut Fields<'_, '_>, k: &str) -> Option<String> {
+    let s = f.string(k)?;
+    match check_slot_name(&s) {
+        Ok(()) => Some(s),
+        Err(e) => {
+            f.problem(k, e.replace("slot name", "image name"));
+            None
+        }
+    }
+}
+
+fn bind_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
+    let Some(s) = f.string(k) else {
+        if f.get(k).is_none() {
+            f.problem(k, "missing; use an absolute path");
+        }
+        return None;
+    };
+    match check_abs_path(&s) {
+        Ok(()) if s == "/" && k == "target" => {
+            f.problem(k, "cannot bind over the slot's root directory");
+            None
+        }
+        Ok(()) => Some(PathBuf::from(s)),
+        Err(e) => {
+            f.problem(k, e);
+            None
+        }
+    }
+}
