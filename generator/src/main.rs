@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use slot_config::render::{render_all, OutDir, DROPIN_NAME, MACHINES_TARGET};
+use slot_config::render::{render_all, OutDir, Output, DROPIN_NAME, MACHINES_TARGET};
 use slot_config::{load_dir, HostFacts, Paths};
 
 use crate::log::{Level, Log};
@@ -50,25 +50,7 @@ fn run(paths: &Paths, unit_dir: &Path, log: &Log) {
     let dir_of = |d: OutDir| -> &Path { &dirs.iter().find(|(k, _)| *k == d).map(|(_, p)| p).expect("all dirs listed").as_path() };
 
     let outputs = render_all(&cfg);
-    let mut written: HashSet<PathBuf> = HashSet::new();
-    let mut made_dirs: HashSet<PathBuf> = HashSet::new();
-    for o in &outputs {
-        let path = dir_of(o.dir).join(&o.path);
-        if let Some(parent) = path.parent() {
-            if made_dirs.insert(parent.to_path_buf()) {
-                if let Err(e) = fs::create_dir_all(parent) {
-                    log.log(Level::Error, &format!("cannot create {}: {e}", parent.display()));
-                    continue;
-                }
-            }
-        }
-        match write::write_atomic(&path, &o.content) {
-            Ok(_) => {
-                written.insert(path);
-            }
-            Err(e) => log.log(Level::Error, &format!("cannot write {}: {e}", path.display())),
-        }
-    }
+    let written = write_all(&outputs, &dir_of, log);
 
     // Slots and bridges removed since the last run: /run/systemd/{nspawn,network} outlive
     // daemon-reload, so their old files would otherwise still configure a removed slot.
@@ -78,6 +60,93 @@ fn run(paths: &Paths, unit_dir: &Path, log: &Log) {
     for (path, e) in errors {
         log.log(Level::Error, &format!("cannot remove stale {}: {e}", path.display()));
     }
+}
+
+/// Writes every output, on as many threads as there are CPUs (each file is independent),
+/// and returns the paths that now hold current content.
+fn write_all<'a>(outputs: &[Output], dir_of: &(dyn Fn(OutDir) -> &'a Path + Sync), log: &Log) -> HashSet<PathBuf> {
+    // One listing per directory tells which files already exist.
+    let mut existing: HashSet<PathBuf> = HashSet::new();
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for d in [OutDir::Nspawn, OutDir::Network, OutDir::Units] {
+        let dir = dir_of(d);
+        if let Ok(rd) = fs::read_dir(dir) {
+            existing.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    for o in outputs {
+        let path = dir_of(o.dir).join(&o.path);
+        if let Some(p) = path.parent() {
+            if parents.last().is_none_or(|l| l != p) {
+                parents.push(p.to_path_buf());
+            }
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    // A file may exist only if its parent is listed (or is one of the listed dirs).
+    let listed_dirs: HashSet<&Path> = [OutDir::Nspawn, OutDir::Network, OutDir::Units].map(|d| dir_of(d)).into_iter().collect();
+    let mut usable_parents: HashSet<PathBuf> = HashSet::new();
+    let mut preexisting_parents: HashSet<PathBuf> = HashSet::new();
+    for p in &parents {
+        let existed = listed_dirs.contains(p.as_path()) && p.is_dir() || existing.contains(p);
+        if existed {
+            preexisting_parents.insert(p.clone());
+        }
+        match fs::create_dir_all(p) {
+            Ok(()) => {
+                usable_parents.insert(p.clone());
+            }
+            Err(e) => log.log(Level::Error, &format!("cannot create {}: {e}", p.display())),
+        }
+    }
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let chunk = outputs.len().div_ceil(threads).max(1);
+    let results: Vec<(Vec<PathBuf>, Vec<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = outputs
+            .chunks(chunk)
+            .map(|part| {
+                let existing = &existing;
+                let usable_parents = &usable_parents;
+                let preexisting_parents = &preexisting_parents;
+                scope.spawn(move || {
+                    let mut ok = Vec::with_capacity(part.len());
+                    let mut errs = Vec::new();
+                    for o in part {
+                        let path = dir_of(o.dir).join(&o.path);
+                        let parent = path.parent().unwrap_or(Path::new("/"));
+                        if !usable_parents.contains(parent) {
+                            continue;
+                        }
+                        let may_exist = if listed_dirs_contains(parent, dir_of) {
+                            existing.contains(&path)
+                        } else {
+                            preexisting_parents.contains(parent)
+                        };
+                        match write::write_atomic(&path, &o.content, may_exist) {
+                            Ok(_) => ok.push(path),
+                            Err(e) => errs.push(format!("cannot write {}: {e}", path.display())),
+                        }
+                    }
+                    (ok, errs)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut written = HashSet::with_capacity(outputs.len());
+    for (ok, errs) in results {
+        written.extend(ok);
+        for e in errs {
+            log.log(Level::Error, &e);
+        }
+    }
+    written
+}
+
+fn listed_dirs_contains<'a>(p: &Path, dir_of: &(dyn Fn(OutDir) -> &'a Path + Sync)) -> bool {
+    [OutDir::Nspawn, OutDir::Network, OutDir::Units].iter().any(|d| dir_of(*d) == p)
 }
 
 /// systemd empties the generator directory before each run, but a manual run (tests,

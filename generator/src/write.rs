@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use slot_config::render::Content;
 use slot_config::GENERATED_HEADER;
 
-pub fn write_atomic(path: &Path, content: &Content) -> io::Result<bool> {
+/// `may_exist` false means the caller knows the file is absent (from one directory
+/// listing), which saves opening it for comparison: at boot /run is empty and every
+/// system call counts when there are a thousand slots.
+pub fn write_atomic(path: &Path, content: &Content, may_exist: bool) -> io::Result<bool> {
     match content {
         Content::Text(text) => {
-            if fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+            if may_exist && fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
                 return Ok(false);
             }
             let tmp = tmp_path(path);
@@ -25,11 +28,13 @@ pub fn write_atomic(path: &Path, content: &Content) -> io::Result<bool> {
             r.map(|()| true)
         }
         Content::Link(target) => {
-            if fs::read_link(path).is_ok_and(|old| &old == target) {
+            if may_exist && fs::read_link(path).is_ok_and(|old| &old == target) {
                 return Ok(false);
             }
             let tmp = tmp_path(path);
-            let _ = fs::remove_file(&tmp);
+            if may_exist {
+                let _ = fs::remove_file(&tmp);
+            }
             let r = symlink(target, &tmp).and_then(|()| fs::rename(&tmp, path));
             if r.is_err() {
                 let _ = fs::remove_file(&tmp);

@@ -68,7 +68,13 @@ pub enum Command {
         slot: String,
     },
     /// Upgrade the packages of slots with each slot's own package manager.
-    Update(Targets),
+    Update {
+        /// Print the command each slot would run, and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(required = true, value_name = "all | NUMBER | NAME")]
+        targets: Vec<String>,
+    },
     /// Run a command in slots: `update-prog (all | NUMBER...) : COMMAND`.
     UpdateProg {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]

@@ -41,3 +41,33 @@ pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
 pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
     write_atomic(path, &doc.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toml_edit::value;
+
+    #[test]
+    fn edits_keep_comments_and_layout() {
+        let dir = std::env::temp_dir().join(format!("slot-os-edit-{}", std::process::id()));
+        let path = dir.join("slot00.toml");
+        write_atomic(&path, "# keep me\nmemory = \"512M\" # inline\n\n[[bind]]\nsource = \"/a\"\ntarget = \"/b\"\n").unwrap();
+        let mut doc = read_doc(&path).unwrap();
+        doc["memory"] = value("256M");
+        doc["cpu_quota"] = value("50%");
+        write_doc(&path, &doc).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# keep me\n"), "{text}");
+        assert!(text.contains("memory = \"256M\""), "{text}");
+        assert!(text.contains("cpu_quota = \"50%\""), "{text}");
+        assert!(text.contains("[[bind]]\nsource = \"/a\""), "{text}");
+        assert!(!dir.join(".slot00.toml.tmp").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_reads_as_empty_document() {
+        let doc = read_doc(Path::new("/nonexistent/slot-os/x.toml")).unwrap();
+        assert!(doc.as_table().is_empty());
+    }
+}

@@ -4,8 +4,11 @@
 mod cli;
 mod commands;
 mod config_edit;
+mod dbus;
 mod error;
+mod image;
 mod lock;
+mod nsexec;
 mod targets;
 
 use std::process::ExitCode;

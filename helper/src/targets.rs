@@ -36,7 +36,7 @@ pub fn resolve_one<'c>(cfg: &'c Config, arg: &str) -> anyhow::Result<&'c Slot> {
     found.ok_or_else(|| {
         let known: Vec<String> = cfg.slots.iter().map(|s| format!("{} ({})", s.number, s.name)).collect();
         let hint = if cfg.skipped.iter().any(|s| s == arg) {
-            format!("; its file has errors, run `slot-os check`")
+            "; its file has errors, run `slot-os check`".to_string()
         } else if known.is_empty() {
             "; there are no slots (run `slot-os build N`)".to_string()
         } else {
@@ -50,4 +50,51 @@ pub fn resolve_one<'c>(cfg: &'c Config, arg: &str) -> anyhow::Result<&'c Slot> {
 pub fn split_colon(args: &[String]) -> Option<(Vec<String>, Vec<String>)> {
     let i = args.iter().position(|a| a == ":" || a == "--")?;
     Some((args[..i].to_vec(), args[i + 1..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slot_config::{load_dir, CpuSet, HostFacts, Paths};
+
+    fn cfg() -> (Config, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!("slot-os-targets-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = root.join("etc/slot-os");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["slot00", "slot01", "slot02"] {
+            std::fs::write(dir.join(format!("{f}.toml")), "").unwrap();
+        }
+        std::fs::write(dir.join("web.toml"), "number = 10").unwrap();
+        std::fs::write(dir.join("broken.toml"), "number = ").unwrap();
+        let c = load_dir(&Paths::with_root(&root), &HostFacts { cpus: CpuSet::from_cpus(0..2), mem_total: None });
+        (c, root)
+    }
+
+    fn names(v: &[&Slot]) -> Vec<String> {
+        v.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn resolves_numbers_names_and_all() {
+        let (c, root) = cfg();
+        let a = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&resolve(&c, &a(&["all"])).unwrap()), ["slot00", "slot01", "slot02", "web"]);
+        assert_eq!(names(&resolve(&c, &a(&["2", "slot00", "0"])).unwrap()), ["slot00", "slot02"]);
+        assert_eq!(names(&resolve(&c, &a(&["10"])).unwrap()), ["web"]);
+        let e = resolve(&c, &a(&["99"])).unwrap_err();
+        assert!(e.downcast_ref::<crate::error::BadInput>().is_some());
+        assert!(e.to_string().contains("unknown slot \"99\""), "{e}");
+        assert!(resolve(&c, &a(&["broken"])).unwrap_err().to_string().contains("slot-os check"));
+        assert!(resolve(&c, &[]).is_err());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn splits_fulcon_colon() {
+        let v: Vec<String> = ["all", ":", "rm", "-f", "x"].iter().map(|s| s.to_string()).collect();
+        let (t, c) = split_colon(&v).unwrap();
+        assert_eq!(t, ["all"]);
+        assert_eq!(c, ["rm", "-f", "x"]);
+        assert!(split_colon(&v[..1]).is_none());
+    }
 }

@@ -55,8 +55,7 @@ pub fn read_dir(dir: &Path) -> (Option<SourceFile>, Vec<SourceFile>) {
         }
         let Some(name) = fname.strip_suffix(".toml") else { continue };
         let path = e.path();
-        let text = fs::read_to_string(&path).map_err(|err| format!("cannot be read: {err}"));
-        let f = SourceFile { name: name.to_string(), path, text };
+        let f = SourceFile { name: name.to_string(), path, text: Ok(String::new()) };
         if fname == HOST_FILE {
             host = Some(f);
         } else {
@@ -64,7 +63,32 @@ pub fn read_dir(dir: &Path) -> (Option<SourceFile>, Vec<SourceFile>) {
         }
     }
     slots.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(h) = host.as_mut() {
+        h.text = read_text(&h.path);
+    }
+    for_each_parallel(&mut slots, |f| f.text = read_text(&f.path));
     (host, slots)
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|err| format!("cannot be read: {err}"))
+}
+
+/// Runs `f` over `items` on as many threads as there are CPUs: with a thousand slots,
+/// reading and parsing their files is most of the generator's work.
+fn for_each_parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    if threads == 1 || items.len() < 64 {
+        items.iter_mut().for_each(f);
+        return;
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for part in items.chunks_mut(chunk) {
+            let f = &f;
+            scope.spawn(move || part.iter_mut().for_each(f));
+        }
+    });
 }
 
 /// Loads and validates everything. Never fails: problems are collected in the result.
@@ -97,22 +121,16 @@ pub fn load_dir(paths: &Paths, facts: &HostFacts) -> Config {
     }
 
     let nslots = slot_files.len().max(1) as u32;
+    let mut parsed: Vec<(&SourceFile, Option<Slot>, Vec<Problem>)> = slot_files.iter().map(|sf| (sf, None, Vec::new())).collect();
+    for_each_parallel(&mut parsed, |(sf, slot, problems)| match &sf.text {
+        Ok(text) => match parse_toml(text, &sf.path) {
+            Ok(t) => *slot = Some(parse_slot(&sf.name, &t, &sf.path, problems)),
+            Err(p) => problems.push(p),
+        },
+        Err(e) => problems.push(Problem::new(&sf.path, "", e.clone())),
+    });
     let mut numbers: BTreeMap<u32, String> = BTreeMap::new();
-    for sf in &slot_files {
-        let mut problems = Vec::new();
-        let slot = match &sf.text {
-            Ok(text) => match parse_toml(text, &sf.path) {
-                Ok(t) => Some(parse_slot(&sf.name, &t, &sf.path, &mut problems)),
-                Err(p) => {
-                    problems.push(p);
-                    None
-                }
-            },
-            Err(e) => {
-                problems.push(Problem::new(&sf.path, "", e.clone()));
-                None
-            }
-        };
+    for (sf, slot, mut problems) in parsed {
         if let Some(mut slot) = slot {
             slot.resources = resolve_resources(&slot, &cfg.host, facts, nslots);
             check_slot_against_host(&slot, &cfg.host, facts, &mut problems);

@@ -3,11 +3,17 @@
 pub mod autostart;
 pub mod build;
 pub mod check;
+pub mod console;
+pub mod exec;
+pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
 pub mod render;
+pub mod rename;
 pub mod resource;
+pub mod running;
+pub mod update;
 
 use std::process::ExitCode;
 
@@ -47,13 +53,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(t) => lifecycle::run(&ctx, lifecycle::Action::Resume, &t.targets),
         Command::Autostart { args } => autostart::run(&ctx, &args),
         Command::Resource(a) => resource::run(&ctx, a),
-        Command::Console { .. } => Err(NotImplemented("console").into()),
-        Command::Update(_) => Err(NotImplemented("update").into()),
-        Command::UpdateProg { .. } => Err(NotImplemented("update-prog").into()),
-        Command::UpdateDeploy { .. } => Err(NotImplemented("update-deploy").into()),
-        Command::Info { .. } => Err(NotImplemented("info").into()),
-        Command::Exec { .. } => Err(NotImplemented("exec").into()),
-        Command::Rename { .. } => Err(NotImplemented("rename").into()),
+        Command::Console { slot } => console::run(&ctx, &slot),
+        Command::Update { targets, dry_run } => update::run_update(&ctx, &targets, dry_run),
+        Command::UpdateProg { args } => update::run_prog(&ctx, &args),
+        Command::UpdateDeploy { args } => update::run_deploy(&ctx, &args),
+        Command::Info { slot, json } => info::run(&ctx, &slot, json),
+        Command::Exec { slot, command } => exec::run(&ctx, &slot, &command),
+        Command::Rename { old, new } => rename::run(&ctx, &old, &new),
         Command::Backup { .. } => Err(NotImplemented("backup").into()),
         Command::BackupList { .. } => Err(NotImplemented("backup-list").into()),
         Command::BackupDel { .. } => Err(NotImplemented("backup-del").into()),

@@ -1,7 +1,18 @@
+//! `resource [-c CPU%] [-n CPUSET] [-m MEM] (all | NUMBER...)`: without options, show;
+//! with options, validate against the host, persist in the TOML, and apply live.
+
+use std::fs;
 use std::process::ExitCode;
 
+use slot_config::load::auto_cpu_quota;
+use slot_config::{CpuQuota, CpuSet, Memory, Slot};
+use toml_edit::value;
+
 use super::Ctx;
-use crate::error::NotImplemented;
+use crate::config_edit::{read_doc, write_doc};
+use crate::dbus::{Bus, UnitProp};
+use crate::error::bad_input;
+use crate::{lock, targets};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,6 +31,185 @@ pub struct Args {
     pub targets: Vec<String>,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    Err(NotImplemented("resource").into())
+/// What the options asked for, validated against this host before anything changes.
+struct Change {
+    cpu: Option<CpuQuota>,
+    /// `Some(None)` = all CPUs.
+    cpus: Option<Option<CpuSet>>,
+    memory: Option<Memory>,
+}
+
+fn parse_change(ctx: &Ctx, a: &Args) -> anyhow::Result<Change> {
+    let facts = &ctx.facts;
+    let cpu = match &a.cpu {
+        None => None,
+        Some(s) => {
+            let q: CpuQuota = s.parse().map_err(|e: String| bad_input(format!("-c: {e}")))?;
+            if let CpuQuota::Percent(p) = q {
+                let max = facts.ncpus() * 100;
+                if p > max {
+                    return Err(bad_input(format!(
+                        "-c: {p}% is more than this host's {} CPUs can give; use 1 to {max}",
+                        facts.ncpus()
+                    )));
+                }
+            }
+            Some(q)
+        }
+    };
+    let cpus = match a.cpus.as_deref() {
+        None => None,
+        Some("all") => Some(None),
+        Some(s) => {
+            let set: CpuSet = s.parse().map_err(|e: String| bad_input(format!("-n: {e}")))?;
+            let beyond = set.difference(&facts.cpus);
+            if !beyond.is_empty() {
+                return Err(bad_input(format!(
+                    "-n: CPU {beyond} is beyond this host's CPUs ({}); use CPUs from {} or \"all\"",
+                    facts.cpus, facts.cpus
+                )));
+            }
+            Some(Some(set))
+        }
+    };
+    let memory = match &a.memory {
+        None => None,
+        Some(s) => {
+            let m: Memory = s.parse().map_err(|e: String| bad_input(format!("-m: {e}")))?;
+            if let Some(total) = facts.mem_total {
+                if m.0 > total {
+                    return Err(bad_input(format!(
+                        "-m: {m} is more than this host's memory ({}); use at most that",
+                        Memory(total)
+                    )));
+                }
+            }
+            Some(m)
+        }
+    };
+    Ok(Change { cpu, cpus, memory })
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let change = parse_change(ctx, &a)?;
+    if change.cpu.is_none() && change.cpus.is_none() && change.memory.is_none() {
+        let cfg = ctx.load();
+        let slots = targets::resolve(&cfg, &a.targets)?;
+        show(ctx, &slots, a.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let slots = targets::resolve(&cfg, &a.targets)?;
+    let bus = Bus::system()?;
+    let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
+    let statuses = bus.unit_statuses(&units);
+
+    for s in &slots {
+        let mut doc = read_doc(&s.file)?;
+        if let Some(q) = change.cpu {
+            doc["cpu_quota"] = value(q.to_string());
+        }
+        match &change.cpus {
+            Some(Some(set)) => doc["cpus"] = value(set.to_string()),
+            Some(None) => doc["cpus"] = value("all"),
+            None => {}
+        }
+        if let Some(m) = change.memory {
+            doc["memory"] = value(m.to_string());
+        }
+        write_doc(&s.file, &doc)?;
+    }
+
+    // The new values as the generator will see them ("auto" resolved, defaults applied).
+    let after = ctx.load();
+    let mut failed = false;
+    for (s, st) in slots.iter().zip(&statuses) {
+        let Some(new) = after.slot(&s.name) else {
+            println!("{}: failed: its file no longer validates; run `slot-os check`", s.name);
+            failed = true;
+            continue;
+        };
+        let running = st.as_ref().is_ok_and(|st| st.active_state == "active" || st.active_state == "reloading");
+        if running {
+            let mut props = Vec::new();
+            if change.cpu.is_some() {
+                props.push(UnitProp::CpuQuotaPercent(new.resources.cpu_quota));
+            }
+            if change.cpus.is_some() {
+                props.push(UnitProp::AllowedCpus(new.resources.cpus.clone()));
+            }
+            if change.memory.is_some() {
+                props.push(UnitProp::MemoryMax(new.resources.memory.0));
+            }
+            if let Err(e) = bus.set_unit_properties(&new.unit(), true, &props) {
+                println!("{}: persisted, but not applied live: {e:#}", s.name);
+                failed = true;
+                continue;
+            }
+            drop_runtime_overrides(ctx, &new.unit());
+        }
+        println!(
+            "{}: CPU {}%, CPUs {}, memory {}{}",
+            s.name,
+            new.resources.cpu_quota,
+            cpus_text(ctx, &new.resources.cpus),
+            new.resources.memory,
+            if running { " (applied live and persisted)" } else { " (persisted)" }
+        );
+    }
+    bus.daemon_reload()?;
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// SetUnitProperties(runtime) leaves drop-ins in /run/systemd/system.control that
+/// outrank the generator's; once the TOML holds the same values they would only
+/// shadow later edits of the TOML, so they go (the reload that follows forgets them).
+fn drop_runtime_overrides(ctx: &Ctx, unit: &str) {
+    let dir = ctx.paths.under("/run/systemd/system.control").join(format!("{unit}.d"));
+    for prop in ["CPUQuota", "AllowedCPUs", "MemoryMax"] {
+        let _ = fs::remove_file(dir.join(format!("50-{prop}.conf")));
+    }
+    let _ = fs::remove_dir(&dir);
+}
+
+fn cpus_text(ctx: &Ctx, cpus: &Option<CpuSet>) -> String {
+    cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string()
+}
+
+fn show(ctx: &Ctx, slots: &[&Slot], json: bool) {
+    let cfg = ctx.load();
+    if json {
+        let arr: Vec<serde_json::Value> = slots
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "number": s.number,
+                    "cpu_quota": s.resources.cpu_quota,
+                    "cpu_quota_setting": s.cpu_quota.unwrap_or(cfg.host.cpu_quota).to_string(),
+                    "cpus": cpus_text(ctx, &s.resources.cpus),
+                    "memory": s.resources.memory.0,
+                    "memory_text": s.resources.memory.to_string(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+        return;
+    }
+    let auto = auto_cpu_quota(&ctx.facts, cfg.slots.len() as u32 + cfg.skipped.len() as u32);
+    println!("{:>4}  {:<12} {:>6}  {:<10} {:>8}", "NUM", "NAME", "CPU%", "CPUS", "MEMORY");
+    for s in slots {
+        let q = s.cpu_quota.unwrap_or(cfg.host.cpu_quota);
+        let note = if q == CpuQuota::Auto { format!(" (auto: {auto})") } else { String::new() };
+        println!(
+            "{:>4}  {:<12} {:>5}%  {:<10} {:>8}{note}",
+            s.number,
+            s.name,
+            s.resources.cpu_quota,
+            cpus_text(ctx, &s.resources.cpus),
+            s.resources.memory.to_string()
+        );
+    }
 }

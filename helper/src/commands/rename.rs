@@ -1,0 +1,58 @@
+//! `rename OLD NEW`: a stopped slot's config file, image and units move to a new name.
+//! Each step leaves a consistent state, so an interrupted rename can be finished by
+//! running it again or undone by hand.
+
+use std::fs;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use slot_config::names::check_slot_name;
+use toml_edit::value;
+
+use super::Ctx;
+use crate::config_edit::{read_doc, write_doc};
+use crate::dbus::Bus;
+use crate::error::bad_input;
+use crate::{lock, targets};
+
+pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
+    check_slot_name(new).map_err(bad_input)?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s = targets::resolve_one(&cfg, old)?.clone();
+    let new_file = ctx.paths.config_dir().join(format!("{new}.toml"));
+    if new_file.exists() || cfg.slot(new).is_some() {
+        return Err(bad_input(format!("a slot named {new} already exists")));
+    }
+    let bus = Bus::system()?;
+    let st = bus.unit_status(&s.unit())?;
+    if st.active_state != "inactive" && st.active_state != "failed" {
+        return Err(bad_input(format!("{} is {}; stop it first (slot-os stop {})", s.name, st.active_state, s.number)));
+    }
+    let renames_image = s.image.is_none();
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
+    if renames_image && machines.join(new).exists() {
+        return Err(bad_input(format!("an image named {new} already exists")));
+    }
+
+    // 1. The new file, still booting the old image; the number is kept explicitly since
+    //    a name like `web` does not imply one.
+    let mut doc = read_doc(&s.file)?;
+    doc["number"] = value(i64::from(s.number));
+    if renames_image {
+        doc["image"] = value(s.name.as_str());
+    }
+    write_doc(&new_file, &doc)?;
+    // 2. The old file goes.
+    fs::remove_file(&s.file).with_context(|| format!("removing {}", s.file.display()))?;
+    // 3. The image follows, and the new file stops naming the old image.
+    if renames_image {
+        bus.rename_image(&s.name, new).with_context(|| format!("renaming image {} to {new}", s.name))?;
+        let _ = fs::write(machines.join(new).join("etc/hostname"), format!("{new}\n"));
+        doc.remove("image");
+        write_doc(&new_file, &doc)?;
+    }
+    bus.daemon_reload()?;
+    println!("{} renamed to {new}", s.name);
+    Ok(ExitCode::SUCCESS)
+}

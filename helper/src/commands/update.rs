@@ -1,0 +1,212 @@
+//! `update`, `update-prog` and `update-deploy`: the same action across many slots at
+//! once, output prefixed by slot, then a summary of results; exit 1 if any failed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{ExitCode, Stdio};
+use std::sync::Mutex;
+
+use slot_config::Slot;
+
+use super::{running, Ctx};
+use crate::dbus::Bus;
+use crate::error::bad_input;
+use crate::{nsexec, targets};
+
+/// One slot's outcome: exit code of the command, or why it could not run.
+type Outcome = Result<i32, String>;
+
+fn summary(rows: &[(&Slot, Outcome)]) -> ExitCode {
+    println!("\n{:<16} {}", "SLOT", "RESULT");
+    let mut failed = 0;
+    for (s, r) in rows {
+        match r {
+            Ok(0) => println!("{:<16} ok (exit 0)", s.name),
+            Ok(c) => {
+                failed += 1;
+                println!("{:<16} FAILED (exit {c})", s.name)
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{:<16} FAILED ({e})", s.name)
+            }
+        }
+    }
+    println!("{} slot(s), {} ok, {failed} failed", rows.len(), rows.len() - failed);
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Copies `from` to stdout line by line, each line prefixed with `prefix`.
+fn prefix_lines(from: impl Read, prefix: &str, out: &Mutex<()>, to_stderr: bool) {
+    for line in BufReader::new(from).split(b'\n').map_while(Result::ok) {
+        let _g = out.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&line);
+        if to_stderr {
+            let _ = writeln!(std::io::stderr(), "{prefix}: {text}");
+        } else {
+            let _ = writeln!(std::io::stdout(), "{prefix}: {text}");
+        }
+    }
+}
+
+/// Runs `argv_for(slot)` in every slot concurrently.
+fn run_everywhere(bus: &Bus, slots: &[&Slot], argv_for: impl Fn(&Slot, u32) -> Result<Vec<String>, String> + Sync) -> anyhow::Result<ExitCode> {
+    let leaders = running::leaders(bus, slots)?;
+    let out = Mutex::new(());
+    let results: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .iter()
+            .zip(&leaders)
+            .map(|(s, leader)| {
+                let out = &out;
+                let argv_for = &argv_for;
+                scope.spawn(move || -> Outcome {
+                    let leader = leader.ok_or_else(|| "not running".to_string())?;
+                    let argv = argv_for(s, leader)?;
+                    let mut cmd = nsexec::command(leader, &argv).map_err(|e| format!("{e:#}"))?;
+                    let mut child = cmd
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+                    let so = child.stdout.take();
+                    let se = child.stderr.take();
+                    std::thread::scope(|inner| {
+                        if let Some(so) = so {
+                            inner.spawn(|| prefix_lines(so, &s.name, out, false));
+                        }
+                        if let Some(se) = se {
+                            inner.spawn(|| prefix_lines(se, &s.name, out, true));
+                        }
+                    });
+                    let st = child.wait().map_err(|e| e.to_string())?;
+                    Ok(nsexec::exit_code(&st))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("internal error".into()))).collect()
+    });
+    let rows: Vec<(&Slot, Outcome)> = slots.iter().copied().zip(results).collect();
+    Ok(summary(&rows))
+}
+
+/// `update-prog (all | N...) : CMD` — a single argument with spaces runs through sh -c.
+pub fn run_prog(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
+    let (t, cmd) = targets::split_colon(args).ok_or_else(|| bad_input("separate the slots from the command with ` : ` (update-prog all : CMD)"))?;
+    if cmd.is_empty() {
+        return Err(bad_input("no command given after ` : `"));
+    }
+    let cfg = ctx.load();
+    let slots = targets::resolve(&cfg, &t)?;
+    let argv: Vec<String> = if cmd.len() == 1 && cmd[0].contains(char::is_whitespace) {
+        vec!["/bin/sh".into(), "-c".into(), cmd[0].clone()]
+    } else {
+        cmd
+    };
+    let bus = Bus::system()?;
+    run_everywhere(&bus, &slots, |_, _| Ok(argv.clone()))
+}
+
+/// The upgrade command of the slot's own distribution, from its os-release.
+pub fn upgrade_command(os_release: &str) -> Option<&'static str> {
+    let field = |k: &str| {
+        os_release
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    let ids = format!("{} {}", field("ID"), field("ID_LIKE"));
+    let has = |w: &str| ids.split_whitespace().any(|x| x == w);
+    if has("debian") || has("ubuntu") {
+        Some("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confold upgrade")
+    } else if has("fedora") || has("rhel") || has("centos") {
+        Some("if command -v dnf >/dev/null; then dnf -y upgrade; else yum -y update; fi")
+    } else if has("suse") || has("opensuse") {
+        Some("zypper --non-interactive update")
+    } else if has("arch") {
+        Some("pacman -Syu --noconfirm")
+    } else if has("alpine") {
+        Some("apk update && apk upgrade")
+    } else {
+        None
+    }
+}
+
+pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.load();
+    let slots = targets::resolve(&cfg, t)?;
+    let bus = Bus::system()?;
+    let pick = |s: &Slot, leader: u32| -> Result<Vec<String>, String> {
+        let path = format!("/proc/{leader}/root/etc/os-release");
+        let alt = format!("/proc/{leader}/root/usr/lib/os-release");
+        let text = std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(&alt)).map_err(|e| format!("cannot read the slot's os-release: {e}"))?;
+        let cmd = upgrade_command(&text).ok_or_else(|| format!("{}: unknown distribution, no package manager known", s.name))?;
+        if dry_run {
+            Ok(vec!["/bin/echo".into(), format!("would run: {cmd}")])
+        } else {
+            Ok(vec!["/bin/sh".into(), "-c".into(), cmd.into()])
+        }
+    };
+    run_everywhere(&bus, &slots, pick)
+}
+
+/// `update-deploy N... : SRC DEST` — machined CopyToMachine into each running slot.
+pub fn run_deploy(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
+    let (t, rest) = targets::split_colon(args).ok_or_else(|| bad_input("separate the slots from the files with ` : ` (update-deploy 0 1 : SRC_FILE DEST_PATH)"))?;
+    let [src, dest] = rest.as_slice() else {
+        return Err(bad_input("give exactly SRC_FILE DEST_PATH after ` : `"));
+    };
+    let src_abs = std::fs::canonicalize(src).map_err(|e| bad_input(format!("{src}: {e}")))?;
+    if !dest.starts_with('/') {
+        return Err(bad_input(format!("{dest}: the destination must be an absolute path inside the slot")));
+    }
+    let cfg = ctx.load();
+    let slots = targets::resolve(&cfg, &t)?;
+    let bus = Bus::system()?;
+    let leaders = running::leaders(&bus, &slots)?;
+    // A directory destination gets the file under its own name, like cp.
+    let rows: Vec<(&Slot, Outcome)> = slots
+        .iter()
+        .zip(leaders)
+        .map(|(s, leader)| {
+            let r = match leader {
+                None => Err("not running".to_string()),
+                Some(l) => {
+                    let inside = format!("/proc/{l}/root{dest}");
+                    let target = if std::path::Path::new(&inside).is_dir() {
+                        format!("{}/{}", dest.trim_end_matches('/'), src_abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+                    } else {
+                        dest.clone()
+                    };
+                    bus.copy_to_machine(&s.name, &src_abs.to_string_lossy(), &target)
+                        .map(|()| {
+                            println!("{}: copied {} to {target}", s.name, src_abs.display());
+                            0
+                        })
+                        .map_err(|e| format!("{e:#}"))
+                }
+            };
+            (*s, r)
+        })
+        .collect();
+    Ok(summary(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upgrade_command;
+
+    #[test]
+    fn picks_package_manager() {
+        assert!(upgrade_command("ID=debian\n").unwrap().starts_with("apt-get"));
+        assert!(upgrade_command("ID=ubuntu\nID_LIKE=debian\n").unwrap().starts_with("apt-get"));
+        assert!(upgrade_command("ID=\"centos\"\nID_LIKE=\"rhel fedora\"\n").unwrap().contains("yum"));
+        assert!(upgrade_command("ID=opensuse-leap\nID_LIKE=\"suse opensuse\"\n").unwrap().starts_with("zypper"));
+        assert_eq!(upgrade_command("ID=plan9\n"), None);
+    }
+}

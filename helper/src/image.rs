@@ -1,0 +1,99 @@
+//! Slot images on disk: preparing a fresh root (identity, mount points) and swapping a
+//! finished image into place by rename, so an interrupted run never leaves half an image
+//! under the real name.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// A new random machine ID (32 lowercase hex digits, UUID v4 layout like systemd's).
+pub fn new_machine_id() -> anyhow::Result<String> {
+    let mut b = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Gives an image its own identity: machine ID (clones would otherwise share one, and
+/// with it journal directories and networkd's MAC addresses) and hostname.
+pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> anyhow::Result<()> {
+    let etc = image.join("etc");
+    fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
+    write_file(&etc.join("machine-id"), &machine_id.map(|m| format!("{m}\n")).unwrap_or_default())?;
+    let dbus_id = image.join("var/lib/dbus/machine-id");
+    if dbus_id.symlink_metadata().is_ok() {
+        fs::remove_file(&dbus_id).with_context(|| format!("removing {}", dbus_id.display()))?;
+    }
+    write_file(&etc.join("hostname"), &format!("{hostname}\n"))
+}
+
+/// The machine ID an image currently has, if any.
+pub fn machine_id(image: &Path) -> Option<String> {
+    let s = fs::read_to_string(image.join("etc/machine-id")).ok()?;
+    let s = s.trim();
+    (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_string())
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    // The image's /etc may hold a symlink here (e.g. to /run/...); replace it rather
+    // than write through it onto the host.
+    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(path)?;
+    }
+    let mut f = File::create(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Directories a bootable root must have even though their content was not copied.
+pub fn make_mount_points(image: &Path) -> anyhow::Result<()> {
+    for (d, mode) in [("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("run", 0o755), ("tmp", 0o1777), ("var/tmp", 0o1777), ("var/lib/machines", 0o700)] {
+        let p = image.join(d);
+        fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Puts the finished tree `new` at `dest`: any old image is renamed aside first and only
+/// deleted once the new one is in place.
+pub fn swap_into_place(new: &Path, dest: &Path) -> anyhow::Result<()> {
+    let old = sibling(dest, ".slot-os-old-");
+    if old.exists() {
+        remove_tree(&old)?;
+    }
+    let had_old = dest.symlink_metadata().is_ok();
+    if had_old {
+        fs::rename(dest, &old).with_context(|| format!("moving the old {} aside", dest.display()))?;
+    }
+    if let Err(e) = fs::rename(new, dest) {
+        if had_old {
+            let _ = fs::rename(&old, dest);
+        }
+        return Err(e).with_context(|| format!("renaming {} to {}", new.display(), dest.display()));
+    }
+    if had_old {
+        remove_tree(&old)?;
+    }
+    Ok(())
+}
+
+/// `dir/.PREFIXname`: hidden from machined's image list and from `build`.
+pub fn sibling(dest: &Path, prefix: &str) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!("{prefix}{name}"))
+}
+
+pub fn remove_tree(p: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+    }
+}

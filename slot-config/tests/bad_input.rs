@@ -1,0 +1,163 @@
+//! The bad-input table: each malformed config is refused with exactly this message
+//! (file, key, what is wrong, what is allowed), and the slot is skipped.
+
+use std::fs;
+use std::path::PathBuf;
+
+use slot_config::{load_dir, CpuSet, HostFacts, Paths};
+
+struct Case {
+    file: &'static str,
+    text: &'static str,
+    /// Extra host file content, when the case needs one.
+    host: Option<&'static str>,
+    expected: &'static str,
+}
+
+const fn c(file: &'static str, text: &'static str, expected: &'static str) -> Case {
+    Case { file, text, host: None, expected }
+}
+const fn h(file: &'static str, text: &'static str, host: &'static str, expected: &'static str) -> Case {
+    Case { file, text, host: Some(host), expected }
+}
+
+const BRIDGE1: &str = "[[bridge]]\nnumber = 1\naddress = \"10.1.0.1/24\"\n";
+
+fn cases() -> Vec<Case> {
+    vec![
+        // syntax and types
+        c("slot00.toml", "memory = ", "slot00.toml: line 1: not valid TOML: string values must be quoted, expected literal string"),
+        c("slot00.toml", "memory = 512", "slot00.toml: memory: expected a string, found an integer"),
+        c("slot00.toml", "autostart = \"yes\"", "slot00.toml: autostart: expected true or false, found a string"),
+        c("slot00.toml", "privileged = 1", "slot00.toml: privileged: expected true or false, found an integer"),
+        c("slot00.toml", "number = \"0\"", "slot00.toml: number: expected an integer, found a string"),
+        c("slot00.toml", "cpus = 0", "slot00.toml: cpus: expected a string, found an integer"),
+        c("slot00.toml", "cpu_quota = true", "slot00.toml: cpu_quota: expected a string or an integer, found a boolean"),
+        c("slot00.toml", "nic = 1", "slot00.toml: nic: expected an array of tables ([[nic]]), found an integer"),
+        c("slot00.toml", "environment = \"A=B\"", "slot00.toml: environment: expected a table, found a string"),
+        // unknown keys
+        c("slot00.toml", "cpu = \"50%\"", "slot00.toml: cpu: unknown key; allowed keys here: number, image, base_image, autostart, boot, command, cpu_quota, cpus, memory, privileged, environment, nic, bind"),
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\nmask = 24", BRIDGE1, "slot00.toml: nic[0].mask: unknown key; allowed keys here: number, bridge, address"),
+        h("slot00.toml", "", "[default]\nmemory = \"1G\"", "slot-os.toml: default: unknown key; allowed keys here: defaults, storage, bridge"),
+        // resources
+        c("slot00.toml", "memory = \"abc\"", "slot00.toml: memory: \"abc\" is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\""),
+        c("slot00.toml", "memory = \"512X\"", "slot00.toml: memory: \"512X\" is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\""),
+        c("slot00.toml", "memory = \"1M\"", "slot00.toml: memory: \"1M\" is too little memory for a slot; use at least 16M"),
+        c("slot00.toml", "memory = \"64G\"", "slot00.toml: memory: 64G is more than this host's memory (4G); use at most that"),
+        c("slot00.toml", "cpu_quota = \"0%\"", "slot00.toml: cpu_quota: CPU quota \"0%\" is 0; use 1% or more (100% = one whole CPU), or \"auto\""),
+        c("slot00.toml", "cpu_quota = 0", "slot00.toml: cpu_quota: CPU quota \"0\" is 0; use 1% or more (100% = one whole CPU), or \"auto\""),
+        c("slot00.toml", "cpu_quota = \"201%\"", "slot00.toml: cpu_quota: 201% is more than this host's 2 CPUs can give; use 1% to 200%"),
+        c("slot00.toml", "cpu_quota = \"half\"", "slot00.toml: cpu_quota: \"half\" is not a CPU quota; use a percentage like \"50%\" (100% = one whole CPU) or \"auto\""),
+        c("slot00.toml", "cpus = \"0-2\"", "slot00.toml: cpus: CPU 2 is beyond this host's CPUs (0-1); use CPUs from 0-1 or \"all\""),
+        c("slot00.toml", "cpus = \"99\"", "slot00.toml: cpus: CPU 99 is beyond this host's CPUs (0-1); use CPUs from 0-1 or \"all\""),
+        c("slot00.toml", "cpus = \"1-0\"", "slot00.toml: cpus: \"1-0\": range 1-0 runs backwards; write the lower CPU first"),
+        c("slot00.toml", "cpus = \"0,x\"", "slot00.toml: cpus: \"0,x\" is not a CPU set; use CPU numbers and ranges like \"0\", \"0-1\" or \"0-1,3\", or \"all\""),
+        h("slot00.toml", "", "[defaults]\ncpus = \"5\"", "slot-os.toml: defaults.cpus: CPU 5 is beyond this host's CPUs (0-1); use CPUs from 0-1 or \"all\""),
+        // names and numbers
+        c("Slot00.toml", "number = 0", "Slot00.toml: slot name \"Slot00\" must start with a lowercase letter or a digit (the file name, without .toml, is the slot name)"),
+        c("web_1.toml", "number = 1", "web_1.toml: slot name \"web_1\" contains '_'; use lowercase letters, digits and '-' (the file name, without .toml, is the slot name)"),
+        c("a..b.toml", "number = 1", "a..b.toml: slot name \"a..b\" contains '/' or '..'; use lowercase letters, digits and '-' (the file name, without .toml, is the slot name)"),
+        c("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.toml", "number = 1", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.toml: slot name \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 65 characters long; at most 64 are allowed (the file name, without .toml, is the slot name)"),
+        c("web.toml", "", "web.toml: number: missing; a slot not named slotNN needs `number = N` (0 to 9999)"),
+        c("web.toml", "number = -1", "web.toml: number: -1 is out of range; use 0 to 9999"),
+        c("web.toml", "number = 10000", "web.toml: number: 10000 is out of range; use 0 to 9999"),
+        c("slot00.toml", "image = \"../etc\"", "slot00.toml: image: image name \"../etc\" contains '/' or '..'; use lowercase letters, digits and '-'"),
+        c("slot01.toml", "number = 0", "slot01.toml: number: slot number 0 is already used by slot00; every slot needs its own number"),
+        // modes
+        c("slot00.toml", "boot = false", "slot00.toml: command: missing; a slot with `boot = false` runs `command` (e.g. [\"/bin/sh\", \"-c\", \"...\"]) as its only process"),
+        c("slot00.toml", "command = [\"/bin/true\"]", "slot00.toml: command: only used with `boot = false`; a booted slot runs its own init"),
+        // storage
+        c("slot00.toml", "[[bind]]\nsource = \"data\"\ntarget = \"/DATA\"", "slot00.toml: bind[0].source: \"data\" is not an absolute path; start it with '/'"),
+        c("slot00.toml", "[[bind]]\nsource = \"/data/../etc\"\ntarget = \"/DATA\"", "slot00.toml: bind[0].source: \"/data/../etc\" contains '.' or '..'; write the path without them"),
+        c("slot00.toml", "[[bind]]\nsource = \"/data\"", "slot00.toml: bind[0].target: missing; use an absolute path"),
+        c("slot00.toml", "[[bind]]\nsource = \"/a\"\ntarget = \"/x\"\n[[bind]]\nsource = \"/b\"\ntarget = \"/x\"", "slot00.toml: bind[1].target: /x is already the target of another bind"),
+        c("slot00.toml", "[environment]\n\"1X\" = \"y\"", "slot00.toml: environment.1X: not a variable name; use letters, digits and '_', not starting with a digit"),
+        // networking
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\naddress = \"300.1.1.1/24\"", BRIDGE1, "slot00.toml: nic[0].address: \"300.1.1.1/24\": \"300.1.1.1\" is not an IPv4 or IPv6 address"),
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\naddress = \"10.1.0.2/33\"", BRIDGE1, "slot00.toml: nic[0].address: \"10.1.0.2/33\": prefix length /33 is out of range; use /0 to /32"),
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\naddress = \"10.1.0.2\"", BRIDGE1, "slot00.toml: nic[0].address: \"10.1.0.2\" has no prefix length; write an address with its mask, like \"192.168.18.2/24\" or \"fd00::2/64\""),
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 2\naddress = \"10.1.0.2/24\"", BRIDGE1, "slot00.toml: nic[0].bridge: bridge 2 is not declared in slot-os.toml; declared bridges: 1"),
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\n[[nic]]\nnumber = 1\nbridge = 1", BRIDGE1, "slot00.toml: nic[1].number: NIC 1 is declared twice in this slot"),
+        h("slot00.toml", "[[nic]]\nnumber = 0\nbridge = 1", BRIDGE1, "slot00.toml: nic[0].number: 0 is out of range; use 1 to 99"),
+        h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\naddress = \"10.1.0.1/24\"", BRIDGE1, "slot00.toml: nic[0].address: 10.1.0.1 is already used on bridge 1 by bridge 1 of the host"),
+        h("slot00.toml", "", "[[bridge]]\nnumber = 1\ndevice = \"eth0/1\"", "slot-os.toml: bridge[0].device: \"eth0/1\" is not an interface name; it may not contain '/', ':' or spaces"),
+        h("slot00.toml", "", "[[bridge]]\naddress = \"10.0.0.1/24\"", "slot-os.toml: bridge[0].number: missing; every [[bridge]] needs a number from 0 to 9999"),
+        h("slot00.toml", "", "[[bridge]]\nnumber = 1\n[[bridge]]\nnumber = 1", "slot-os.toml: bridge[1].number: bridge 1 is declared twice"),
+    ]
+}
+
+fn facts() -> HostFacts {
+    HostFacts { cpus: CpuSet::from_cpus(0..2), mem_total: Some(4 << 30) }
+}
+
+#[test]
+fn bad_input_table() {
+    let base = std::env::temp_dir().join(format!("slot-os-bad-input-{}", std::process::id()));
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let root = base.join(i.to_string());
+        let dir = root.join("etc/slot-os");
+        fs::create_dir_all(&dir).unwrap();
+        // The duplicate-number case needs a first holder of the number.
+        if case.file == "slot01.toml" {
+            fs::write(dir.join("slot00.toml"), "").unwrap();
+        }
+        fs::write(dir.join(case.file), case.text).unwrap();
+        if let Some(hosttext) = case.host {
+            fs::write(dir.join("slot-os.toml"), hosttext).unwrap();
+        }
+        let cfg = load_dir(&Paths::with_root(&root), &facts());
+        let prefix = format!("{}/", dir.display());
+        let got: Vec<String> = cfg.problems.iter().map(|p| p.to_string().replacen(&prefix, "", 1)).collect();
+        let name = case.file.trim_end_matches(".toml");
+        let skipped_ok = case.file == "slot-os.toml" || case.host.is_some() && cfg.host_skipped || cfg.skipped.iter().any(|s| s == name);
+        if got != [case.expected.to_string()] || !skipped_ok {
+            failures.push(format!("case {i} ({} = {:?}):\n  expected {:?}\n  got      {:?}\n  skipped {:?} host_skipped {}", case.file, case.text, case.expected, got, cfg.skipped, cfg.host_skipped));
+        }
+    }
+    let _ = fs::remove_dir_all(&base);
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn good_config_has_no_problems_and_resolves_fulcon_defaults() {
+    let root = std::env::temp_dir().join(format!("slot-os-good-{}", std::process::id()));
+    let dir = root.join("etc/slot-os");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..3 {
+        fs::write(dir.join(format!("slot0{i}.toml")), "").unwrap();
+    }
+    let cfg = load_dir(&Paths::with_root(&root), &facts());
+    let _ = fs::remove_dir_all(&root);
+    assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
+    assert_eq!(cfg.slots.len(), 3);
+    let r = &cfg.slots[0].resources;
+    assert_eq!(r.cpu_quota, 66, "Fulcon: ncpu*100/slots");
+    assert_eq!(r.cpus, None, "all CPUs");
+    assert_eq!(r.memory.to_string(), "512M");
+    assert_eq!(cfg.slots.iter().map(|s| s.number).collect::<Vec<_>>(), vec![0, 1, 2]);
+}
+
+/// Every example in conf/ is itself valid (they are documentation users copy).
+#[test]
+fn conf_examples_are_valid() {
+    let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let root = std::env::temp_dir().join(format!("slot-os-conf-{}", std::process::id()));
+    let dir = root.join("etc/slot-os");
+    fs::create_dir_all(&dir).unwrap();
+    let mut n = 0;
+    for e in fs::read_dir(&conf).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+            n += 1;
+        }
+    }
+    let cfg = load_dir(&Paths::with_root(&root), &HostFacts { cpus: CpuSet::from_cpus(0..4), mem_total: Some(16 << 30) });
+    let _ = fs::remove_dir_all(&root);
+    assert!(n >= 2, "conf/ should hold the host file and at least one slot example");
+    assert!(cfg.problems.is_empty(), "{:#?}", cfg.problems);
+    assert!(!cfg.host_skipped);
+    assert_eq!(cfg.slots.len(), n - 1);
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Everything the build and the test suite need on a fresh Debian 12 (idempotent).
+# Never installs systemd-resolved: on a machine without systemd as PID 1 it breaks DNS.
+set -euo pipefail
+pkgs=(systemd-container debootstrap dbus iproute2 btrfs-progs make gcc pkg-config tar jq)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (as root, on a fresh Debian 12):
+#   1. installs what it needs (idempotent),
+#   2. checks formatting and lints,
+#   3. unit, golden and bad-input tests (cargo test),
+#   4. the end-to-end suite in real systemd test hosts (tests/run-e2e.sh),
+# and ends with one line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "run-all.sh: must run as root (it boots systemd test hosts)" >&2
+  exit 2
+fi
+
+log "installing packages"
+bash tests/install-deps.sh || { echo "installing dependencies failed" >&2; exit 1; }
+
+passed=0
+failed=0
+
+log "cargo fmt --check / clippy -D warnings"
+if cargo fmt --all -- --check; then passed=$((passed + 1)); echo "ok   fmt"; else failed=$((failed + 1)); echo "FAIL fmt"; fi
+if cargo clippy --all-targets --locked -- -D warnings; then passed=$((passed + 1)); echo "ok   clippy"; else failed=$((failed + 1)); echo "FAIL clippy"; fi
+
+log "cargo test (unit, golden, bad-input)"
+cargo_out=$(mktemp)
+cargo test --locked 2>&1 | tee "$cargo_out"
+cargo_rc=${PIPESTATUS[0]}
+read -r cp cf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$cargo_out")
+rm -f "$cargo_out"
+if [ "$cargo_rc" != 0 ] && [ "$cf" = 0 ]; then cf=1; fi   # a build failure counts as a failure
+passed=$((passed + cp)); failed=$((failed + cf))
+
+log "end-to-end suite (real systemd in nspawn test hosts)"
+e2e_out=$(mktemp)
+bash tests/run-e2e.sh 2>&1 | tee "$e2e_out"
+e2e_rc=${PIPESTATUS[0]}
+read -r ep ef < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$e2e_out" | tail -n 1)
+rm -f "$e2e_out"
+ep=${ep:-0}; ef=${ef:-0}
+if [ "$e2e_rc" != 0 ] && [ "$ef" = 0 ]; then ef=1; fi
+passed=$((passed + ep)); failed=$((failed + ef))
+
+echo
+echo "cargo: $cp passed, $cf failed; e2e: $ep passed, $ef failed; checks: fmt, clippy"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
