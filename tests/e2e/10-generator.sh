@@ -4,10 +4,8 @@
 H=gen
 
 scenario_setup() {
-  th_boot "$H" unified
-  th_copy_slot_image "$H" slot00
-  th_copy_slot_image "$H" slot01
-  th_copy_slot_image "$H" slot02
+  th_boot "$H" unified || return 1
+  th_copy_slot_image "$H" slot00 && th_copy_slot_image "$H" slot01 && th_copy_slot_image "$H" slot02 || return 1
   th_sh "$H" 'mkdir -p /etc/slot-os'
 }
 
@@ -50,7 +48,7 @@ source = "/srv"
 target = "/DATA/srv"'
   assert_ok th_run "$H" systemctl daemon-reload || return 1
   local out
-  out=$(th_run "$H" systemd-analyze verify systemd-nspawn@slot00.service systemd-nspawn@slot01.service machines.target 2>&1)
+  out=$(th_run "$H" systemd-analyze verify --man=no systemd-nspawn@slot00.service systemd-nspawn@slot01.service machines.target 2>&1)
   local rc=$?
   assert_eq 0 "$rc" "systemd-analyze verify exit code (output: $out)" || return 1
   # networkd accepts the generated bridge files: the bridge comes up with its address.

@@ -4,7 +4,7 @@
 H=walk
 
 scenario_setup() {
-  th_boot "$H" unified
+  th_boot "$H" unified || return 1
 }
 
 scenario_teardown() {

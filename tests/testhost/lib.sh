@@ -138,8 +138,14 @@ th_start() {
     th_log "$name: no systemd appeared in the container"; tail -30 "$d/console.log" >&2; return 1
   fi
   echo "$leader" > "$d/leader"
-  local st
-  st=$(timeout 90 nsenter -t "$leader" -a env PATH=/usr/sbin:/usr/bin:/sbin:/bin systemctl is-system-running --wait 2>/dev/null)
+  # `is-system-running --wait` needs the host's bus, which comes up a moment after PID 1.
+  local st="" end=$((SECONDS + 90))
+  while [ $SECONDS -lt $end ]; do
+    st=$(timeout 60 nsenter -t "$leader" -a env PATH=/usr/sbin:/usr/bin:/sbin:/bin systemctl is-system-running --wait 2>/dev/null)
+    case "$st" in running|degraded|maintenance|stopping) break ;; esac
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
   case "$st" in
     running|degraded) ;;
     *)
