@@ -37,13 +37,17 @@ impl Log {
         // Only a real kmsg device: writing to a missing /dev/kmsg must not create a file.
         if std::fs::metadata("/dev/kmsg").is_ok_and(|m| m.file_type().is_char_device()) {
             if let Ok(f) = OpenOptions::new().write(true).open("/dev/kmsg") {
-                return Log { sink: Sink::Kmsg(Mutex::new(f)) };
+                return Log {
+                    sink: Sink::Kmsg(Mutex::new(f)),
+                };
             }
         }
         for path in SYSLOG_SOCKETS {
             if let Ok(sock) = UnixDatagram::unbound() {
                 if sock.connect(path).is_ok() {
-                    return Log { sink: Sink::Syslog(sock) };
+                    return Log {
+                        sink: Sink::Syslog(sock),
+                    };
                 }
             }
         }
@@ -57,11 +61,21 @@ impl Log {
             Sink::Kmsg(k) => {
                 // One write per line: kmsg turns each write() into one record.
                 let mut f = k.lock().unwrap_or_else(|e| e.into_inner());
-                msg.lines().all(|line| f.write_all(format!("<{sev}>slot-os-generator[{pid}]: {line}\n").as_bytes()).is_ok())
+                msg.lines().all(|line| {
+                    f.write_all(format!("<{sev}>slot-os-generator[{pid}]: {line}\n").as_bytes())
+                        .is_ok()
+                })
             }
-            Sink::Syslog(s) => msg
-                .lines()
-                .all(|line| s.send(format!("<{}>slot-os-generator[{pid}]: {line}", FACILITY_DAEMON * 8 + sev).as_bytes()).is_ok()),
+            Sink::Syslog(s) => msg.lines().all(|line| {
+                s.send(
+                    format!(
+                        "<{}>slot-os-generator[{pid}]: {line}",
+                        FACILITY_DAEMON * 8 + sev
+                    )
+                    .as_bytes(),
+                )
+                .is_ok()
+            }),
             Sink::Stderr => false,
         };
         if !ok {

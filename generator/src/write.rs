@@ -45,7 +45,10 @@ pub fn write_atomic(path: &Path, content: &Content, may_exist: bool) -> io::Resu
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.slot-os-tmp"))
 }
 
@@ -59,7 +62,11 @@ pub fn is_ours(path: &Path) -> bool {
 
 /// Removes generated files in `dir` that `keep` does not list; `candidate` says which
 /// names could be ours at all, so other files are not even opened.
-pub fn remove_stale(dir: &Path, keep: &HashSet<PathBuf>, candidate: impl Fn(&str) -> bool) -> Vec<(PathBuf, io::Error)> {
+pub fn remove_stale(
+    dir: &Path,
+    keep: &HashSet<PathBuf>,
+    candidate: impl Fn(&str) -> bool,
+) -> Vec<(PathBuf, io::Error)> {
     let mut errors = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
         return errors;

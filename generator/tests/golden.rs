@@ -93,14 +93,23 @@ fn run_case(case: &Path) -> Result<(), String> {
     let want = snapshot(&expected_dir.join("run"));
     let want_stderr = fs::read_to_string(expected_dir.join("stderr")).unwrap_or_default();
     let mut diffs = Vec::new();
-    for k in want.keys().chain(got.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for k in want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         match (want.get(k), got.get(k)) {
             (Some(a), Some(b)) if a == b => {}
-            (a, b) => diffs.push(format!("{}:\n  expected {a:?}\n  got      {b:?}", k.display())),
+            (a, b) => diffs.push(format!(
+                "{}:\n  expected {a:?}\n  got      {b:?}",
+                k.display()
+            )),
         }
     }
     if stderr != want_stderr {
-        diffs.push(format!("stderr:\n  expected {want_stderr:?}\n  got      {stderr:?}"));
+        diffs.push(format!(
+            "stderr:\n  expected {want_stderr:?}\n  got      {stderr:?}"
+        ));
     }
     if diffs.is_empty() {
         Ok(())
@@ -112,16 +121,34 @@ fn run_case(case: &Path) -> Result<(), String> {
 #[test]
 fn golden_fixtures() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/generator");
-    let mut cases: Vec<PathBuf> = fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("input").is_dir()).collect();
+    let mut cases: Vec<PathBuf> = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("input").is_dir())
+        .collect();
     cases.sort();
-    assert!(cases.len() >= 8, "fixture cases missing under {}", root.display());
+    assert!(
+        cases.len() >= 8,
+        "fixture cases missing under {}",
+        root.display()
+    );
     let mut failed = Vec::new();
     for c in &cases {
         if let Err(e) = run_case(c) {
-            failed.push(format!("== {}\n{e}", c.file_name().unwrap().to_string_lossy()));
+            failed.push(format!(
+                "== {}\n{e}",
+                c.file_name().unwrap().to_string_lossy()
+            ));
         }
     }
-    assert!(failed.is_empty(), "{} of {} golden cases differ:\n{}", failed.len(), cases.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} golden cases differ:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
 }
 
 /// Running twice over the same config changes nothing and keeps the output identical.
@@ -149,7 +176,9 @@ fn second_run_is_identical() {
 
 #[test]
 fn usage_error_without_output_dir() {
-    let out = Command::new(env!("CARGO_BIN_EXE_slot-os-generator")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slot-os-generator"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "slot-os", version, about = "Divide one Linux host into slots: full-OS systemd-nspawn machines")]
+#[command(
+    name = "slot-os",
+    version,
+    about = "Divide one Linux host into slots: full-OS systemd-nspawn machines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -117,7 +121,10 @@ pub enum Command {
     /// Create a slot from a file written by `export`.
     Import { file: PathBuf, name: Option<String> },
     /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`.
-    BrAdd { number: String, address_or_device: String },
+    BrAdd {
+        number: String,
+        address_or_device: String,
+    },
     /// Delete a bridge.
     BrDel { number: String },
     /// Show bridges.
@@ -126,7 +133,11 @@ pub enum Command {
         json: bool,
     },
     /// Add a NIC with a static address to a slot: `net-add SLOT IPADDR/MASK NIC_NUMBER`.
-    NetAdd { slot: String, address: String, nic: String },
+    NetAdd {
+        slot: String,
+        address: String,
+        nic: String,
+    },
     /// Delete a slot's NIC.
     NetDel { slot: String, nic: String },
     /// Show slots' NICs and addresses.

@@ -23,7 +23,10 @@ pub fn read_doc(path: &Path) -> anyhow::Result<DocumentMut> {
 pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().context("config path has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("config path has no file name")?.to_string_lossy();
+    let name = path
+        .file_name()
+        .context("config path has no file name")?
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     let r = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
@@ -51,7 +54,11 @@ mod tests {
     fn edits_keep_comments_and_layout() {
         let dir = std::env::temp_dir().join(format!("slot-os-edit-{}", std::process::id()));
         let path = dir.join("slot00.toml");
-        write_atomic(&path, "# keep me\nmemory = \"512M\" # inline\n\n[[bind]]\nsource = \"/a\"\ntarget = \"/b\"\n").unwrap();
+        write_atomic(
+            &path,
+            "# keep me\nmemory = \"512M\" # inline\n\n[[bind]]\nsource = \"/a\"\ntarget = \"/b\"\n",
+        )
+        .unwrap();
         let mut doc = read_doc(&path).unwrap();
         doc["memory"] = value("256M");
         doc["cpu_quota"] = value("50%");

@@ -19,7 +19,11 @@ pub struct NotImplemented(pub &'static str);
 
 impl fmt::Display for NotImplemented {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is not implemented yet in this version of slot-os", self.0)
+        write!(
+            f,
+            "`{}` is not implemented yet in this version of slot-os",
+            self.0
+        )
     }
 }
 impl std::error::Error for NotImplemented {}

@@ -25,7 +25,10 @@ pub fn new_machine_id() -> anyhow::Result<String> {
 pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> anyhow::Result<()> {
     let etc = image.join("etc");
     fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
-    write_file(&etc.join("machine-id"), &machine_id.map(|m| format!("{m}\n")).unwrap_or_default())?;
+    write_file(
+        &etc.join("machine-id"),
+        &machine_id.map(|m| format!("{m}\n")).unwrap_or_default(),
+    )?;
     let dbus_id = image.join("var/lib/dbus/machine-id");
     if dbus_id.symlink_metadata().is_ok() {
         fs::remove_file(&dbus_id).with_context(|| format!("removing {}", dbus_id.display()))?;
@@ -43,20 +46,33 @@ pub fn machine_id(image: &Path) -> Option<String> {
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     // The image's /etc may hold a symlink here (e.g. to /run/...); replace it rather
     // than write through it onto the host.
-    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
         fs::remove_file(path)?;
     }
     let mut f = File::create(path).with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
 /// Directories a bootable root must have even though their content was not copied.
 pub fn make_mount_points(image: &Path) -> anyhow::Result<()> {
-    for (d, mode) in [("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("run", 0o755), ("tmp", 0o1777), ("var/tmp", 0o1777), ("var/lib/machines", 0o700)] {
+    for (d, mode) in [
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+        ("run", 0o755),
+        ("tmp", 0o1777),
+        ("var/tmp", 0o1777),
+        ("var/lib/machines", 0o700),
+    ] {
         let p = image.join(d);
         fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", p.display()))?;
     }
     Ok(())
 }
@@ -70,7 +86,8 @@ pub fn swap_into_place(new: &Path, dest: &Path) -> anyhow::Result<()> {
     }
     let had_old = dest.symlink_metadata().is_ok();
     if had_old {
-        fs::rename(dest, &old).with_context(|| format!("moving the old {} aside", dest.display()))?;
+        fs::rename(dest, &old)
+            .with_context(|| format!("moving the old {} aside", dest.display()))?;
     }
     if let Err(e) = fs::rename(new, dest) {
         if had_old {
@@ -86,7 +103,10 @@ pub fn swap_into_place(new: &Path, dest: &Path) -> anyhow::Result<()> {
 
 /// `dir/.PREFIXname`: hidden from machined's image list and from `build`.
 pub fn sibling(dest: &Path, prefix: &str) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dest.with_file_name(format!("{prefix}{name}"))
 }
 

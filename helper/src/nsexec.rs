@@ -34,7 +34,8 @@ fn open_namespaces(leader: u32) -> anyhow::Result<(Vec<Ns>, bool)> {
     ] {
         let theirs = format!("/proc/{leader}/ns/{name}");
         let ours = format!("/proc/self/ns/{name}");
-        let t = std::fs::metadata(&theirs).with_context(|| format!("reading {theirs} (is the slot running?)"))?;
+        let t = std::fs::metadata(&theirs)
+            .with_context(|| format!("reading {theirs} (is the slot running?)"))?;
         let same = std::fs::metadata(&ours).is_ok_and(|o| o.ino() == t.ino() && o.dev() == t.dev());
         if same {
             continue;
@@ -53,10 +54,19 @@ pub fn command(leader: u32, argv: &[String]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(prog);
     cmd.args(args)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", "/root")
-        .env("LANG", std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()))
-        .env("TERM", std::env::var("TERM").unwrap_or_else(|_| "dumb".into()))
+        .env(
+            "LANG",
+            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+        )
+        .env(
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "dumb".into()),
+        )
         .current_dir("/");
     // SAFETY: runs in the forked child before exec; it only makes system calls (setns,
     // setres[ug]id, fork, waitpid, _exit) on file descriptors opened before the fork.
@@ -68,8 +78,10 @@ pub fn command(leader: u32, argv: &[String]) -> anyhow::Result<Command> {
             if userns {
                 // Unmapped after entering the user namespace until we become its root.
                 nix::unistd::setgroups(&[]).ok();
-                nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(std::io::Error::from)?;
-                nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(std::io::Error::from)?;
+                nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                    .map_err(std::io::Error::from)?;
+                nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                    .map_err(std::io::Error::from)?;
             }
             // A new PID namespace applies to children only: fork once more so the
             // command is a process of the slot, and pass its exit status up.
@@ -103,7 +115,9 @@ pub fn command(leader: u32, argv: &[String]) -> anyhow::Result<Command> {
 pub fn run(leader: u32, argv: &[String]) -> anyhow::Result<ExitStatus> {
     let mut cmd = command(leader, argv)?;
     cmd.stdin(Stdio::inherit());
-    let st = cmd.status().with_context(|| format!("running {:?} in the slot", argv[0]))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("running {:?} in the slot", argv[0]))?;
     Ok(st)
 }
 

@@ -8,7 +8,9 @@ use crate::error::bad_input;
 /// are bad input (exit 2) and nothing is done.
 pub fn resolve<'c>(cfg: &'c Config, args: &[String]) -> anyhow::Result<Vec<&'c Slot>> {
     if args.is_empty() {
-        return Err(bad_input("no slot given; name slots by number (0), by name (slot00), or `all`"));
+        return Err(bad_input(
+            "no slot given; name slots by number (0), by name (slot00), or `all`",
+        ));
     }
     let mut out: Vec<&Slot> = Vec::new();
     for a in args {
@@ -34,7 +36,11 @@ pub fn resolve_one<'c>(cfg: &'c Config, arg: &str) -> anyhow::Result<&'c Slot> {
         cfg.slot(arg)
     };
     found.ok_or_else(|| {
-        let known: Vec<String> = cfg.slots.iter().map(|s| format!("{} ({})", s.number, s.name)).collect();
+        let known: Vec<String> = cfg
+            .slots
+            .iter()
+            .map(|s| format!("{} ({})", s.number, s.name))
+            .collect();
         let hint = if cfg.skipped.iter().any(|s| s == arg) {
             "; its file has errors, run `slot-os check`".to_string()
         } else if known.is_empty() {
@@ -58,7 +64,11 @@ mod tests {
     use slot_config::{load_dir, CpuSet, HostFacts, Paths};
 
     fn cfg() -> (Config, std::path::PathBuf) {
-        let root = std::env::temp_dir().join(format!("slot-os-targets-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let root = std::env::temp_dir().join(format!(
+            "slot-os-targets-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let dir = root.join("etc/slot-os");
         std::fs::create_dir_all(&dir).unwrap();
         for f in ["slot00", "slot01", "slot02"] {
@@ -66,7 +76,13 @@ mod tests {
         }
         std::fs::write(dir.join("web.toml"), "number = 10").unwrap();
         std::fs::write(dir.join("broken.toml"), "number = ").unwrap();
-        let c = load_dir(&Paths::with_root(&root), &HostFacts { cpus: CpuSet::from_cpus(0..2), mem_total: None });
+        let c = load_dir(
+            &Paths::with_root(&root),
+            &HostFacts {
+                cpus: CpuSet::from_cpus(0..2),
+                mem_total: None,
+            },
+        );
         (c, root)
     }
 
@@ -78,20 +94,32 @@ mod tests {
     fn resolves_numbers_names_and_all() {
         let (c, root) = cfg();
         let a = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&resolve(&c, &a(&["all"])).unwrap()), ["slot00", "slot01", "slot02", "web"]);
-        assert_eq!(names(&resolve(&c, &a(&["2", "slot00", "0"])).unwrap()), ["slot00", "slot02"]);
+        assert_eq!(
+            names(&resolve(&c, &a(&["all"])).unwrap()),
+            ["slot00", "slot01", "slot02", "web"]
+        );
+        assert_eq!(
+            names(&resolve(&c, &a(&["2", "slot00", "0"])).unwrap()),
+            ["slot00", "slot02"]
+        );
         assert_eq!(names(&resolve(&c, &a(&["10"])).unwrap()), ["web"]);
         let e = resolve(&c, &a(&["99"])).unwrap_err();
         assert!(e.downcast_ref::<crate::error::BadInput>().is_some());
         assert!(e.to_string().contains("unknown slot \"99\""), "{e}");
-        assert!(resolve(&c, &a(&["broken"])).unwrap_err().to_string().contains("slot-os check"));
+        assert!(resolve(&c, &a(&["broken"]))
+            .unwrap_err()
+            .to_string()
+            .contains("slot-os check"));
         assert!(resolve(&c, &[]).is_err());
         std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn splits_fulcon_colon() {
-        let v: Vec<String> = ["all", ":", "rm", "-f", "x"].iter().map(|s| s.to_string()).collect();
+        let v: Vec<String> = ["all", ":", "rm", "-f", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (t, c) = split_colon(&v).unwrap();
         assert_eq!(t, ["all"]);
         assert_eq!(c, ["rm", "-f", "x"]);

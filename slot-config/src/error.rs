@@ -12,7 +12,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(file: impl Into<PathBuf>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<PathBuf>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Problem {
             file: file.into(),
             key: key.into(),

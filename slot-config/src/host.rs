@@ -107,7 +107,12 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         let mut b = Fields::new(t, file, prefix, BRIDGE_KEYS, problems);
         let number = match b.get("number") {
             None => {
-                b.problem("number", format!("missing; every [[bridge]] needs a number from 0 to {MAX_BRIDGE_NUMBER}"));
+                b.problem(
+                    "number",
+                    format!(
+                        "missing; every [[bridge]] needs a number from 0 to {MAX_BRIDGE_NUMBER}"
+                    ),
+                );
                 None
             }
             Some(_) => b.integer("number", 0, MAX_BRIDGE_NUMBER),
@@ -159,10 +164,14 @@ pub fn check_abs_path(s: &str) -> Result<(), String> {
         return Err(format!("{s:?} is not an absolute path; start it with '/'"));
     }
     if s.split('/').any(|c| c == ".." || c == ".") {
-        return Err(format!("{s:?} contains '.' or '..'; write the path without them"));
+        return Err(format!(
+            "{s:?} contains '.' or '..'; write the path without them"
+        ));
     }
     if s.contains(['\n', ':']) {
-        return Err(format!("{s:?} contains ':' or a newline, which systemd-nspawn cannot take in a path"));
+        return Err(format!(
+            "{s:?} contains ':' or a newline, which systemd-nspawn cannot take in a path"
+        ));
     }
     Ok(())
 }
@@ -170,10 +179,14 @@ pub fn check_abs_path(s: &str) -> Result<(), String> {
 /// A Linux interface name: 1 to 15 characters, no '/', whitespace or ':'.
 pub fn check_ifname(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 15 || s == "." || s == ".." {
-        return Err(format!("{s:?} is not an interface name; use 1 to 15 characters"));
+        return Err(format!(
+            "{s:?} is not an interface name; use 1 to 15 characters"
+        ));
     }
     if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(format!("{s:?} is not an interface name; it may not contain '/', ':' or spaces"));
+        return Err(format!(
+            "{s:?} is not an interface name; it may not contain '/', ':' or spaces"
+        ));
     }
     Ok(())
 }

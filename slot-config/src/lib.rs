@@ -20,7 +20,7 @@ pub use host::{Bridge, HostConfig};
 pub use load::{load_dir, Config};
 pub use paths::Paths;
 pub use slot::{Bind, Nic, Resources, Slot};
-pub use values::{CpuQuota, CpuSet, Cidr, Memory};
+pub use values::{Cidr, CpuQuota, CpuSet, Memory};
 
 /// First line of every file slot-os writes; stale-file cleanup only ever removes files
 /// that carry it, so an admin's own files in the same directories are never touched.

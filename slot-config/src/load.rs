@@ -49,13 +49,21 @@ pub fn read_dir(dir: &Path) -> (Option<SourceFile>, Vec<SourceFile>) {
     };
     for e in entries.flatten() {
         let fname = e.file_name();
-        let Some(fname) = fname.to_str() else { continue };
+        let Some(fname) = fname.to_str() else {
+            continue;
+        };
         if fname.starts_with('.') {
             continue;
         }
-        let Some(name) = fname.strip_suffix(".toml") else { continue };
+        let Some(name) = fname.strip_suffix(".toml") else {
+            continue;
+        };
         let path = e.path();
-        let f = SourceFile { name: name.to_string(), path, text: Ok(String::new()) };
+        let f = SourceFile {
+            name: name.to_string(),
+            path,
+            text: Ok(String::new()),
+        };
         if fname == HOST_FILE {
             host = Some(f);
         } else {
@@ -77,7 +85,9 @@ fn read_text(path: &Path) -> Result<String, String> {
 /// Runs `f` over `items` on as many threads as there are CPUs: with a thousand slots,
 /// reading and parsing their files is most of the generator's work.
 fn for_each_parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
     if threads == 1 || items.len() < 64 {
         items.iter_mut().for_each(f);
         return;
@@ -121,7 +131,8 @@ pub fn load_dir(paths: &Paths, facts: &HostFacts) -> Config {
     }
 
     let nslots = slot_files.len().max(1) as u32;
-    let mut parsed: Vec<(&SourceFile, Option<Slot>, Vec<Problem>)> = slot_files.iter().map(|sf| (sf, None, Vec::new())).collect();
+    let mut parsed: Vec<(&SourceFile, Option<Slot>, Vec<Problem>)> =
+        slot_files.iter().map(|sf| (sf, None, Vec::new())).collect();
     for_each_parallel(&mut parsed, |(sf, slot, problems)| match &sf.text {
         Ok(text) => match parse_toml(text, &sf.path) {
             Ok(t) => *slot = Some(parse_slot(&sf.name, &t, &sf.path, problems)),
@@ -159,7 +170,12 @@ pub fn auto_cpu_quota(facts: &HostFacts, nslots: u32) -> u32 {
     (facts.ncpus() * 100 / nslots.max(1)).max(1)
 }
 
-pub fn resolve_resources(slot: &Slot, host: &HostConfig, facts: &HostFacts, nslots: u32) -> Resources {
+pub fn resolve_resources(
+    slot: &Slot,
+    host: &HostConfig,
+    facts: &HostFacts,
+    nslots: u32,
+) -> Resources {
     let quota = match slot.cpu_quota.unwrap_or(host.cpu_quota) {
         CpuQuota::Auto => auto_cpu_quota(facts, nslots),
         CpuQuota::Percent(p) => p,
@@ -187,7 +203,10 @@ fn check_resources(
             problems.push(Problem::new(
                 file,
                 key("cpu_quota"),
-                format!("{p}% is more than this host's {} CPUs can give; use 1% to {max}%", facts.ncpus()),
+                format!(
+                    "{p}% is more than this host's {} CPUs can give; use 1% to {max}%",
+                    facts.ncpus()
+                ),
             ));
         }
     }
@@ -197,7 +216,10 @@ fn check_resources(
             problems.push(Problem::new(
                 file,
                 key("cpus"),
-                format!("CPU {beyond} is beyond this host's CPUs ({}); use CPUs from {} or \"all\"", facts.cpus, facts.cpus),
+                format!(
+                    "CPU {beyond} is beyond this host's CPUs ({}); use CPUs from {} or \"all\"",
+                    facts.cpus, facts.cpus
+                ),
             ));
         }
     }
@@ -206,13 +228,21 @@ fn check_resources(
             problems.push(Problem::new(
                 file,
                 key("memory"),
-                format!("{m} is more than this host's memory ({}); use at most that", crate::Memory(total)),
+                format!(
+                    "{m} is more than this host's memory ({}); use at most that",
+                    crate::Memory(total)
+                ),
             ));
         }
     }
 }
 
-fn check_host_against_facts(host: &HostConfig, file: &Path, facts: &HostFacts, problems: &mut Vec<Problem>) {
+fn check_host_against_facts(
+    host: &HostConfig,
+    file: &Path,
+    facts: &HostFacts,
+    problems: &mut Vec<Problem>,
+) {
     check_resources(
         Some(host.cpu_quota),
         host.cpus.as_ref(),
@@ -224,8 +254,21 @@ fn check_host_against_facts(host: &HostConfig, file: &Path, facts: &HostFacts, p
     );
 }
 
-fn check_slot_against_host(slot: &Slot, host: &HostConfig, facts: &HostFacts, problems: &mut Vec<Problem>) {
-    check_resources(slot.cpu_quota, slot.cpus.as_ref(), slot.memory, &slot.file, "", facts, problems);
+fn check_slot_against_host(
+    slot: &Slot,
+    host: &HostConfig,
+    facts: &HostFacts,
+    problems: &mut Vec<Problem>,
+) {
+    check_resources(
+        slot.cpu_quota,
+        slot.cpus.as_ref(),
+        slot.memory,
+        &slot.file,
+        "",
+        facts,
+        problems,
+    );
     for (i, nic) in slot.nics.iter().enumerate() {
         if !host.bridges.iter().any(|b| b.number == nic.bridge) {
             let known: Vec<String> = host.bridges.iter().map(|b| b.number.to_string()).collect();
@@ -235,7 +278,11 @@ fn check_slot_against_host(slot: &Slot, host: &HostConfig, facts: &HostFacts, pr
                 format!(
                     "bridge {} is not declared in {HOST_FILE}; declared bridges: {}",
                     nic.bridge,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
         }
@@ -248,7 +295,10 @@ fn check_bridge_addresses(cfg: &mut Config) {
     let mut owners: BTreeMap<(u32, std::net::IpAddr), String> = BTreeMap::new();
     for b in &cfg.host.bridges {
         for a in &b.addresses {
-            owners.insert((b.number, a.addr), format!("bridge {} of the host", b.number));
+            owners.insert(
+                (b.number, a.addr),
+                format!("bridge {} of the host", b.number),
+            );
         }
     }
     let mut keep = Vec::new();

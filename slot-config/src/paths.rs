@@ -65,6 +65,9 @@ mod tests {
     fn under_root_moves_absolute_paths() {
         let p = Paths::with_root("/tmp/x");
         assert_eq!(p.config_dir(), PathBuf::from("/tmp/x/etc/slot-os"));
-        assert_eq!(Paths::with_root("/").nspawn_dir(), PathBuf::from("/run/systemd/nspawn"));
+        assert_eq!(
+            Paths::with_root("/").nspawn_dir(),
+            PathBuf::from("/run/systemd/nspawn")
+        );
     }
 }

@@ -104,7 +104,11 @@ const BIND_KEYS: &[&str] = &["source", "target", "read_only"];
 /// the host defaults and the number of slots are known.
 pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Slot {
     if let Err(e) = check_slot_name(name) {
-        problems.push(Problem::new(file, "", format!("{e} (the file name, without .toml, is the slot name)")));
+        problems.push(Problem::new(
+            file,
+            "",
+            format!("{e} (the file name, without .toml, is the slot name)"),
+        ));
     }
     let mut f = Fields::new(table, file, "", SLOT_KEYS, problems);
     let number = match f.get("number") {
@@ -112,7 +116,10 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         None => match number_from_name(name) {
             Some(n) if n <= MAX_SLOT_NUMBER => Some(n),
             Some(n) => {
-                f.problem("number", format!("{n} (from the name) is out of range; use 0 to {MAX_SLOT_NUMBER}"));
+                f.problem(
+                    "number",
+                    format!("{n} (from the name) is out of range; use 0 to {MAX_SLOT_NUMBER}"),
+                );
                 None
             }
             None => {
@@ -130,7 +137,10 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         f.problem("command", "missing; a slot with `boot = false` runs `command` (e.g. [\"/bin/sh\", \"-c\", \"...\"]) as its only process");
     }
     if boot && !command.is_empty() {
-        f.problem("command", "only used with `boot = false`; a booted slot runs its own init");
+        f.problem(
+            "command",
+            "only used with `boot = false`; a booted slot runs its own init",
+        );
     }
     if command.iter().any(|c| c.contains('\n')) {
         f.problem("command", "arguments may not contain newlines");
@@ -155,16 +165,28 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
     if let Some(t) = f.table("environment") {
         for (k, v) in t {
             let key = format!("environment.{k}");
-            if k.is_empty() || k.starts_with(|c: char| c.is_ascii_digit()) || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                f.problems.push(Problem::new(file, key, "not a variable name; use letters, digits and '_', not starting with a digit"));
+            if k.is_empty()
+                || k.starts_with(|c: char| c.is_ascii_digit())
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                f.problems.push(Problem::new(
+                    file,
+                    key,
+                    "not a variable name; use letters, digits and '_', not starting with a digit",
+                ));
                 continue;
             }
             match v {
                 toml::Value::String(s) if !s.contains('\n') => {
                     environment.insert(k.clone(), s.clone());
                 }
-                toml::Value::String(_) => f.problems.push(Problem::new(file, key, "values may not contain newlines")),
-                _ => f.problems.push(Problem::new(file, key, "expected a string")),
+                toml::Value::String(_) => {
+                    f.problems
+                        .push(Problem::new(file, key, "values may not contain newlines"))
+                }
+                _ => f
+                    .problems
+                    .push(Problem::new(file, key, "expected a string")),
             }
         }
     }
@@ -181,16 +203,25 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         let mut addresses = Vec::new();
         for a in n.strings("address").unwrap_or_default() {
             match a.parse::<Cidr>() {
-                Ok(c) if addresses.contains(&c) => n.problem("address", format!("{c} is listed twice")),
+                Ok(c) if addresses.contains(&c) => {
+                    n.problem("address", format!("{c} is listed twice"))
+                }
                 Ok(c) => addresses.push(c),
                 Err(e) => n.problem("address", e),
             }
         }
         if let (Some(number), Some(bridge)) = (number, bridge) {
             if nics.iter().any(|x| x.number == number) {
-                n.problem("number", format!("NIC {number} is declared twice in this slot"));
+                n.problem(
+                    "number",
+                    format!("NIC {number} is declared twice in this slot"),
+                );
             } else {
-                nics.push(Nic { number, bridge, addresses });
+                nics.push(Nic {
+                    number,
+                    bridge,
+                    addresses,
+                });
             }
         }
     }
@@ -204,9 +235,16 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         let read_only = b.boolean("read_only").unwrap_or(false);
         if let (Some(source), Some(target)) = (source, target) {
             if binds.iter().any(|x| x.target == target) {
-                b.problem("target", format!("{} is already the target of another bind", target.display()));
+                b.problem(
+                    "target",
+                    format!("{} is already the target of another bind", target.display()),
+                );
             } else {
-                binds.push(Bind { source, target, read_only });
+                binds.push(Bind {
+                    source,
+                    target,
+                    read_only,
+                });
             }
         }
     }
@@ -227,7 +265,11 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         environment,
         nics,
         binds,
-        resources: Resources { cpu_quota: 100, cpus: None, memory: Memory(0) },
+        resources: Resources {
+            cpu_quota: 100,
+            cpus: None,
+            memory: Memory(0),
+        },
     }
 }
 

@@ -95,10 +95,14 @@ impl FromStr for CpuSet {
             let lo: u32 = lo.parse().map_err(|_| bad())?;
             let hi: u32 = hi.parse().map_err(|_| bad())?;
             if lo > hi {
-                return Err(format!("{s:?}: range {lo}-{hi} runs backwards; write the lower CPU first"));
+                return Err(format!(
+                    "{s:?}: range {lo}-{hi} runs backwards; write the lower CPU first"
+                ));
             }
             if hi > MAX_CPU {
-                return Err(format!("{s:?}: CPU {hi} is beyond the largest CPU number slot-os accepts ({MAX_CPU})"));
+                return Err(format!(
+                    "{s:?}: CPU {hi} is beyond the largest CPU number slot-os accepts ({MAX_CPU})"
+                ));
             }
             set.extend(lo..=hi);
         }
@@ -147,13 +151,19 @@ pub const MIN_MEMORY: u64 = 16 << 20;
 impl FromStr for Memory {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\"");
+        let bad = || {
+            format!("{s:?} is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\"")
+        };
         let t = s.trim();
         let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
         let (num, mult) = match t.chars().last() {
             Some(c) if c.is_ascii_alphabetic() => {
                 let up = c.to_ascii_uppercase();
-                let m = UNITS.iter().find(|(u, _)| *u == up).map(|(_, m)| *m).ok_or_else(bad)?;
+                let m = UNITS
+                    .iter()
+                    .find(|(u, _)| *u == up)
+                    .map(|(_, m)| *m)
+                    .ok_or_else(bad)?;
                 (&t[..t.len() - 1], m)
             }
             Some(_) => (t, 1),
@@ -162,7 +172,9 @@ impl FromStr for Memory {
         let n: u64 = num.trim().parse().map_err(|_| bad())?;
         let bytes = n.checked_mul(mult).ok_or_else(bad)?;
         if bytes < MIN_MEMORY {
-            return Err(format!("{s:?} is too little memory for a slot; use at least 16M"));
+            return Err(format!(
+                "{s:?} is too little memory for a slot; use at least 16M"
+            ));
         }
         Ok(Memory(bytes))
     }
@@ -172,7 +184,7 @@ impl fmt::Display for Memory {
     /// The largest unit that states the size exactly, so "512M" stays "512M".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (u, m) in UNITS {
-            if self.0 >= m && self.0 % m == 0 {
+            if self.0 >= m && self.0.is_multiple_of(m) {
                 return write!(f, "{}{}", self.0 / m, u);
             }
         }
@@ -207,11 +219,9 @@ impl FromStr for Cidr {
             .parse()
             .map_err(|_| format!("{s:?}: {a:?} is not an IPv4 or IPv6 address"))?;
         let max = Cidr::max_prefix(&addr);
-        let prefix: u8 = p
-            .parse()
-            .ok()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| format!("{s:?}: prefix length /{p} is out of range; use /0 to /{max}"))?;
+        let prefix: u8 = p.parse().ok().filter(|n| *n <= max).ok_or_else(|| {
+            format!("{s:?}: prefix length /{p} is out of range; use /0 to /{max}")
+        })?;
         if addr.is_unspecified() || addr.is_multicast() {
             return Err(format!("{s:?}: {addr} cannot be an interface address"));
         }
@@ -262,7 +272,10 @@ mod tests {
 
     #[test]
     fn cidr() {
-        assert_eq!("10.0.0.1/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.1/8");
+        assert_eq!(
+            "10.0.0.1/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.1/8"
+        );
         assert_eq!("fd77::1/64".parse::<Cidr>().unwrap().prefix, 64);
         assert!("10.0.0.1/33".parse::<Cidr>().is_err());
         assert!("300.1.1.1/24".parse::<Cidr>().is_err());

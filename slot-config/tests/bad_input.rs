@@ -15,10 +15,25 @@ struct Case {
 }
 
 const fn c(file: &'static str, text: &'static str, expected: &'static str) -> Case {
-    Case { file, text, host: None, expected }
+    Case {
+        file,
+        text,
+        host: None,
+        expected,
+    }
 }
-const fn h(file: &'static str, text: &'static str, host: &'static str, expected: &'static str) -> Case {
-    Case { file, text, host: Some(host), expected }
+const fn h(
+    file: &'static str,
+    text: &'static str,
+    host: &'static str,
+    expected: &'static str,
+) -> Case {
+    Case {
+        file,
+        text,
+        host: Some(host),
+        expected,
+    }
 }
 
 const BRIDGE1: &str = "[[bridge]]\nnumber = 1\naddress = \"10.1.0.1/24\"\n";
@@ -87,7 +102,10 @@ fn cases() -> Vec<Case> {
 }
 
 fn facts() -> HostFacts {
-    HostFacts { cpus: CpuSet::from_cpus(0..2), mem_total: Some(4 << 30) }
+    HostFacts {
+        cpus: CpuSet::from_cpus(0..2),
+        mem_total: Some(4 << 30),
+    }
 }
 
 #[test]
@@ -110,15 +128,27 @@ fn bad_input_table() {
         }
         let cfg = load_dir(&Paths::with_root(&root), &facts());
         let prefix = format!("{}/", dir.display());
-        let got: Vec<String> = cfg.problems.iter().map(|p| p.to_string().replacen(&prefix, "", 1)).collect();
+        let got: Vec<String> = cfg
+            .problems
+            .iter()
+            .map(|p| p.to_string().replacen(&prefix, "", 1))
+            .collect();
         let name = case.file.trim_end_matches(".toml");
-        let skipped_ok = case.file == "slot-os.toml" || case.host.is_some() && cfg.host_skipped || cfg.skipped.iter().any(|s| s == name);
+        let skipped_ok = case.file == "slot-os.toml"
+            || case.host.is_some() && cfg.host_skipped
+            || cfg.skipped.iter().any(|s| s == name);
         if got != [case.expected.to_string()] || !skipped_ok {
             failures.push(format!("case {i} ({} = {:?}):\n  expected {:?}\n  got      {:?}\n  skipped {:?} host_skipped {}", case.file, case.text, case.expected, got, cfg.skipped, cfg.host_skipped));
         }
     }
     let _ = fs::remove_dir_all(&base);
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -137,7 +167,10 @@ fn good_config_has_no_problems_and_resolves_fulcon_defaults() {
     assert_eq!(r.cpu_quota, 66, "Fulcon: ncpu*100/slots");
     assert_eq!(r.cpus, None, "all CPUs");
     assert_eq!(r.memory.to_string(), "512M");
-    assert_eq!(cfg.slots.iter().map(|s| s.number).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        cfg.slots.iter().map(|s| s.number).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
 }
 
 /// Every example in conf/ is itself valid (they are documentation users copy).
@@ -154,9 +187,18 @@ fn conf_examples_are_valid() {
             n += 1;
         }
     }
-    let cfg = load_dir(&Paths::with_root(&root), &HostFacts { cpus: CpuSet::from_cpus(0..4), mem_total: Some(16 << 30) });
+    let cfg = load_dir(
+        &Paths::with_root(&root),
+        &HostFacts {
+            cpus: CpuSet::from_cpus(0..4),
+            mem_total: Some(16 << 30),
+        },
+    );
     let _ = fs::remove_dir_all(&root);
-    assert!(n >= 2, "conf/ should hold the host file and at least one slot example");
+    assert!(
+        n >= 2,
+        "conf/ should hold the host file and at least one slot example"
+    );
     assert!(cfg.problems.is_empty(), "{:#?}", cfg.problems);
     assert!(!cfg.host_skipped);
     assert_eq!(cfg.slots.len(), n - 1);

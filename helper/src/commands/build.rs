@@ -22,7 +22,12 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         .parse()
         .ok()
         .filter(|n| *n <= MAX_SLOT_NUMBER + 1)
-        .ok_or_else(|| bad_input(format!("{count:?} is not a number of slots; use 0 to {}", MAX_SLOT_NUMBER + 1)))?;
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{count:?} is not a number of slots; use 0 to {}",
+                MAX_SLOT_NUMBER + 1
+            ))
+        })?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let base = cfg.host.image.clone();
@@ -31,8 +36,14 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
     let wanted: Vec<String> = (0..n).map(default_slot_name).collect();
     let existing = build_owned_slots(ctx, &cfg);
     let remove: Vec<&String> = existing.iter().filter(|s| !wanted.contains(s)).collect();
-    let create_cfg: Vec<&String> = wanted.iter().filter(|s| !ctx.paths.config_dir().join(format!("{s}.toml")).exists()).collect();
-    let clone: Vec<&String> = wanted.iter().filter(|s| !machines.join(s.as_str()).exists()).collect();
+    let create_cfg: Vec<&String> = wanted
+        .iter()
+        .filter(|s| !ctx.paths.config_dir().join(format!("{s}.toml")).exists())
+        .collect();
+    let clone: Vec<&String> = wanted
+        .iter()
+        .filter(|s| !machines.join(s.as_str()).exists())
+        .collect();
 
     if !clone.is_empty() && !machines.join(&base).is_dir() {
         return Err(bad_input(format!(
@@ -41,7 +52,9 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         )));
     }
     if let Some(bad) = cfg.skipped.iter().find(|s| wanted.contains(s)) {
-        return Err(bad_input(format!("{bad}.toml has errors (see `slot-os check`); fix it before building")));
+        return Err(bad_input(format!(
+            "{bad}.toml has errors (see `slot-os check`); fix it before building"
+        )));
     }
     if remove.is_empty() && create_cfg.is_empty() && clone.is_empty() {
         println!("{n} slot(s) already built; nothing to change");
@@ -49,7 +62,10 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
     }
     if dry_run {
         for s in &create_cfg {
-            println!("would write {}", ctx.paths.config_dir().join(format!("{s}.toml")).display());
+            println!(
+                "would write {}",
+                ctx.paths.config_dir().join(format!("{s}.toml")).display()
+            );
         }
         for s in &clone {
             println!("would clone image {base} as {s}");
@@ -102,19 +118,41 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
             write_atomic(&file, &text)?;
         }
         if cloned || create_cfg.contains(&s) {
-            println!("{s}: built{}", if cloned { format!(" (image cloned from {base})") } else { String::new() });
+            println!(
+                "{s}: built{}",
+                if cloned {
+                    format!(" (image cloned from {base})")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     bus.daemon_reload()?;
-    println!("build {n}: done in {:.2} s", started.elapsed().as_secs_f64());
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    println!(
+        "build {n}: done in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// slotNN slots that exist as a config file or an image.
 fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
-    let mut names: Vec<String> = cfg.slots.iter().map(|s| s.name.clone()).chain(cfg.skipped.iter().cloned()).collect();
+    let mut names: Vec<String> = cfg
+        .slots
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(cfg.skipped.iter().cloned())
+        .collect();
     if let Ok(rd) = fs::read_dir(ctx.paths.under(&cfg.host.machines_dir)) {
-        names.extend(rd.flatten().filter_map(|e| e.file_name().to_str().map(String::from)));
+        names.extend(
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(String::from)),
+        );
     }
     names.retain(|n| number_from_name(n).is_some_and(|num| default_slot_name(num) == *n));
     names.sort();
@@ -123,7 +161,8 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
 }
 
 fn clone_slot(bus: &Bus, machines: &Path, base: &str, name: &str) -> anyhow::Result<()> {
-    bus.clone_image(base, name, false).with_context(|| format!("cloning image {base} as {name}"))?;
+    bus.clone_image(base, name, false)
+        .with_context(|| format!("cloning image {base} as {name}"))?;
     let id = image::new_machine_id()?;
     if let Err(e) = image::set_identity(&machines.join(name), name, Some(&id)) {
         let _ = bus.remove_image(name);
@@ -138,13 +177,17 @@ fn remove_slot(ctx: &Ctx, bus: &Bus, machines: &Path, name: &str) -> anyhow::Res
     let img = machines.join(name);
     let id = image::machine_id(&img);
     if img.exists() {
-        bus.remove_image(name).with_context(|| format!("removing image {name}"))?;
+        bus.remove_image(name)
+            .with_context(|| format!("removing image {name}"))?;
     }
     // nspawn's --link-journal=try-guest leaves /var/log/journal/<id> pointing into the
     // image; it dangles once the image is gone.
     if let Some(id) = id {
         let link = ctx.paths.under("/var/log/journal").join(id);
-        if link.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        if link
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             let _ = fs::remove_file(&link);
         }
     }

@@ -17,7 +17,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{} problem(s); files with problems are skipped by the generator", cfg.problems.len());
+        println!(
+            "{} problem(s); files with problems are skipped by the generator",
+            cfg.problems.len()
+        );
         Ok(ExitCode::from(2))
     }
 }

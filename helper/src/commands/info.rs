@@ -23,13 +23,27 @@ struct Usage {
 /// (systemd's own counters need controllers a cgroup-v1 host does not delegate).
 fn usage(leader: u32) -> Usage {
     let mut u = Usage::default();
-    let Ok(ns) = fs::metadata(format!("/proc/{leader}/ns/pid")) else { return u };
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let Ok(ns) = fs::metadata(format!("/proc/{leader}/ns/pid")) else {
+        return u;
+    };
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let same = fs::metadata(format!("/proc/{pid}/ns/pid")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let same = fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
         if !same {
             continue;
         }
@@ -38,21 +52,32 @@ fn usage(leader: u32) -> Usage {
             // Fields after the command name, which may itself contain spaces.
             if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
                 let f: Vec<&str> = rest.split_whitespace().collect();
-                let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0) + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
+                    + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
                 u.cpu_time_ns += ticks * 1_000_000_000 / tick;
             }
         }
         if let Ok(statm) = fs::read_to_string(format!("/proc/{pid}/statm")) {
-            u.memory_rss_bytes += statm.split_whitespace().nth(1).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) * page;
+            u.memory_rss_bytes += statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0)
+                * page;
         }
     }
     if let Ok(dev) = fs::read_to_string(format!("/proc/{leader}/net/dev")) {
         for line in dev.lines().skip(2) {
-            let Some((ifname, rest)) = line.split_once(':') else { continue };
+            let Some((ifname, rest)) = line.split_once(':') else {
+                continue;
+            };
             if ifname.trim() == "lo" {
                 continue;
             }
-            let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             u.rx_bytes += f.first().copied().unwrap_or(0);
             u.tx_bytes += f.get(8).copied().unwrap_or(0);
         }
@@ -83,12 +108,20 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
     let machine = bus.list_machines()?.into_iter().find(|m| m.name == s.name);
     let leader = machine.as_ref().map(|m| m.leader).filter(|l| *l > 0);
     let addresses: Vec<String> = match leader {
-        Some(_) => bus.machine_addresses(&s.name).unwrap_or_default().iter().map(|a| a.to_string()).collect(),
+        Some(_) => bus
+            .machine_addresses(&s.name)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
         None => Vec::new(),
     };
     let u = leader.map(usage).unwrap_or_default();
     let state = running::state_name(&st.active_state, &st.freezer_state);
-    let since_usec = machine.as_ref().map(|m| m.timestamp_usec).filter(|t| *t > 0);
+    let since_usec = machine
+        .as_ref()
+        .map(|m| m.timestamp_usec)
+        .filter(|t| *t > 0);
     let image = s.image_name().to_string();
     if json {
         let v = serde_json::json!({
@@ -113,20 +146,61 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let since = since_usec.map(|t| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         format!("{} s ago", now.saturating_sub(t) / 1_000_000)
     });
     println!("       Name: {} (number {})", s.name, s.number);
-    println!("      State: {state} ({}/{}{})", st.active_state, st.sub_state, if st.freezer_state.is_empty() { String::new() } else { format!(", {}", st.freezer_state) });
+    println!(
+        "      State: {state} ({}/{}{})",
+        st.active_state,
+        st.sub_state,
+        if st.freezer_state.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", st.freezer_state)
+        }
+    );
     println!("       Unit: {}", s.unit());
-    println!("     Leader: {}", leader.map_or("-".into(), |l| l.to_string()));
+    println!(
+        "     Leader: {}",
+        leader.map_or("-".into(), |l| l.to_string())
+    );
     println!("      Since: {}", since.unwrap_or_else(|| "-".into()));
-    println!("      Image: {image}{}", s.base_image.as_ref().map(|b| format!(" (from {b})")).unwrap_or_default());
-    println!("  Addresses: {}", if addresses.is_empty() { "-".into() } else { addresses.join(", ") });
-    println!("  Resources: CPU {}%, CPUs {}, memory max {}", s.resources.cpu_quota, s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus), s.resources.memory);
+    println!(
+        "      Image: {image}{}",
+        s.base_image
+            .as_ref()
+            .map(|b| format!(" (from {b})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  Addresses: {}",
+        if addresses.is_empty() {
+            "-".into()
+        } else {
+            addresses.join(", ")
+        }
+    );
+    println!(
+        "  Resources: CPU {}%, CPUs {}, memory max {}",
+        s.resources.cpu_quota,
+        s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus),
+        s.resources.memory
+    );
     if leader.is_some() {
-        println!("      Usage: {} processes, CPU time {:.2} s, memory {}", u.processes, u.cpu_time_ns as f64 / 1e9, human(u.memory_rss_bytes));
-        println!("    Traffic: RX {}, TX {}", human(u.rx_bytes), human(u.tx_bytes));
+        println!(
+            "      Usage: {} processes, CPU time {:.2} s, memory {}",
+            u.processes,
+            u.cpu_time_ns as f64 / 1e9,
+            human(u.memory_rss_bytes)
+        );
+        println!(
+            "    Traffic: RX {}, TX {}",
+            human(u.rx_bytes),
+            human(u.tx_bytes)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

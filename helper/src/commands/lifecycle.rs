@@ -50,7 +50,17 @@ pub fn run(ctx: &Ctx, action: Action, args: &[String]) -> anyhow::Result<ExitCod
         }
     }
     if slots.len() > 1 {
-        println!("{} of {} slot(s) {} in {:.2} s", slots.len() - failed, slots.len(), action.done(), t0.elapsed().as_secs_f64());
+        println!(
+            "{} of {} slot(s) {} in {:.2} s",
+            slots.len() - failed,
+            slots.len(),
+            action.done(),
+            t0.elapsed().as_secs_f64()
+        );
     }
-    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

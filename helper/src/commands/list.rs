@@ -23,17 +23,32 @@ struct Row<'a> {
 
 fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
-    let states = bus.unit_states(&units);
+    let states = bus.unit_statuses(&units);
     let machines = bus.list_machines()?;
     let leaders: Vec<Option<u32>> = slots
         .iter()
-        .map(|s| machines.iter().find(|m| m.name == s.name).map(|m| m.leader).filter(|l| *l > 0))
+        .map(|s| {
+            machines
+                .iter()
+                .find(|m| m.name == s.name)
+                .map(|m| m.leader)
+                .filter(|l| *l > 0)
+        })
         .collect();
-    let running_names: Vec<String> = slots.iter().zip(&leaders).filter(|(_, l)| l.is_some()).map(|(s, _)| s.name.clone()).collect();
+    let running_names: Vec<String> = slots
+        .iter()
+        .zip(&leaders)
+        .filter(|(_, l)| l.is_some())
+        .map(|(s, _)| s.name.clone())
+        .collect();
     let mut addrs = bus.machines_addresses(&running_names).into_iter();
     let mut rows = Vec::with_capacity(slots.len());
     for ((s, st), leader) in slots.iter().zip(states).zip(leaders) {
-        let (a, sub, f) = st.unwrap_or_else(|_| ("unknown".into(), String::new(), String::new()));
+        let st = st.unwrap_or_else(|_| crate::dbus::UnitStatus {
+            active_state: "unknown".into(),
+            ..Default::default()
+        });
+        let (a, sub, f) = (st.active_state, st.sub_state, st.freezer_state);
         let addresses = if leader.is_some() {
             addrs
                 .next()
@@ -45,7 +60,15 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
         } else {
             Vec::new()
         };
-        rows.push(Row { slot: s, state: running::state_name(&a, &f), active_state: a, sub_state: sub, freezer_state: f, leader, addresses });
+        rows.push(Row {
+            slot: s,
+            state: running::state_name(&a, &f),
+            active_state: a,
+            sub_state: sub,
+            freezer_state: f,
+            leader,
+            addresses,
+        });
     }
     Ok(rows)
 }
@@ -54,7 +77,12 @@ fn print_table(ctx: &Ctx, rows: &[Row<'_>]) {
     let mut out = std::io::stdout().lock();
     for r in rows {
         let s = r.slot;
-        let cpus = s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string();
+        let cpus = s
+            .resources
+            .cpus
+            .as_ref()
+            .unwrap_or(&ctx.facts.cpus)
+            .to_string();
         let _ = writeln!(
             out,
             "{:>2} : {:<9} {:<10} {:>3} %  {:<5} {:>5}  {}  {:<10} {}",
@@ -98,7 +126,12 @@ fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
     )
 }
 
-pub fn run(ctx: &Ctx, continuous: bool, json: bool, name: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    ctx: &Ctx,
+    continuous: bool,
+    json: bool,
+    name: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     let tty = std::io::stdout().is_terminal();
     loop {

@@ -32,9 +32,23 @@ pub struct Args {
 /// Paths (relative to the root) that are not part of an image: API file systems, other
 /// machines, slot-os's own state and config, caches and logs.
 const EXCLUDES: &[&str] = &[
-    "./proc", "./sys", "./dev", "./run", "./tmp", "./var/tmp", "./var/lib/machines", "./var/lib/slot-os",
-    "./etc/slot-os", "./var/cache/apt/archives/*.deb", "./var/cache/apt/*.bin", "./var/log/journal/*",
-    "./mnt/*", "./media/*", "./lost+found", "./swapfile", "./var/lib/dbus/machine-id",
+    "./proc",
+    "./sys",
+    "./dev",
+    "./run",
+    "./tmp",
+    "./var/tmp",
+    "./var/lib/machines",
+    "./var/lib/slot-os",
+    "./etc/slot-os",
+    "./var/cache/apt/archives/*.deb",
+    "./var/cache/apt/*.bin",
+    "./var/log/journal/*",
+    "./mnt/*",
+    "./media/*",
+    "./lost+found",
+    "./swapfile",
+    "./var/lib/dbus/machine-id",
 ];
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -48,7 +62,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
     let _lock = lock::exclusive(&ctx.paths)?;
     let machines = ctx.paths.under(&cfg.host.machines_dir);
-    std::fs::create_dir_all(&machines).with_context(|| format!("creating {}", machines.display()))?;
+    std::fs::create_dir_all(&machines)
+        .with_context(|| format!("creating {}", machines.display()))?;
     let dest = machines.join(&name);
     let tmp = image::sibling(&dest, ".slot-os-new-");
     image::remove_tree(&tmp)?;
@@ -87,8 +102,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
 fn tar_extract_cmd(dir: &Path) -> Command {
     let mut c = Command::new("tar");
-    c.args(["--extract", "--file=-", "--numeric-owner", "--same-owner", "--same-permissions", "--xattrs", "--xattrs-include=*", "--acls", "--directory"])
-        .arg(dir);
+    c.args([
+        "--extract",
+        "--file=-",
+        "--numeric-owner",
+        "--same-owner",
+        "--same-permissions",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        "--directory",
+    ])
+    .arg(dir);
     c
 }
 
@@ -97,15 +122,36 @@ fn tar_extract_cmd(dir: &Path) -> Command {
 fn copy_host(root: &Path, dest: &Path) -> anyhow::Result<u64> {
     let mut create = Command::new("tar");
     create
-        .args(["--create", "--file=-", "--one-file-system", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--directory"])
+        .args([
+            "--create",
+            "--file=-",
+            "--one-file-system",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--sparse",
+            "--directory",
+        ])
         .arg(root);
     for x in EXCLUDES {
         create.arg(format!("--exclude={x}"));
     }
-    create.arg(".").stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut src = create.spawn().context("running tar (is GNU tar installed?)")?;
-    let mut dst = tar_extract_cmd(dest).stdin(Stdio::piped()).spawn().context("running tar")?;
-    let bytes = pump(src.stdout.take().context("tar stdout")?, dst.stdin.take().context("tar stdin")?)?;
+    create
+        .arg(".")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut src = create
+        .spawn()
+        .context("running tar (is GNU tar installed?)")?;
+    let mut dst = tar_extract_cmd(dest)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("running tar")?;
+    let bytes = pump(
+        src.stdout.take().context("tar stdout")?,
+        dst.stdin.take().context("tar stdin")?,
+    )?;
     let mut err = String::new();
     if let Some(mut e) = src.stderr.take() {
         let _ = e.read_to_string(&mut err);
@@ -138,7 +184,11 @@ fn pump(mut from: impl Read, mut to: impl Write) -> anyhow::Result<u64> {
         if tty && last.elapsed() > Duration::from_millis(200) {
             last = Instant::now();
             let secs = start.elapsed().as_secs_f64().max(0.001);
-            eprint!("\r  copied {:.0} MB ({:.0} MB/s)   ", total as f64 / 1e6, total as f64 / 1e6 / secs);
+            eprint!(
+                "\r  copied {:.0} MB ({:.0} MB/s)   ",
+                total as f64 / 1e6,
+                total as f64 / 1e6 / secs
+            );
         }
     }
     if tty {
@@ -152,7 +202,16 @@ fn extract_tar(file: &Path, dest: &Path) -> anyhow::Result<u64> {
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     // GNU tar recognises gzip/xz/zstd by content when reading a file.
     let st = Command::new("tar")
-        .args(["--extract", "--numeric-owner", "--same-owner", "--same-permissions", "--xattrs", "--xattrs-include=*", "--acls", "--file"])
+        .args([
+            "--extract",
+            "--numeric-owner",
+            "--same-owner",
+            "--same-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--file",
+        ])
         .arg(file)
         .arg("--directory")
         .arg(dest)
@@ -166,13 +225,18 @@ fn extract_tar(file: &Path, dest: &Path) -> anyhow::Result<u64> {
 
 fn bootstrap(suite: &str, mirror: Option<&str>, dest: &Path) -> anyhow::Result<u64> {
     let mut c = Command::new("debootstrap");
-    c.args(["--variant=minbase", "--include=systemd,systemd-sysv,dbus,iproute2,udev"])
-        .arg(suite)
-        .arg(dest);
+    c.args([
+        "--variant=minbase",
+        "--include=systemd,systemd-sysv,dbus,iproute2,udev",
+    ])
+    .arg(suite)
+    .arg(dest);
     if let Some(m) = mirror {
         c.arg(m);
     }
-    let st = c.status().context("running debootstrap (install the debootstrap package)")?;
+    let st = c
+        .status()
+        .context("running debootstrap (install the debootstrap package)")?;
     if !st.success() {
         bail!("debootstrap {suite} failed ({st})");
     }

@@ -9,8 +9,8 @@ pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
-pub mod render;
 pub mod rename;
+pub mod render;
 pub mod resource;
 pub mod running;
 pub mod update;
@@ -46,7 +46,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render { slot } => render::run(&ctx, &slot),
         Command::MakeBaseImage(a) => make_base_image::run(&ctx, a),
         Command::Build { count, dry_run } => build::run(&ctx, &count, dry_run),
-        Command::List { continuous, json, name } => list::run(&ctx, continuous, json, name.as_deref()),
+        Command::List {
+            continuous,
+            json,
+            name,
+        } => list::run(&ctx, continuous, json, name.as_deref()),
         Command::Start(t) => lifecycle::run(&ctx, lifecycle::Action::Start, &t.targets),
         Command::Stop(t) => lifecycle::run(&ctx, lifecycle::Action::Stop, &t.targets),
         Command::Suspend(t) => lifecycle::run(&ctx, lifecycle::Action::Suspend, &t.targets),

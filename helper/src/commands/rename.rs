@@ -27,7 +27,10 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     let st = bus.unit_status(&s.unit())?;
     if st.active_state != "inactive" && st.active_state != "failed" {
-        return Err(bad_input(format!("{} is {}; stop it first (slot-os stop {})", s.name, st.active_state, s.number)));
+        return Err(bad_input(format!(
+            "{} is {}; stop it first (slot-os stop {})",
+            s.name, st.active_state, s.number
+        )));
     }
     let renames_image = s.image.is_none();
     let machines = ctx.paths.under(&cfg.host.machines_dir);
@@ -47,7 +50,8 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     fs::remove_file(&s.file).with_context(|| format!("removing {}", s.file.display()))?;
     // 3. The image follows, and the new file stops naming the old image.
     if renames_image {
-        bus.rename_image(&s.name, new).with_context(|| format!("renaming image {} to {new}", s.name))?;
+        bus.rename_image(&s.name, new)
+            .with_context(|| format!("renaming image {} to {new}", s.name))?;
         let _ = fs::write(machines.join(new).join("etc/hostname"), format!("{new}\n"));
         doc.remove("image");
         write_doc(&new_file, &doc)?;

@@ -44,7 +44,9 @@ fn parse_change(ctx: &Ctx, a: &Args) -> anyhow::Result<Change> {
     let cpu = match &a.cpu {
         None => None,
         Some(s) => {
-            let q: CpuQuota = s.parse().map_err(|e: String| bad_input(format!("-c: {e}")))?;
+            let q: CpuQuota = s
+                .parse()
+                .map_err(|e: String| bad_input(format!("-c: {e}")))?;
             if let CpuQuota::Percent(p) = q {
                 let max = facts.ncpus() * 100;
                 if p > max {
@@ -61,7 +63,9 @@ fn parse_change(ctx: &Ctx, a: &Args) -> anyhow::Result<Change> {
         None => None,
         Some("all") => Some(None),
         Some(s) => {
-            let set: CpuSet = s.parse().map_err(|e: String| bad_input(format!("-n: {e}")))?;
+            let set: CpuSet = s
+                .parse()
+                .map_err(|e: String| bad_input(format!("-n: {e}")))?;
             let beyond = set.difference(&facts.cpus);
             if !beyond.is_empty() {
                 return Err(bad_input(format!(
@@ -75,7 +79,9 @@ fn parse_change(ctx: &Ctx, a: &Args) -> anyhow::Result<Change> {
     let memory = match &a.memory {
         None => None,
         Some(s) => {
-            let m: Memory = s.parse().map_err(|e: String| bad_input(format!("-m: {e}")))?;
+            let m: Memory = s
+                .parse()
+                .map_err(|e: String| bad_input(format!("-m: {e}")))?;
             if let Some(total) = facts.mem_total {
                 if m.0 > total {
                     return Err(bad_input(format!(
@@ -127,11 +133,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for (s, st) in slots.iter().zip(&statuses) {
         let Some(new) = after.slot(&s.name) else {
-            println!("{}: failed: its file no longer validates; run `slot-os check`", s.name);
+            println!(
+                "{}: failed: its file no longer validates; run `slot-os check`",
+                s.name
+            );
             failed = true;
             continue;
         };
-        let running = st.as_ref().is_ok_and(|st| st.active_state == "active" || st.active_state == "reloading");
+        let running = st
+            .as_ref()
+            .is_ok_and(|st| st.active_state == "active" || st.active_state == "reloading");
         if running {
             let mut props = Vec::new();
             if change.cpu.is_some() {
@@ -156,18 +167,29 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             new.resources.cpu_quota,
             cpus_text(ctx, &new.resources.cpus),
             new.resources.memory,
-            if running { " (applied live and persisted)" } else { " (persisted)" }
+            if running {
+                " (applied live and persisted)"
+            } else {
+                " (persisted)"
+            }
         );
     }
     bus.daemon_reload()?;
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// SetUnitProperties(runtime) leaves drop-ins in /run/systemd/system.control that
 /// outrank the generator's; once the TOML holds the same values they would only
 /// shadow later edits of the TOML, so they go (the reload that follows forgets them).
 fn drop_runtime_overrides(ctx: &Ctx, unit: &str) {
-    let dir = ctx.paths.under("/run/systemd/system.control").join(format!("{unit}.d"));
+    let dir = ctx
+        .paths
+        .under("/run/systemd/system.control")
+        .join(format!("{unit}.d"));
     for prop in ["CPUQuota", "AllowedCPUs", "MemoryMax"] {
         let _ = fs::remove_file(dir.join(format!("50-{prop}.conf")));
     }
@@ -198,11 +220,21 @@ fn show(ctx: &Ctx, slots: &[&Slot], json: bool) {
         println!("{}", serde_json::Value::Array(arr));
         return;
     }
-    let auto = auto_cpu_quota(&ctx.facts, cfg.slots.len() as u32 + cfg.skipped.len() as u32);
-    println!("{:>4}  {:<12} {:>6}  {:<10} {:>8}", "NUM", "NAME", "CPU%", "CPUS", "MEMORY");
+    let auto = auto_cpu_quota(
+        &ctx.facts,
+        cfg.slots.len() as u32 + cfg.skipped.len() as u32,
+    );
+    println!(
+        "{:>4}  {:<12} {:>6}  {:<10} {:>8}",
+        "NUM", "NAME", "CPU%", "CPUS", "MEMORY"
+    );
     for s in slots {
         let q = s.cpu_quota.unwrap_or(cfg.host.cpu_quota);
-        let note = if q == CpuQuota::Auto { format!(" (auto: {auto})") } else { String::new() };
+        let note = if q == CpuQuota::Auto {
+            format!(" (auto: {auto})")
+        } else {
+            String::new()
+        };
         println!(
             "{:>4}  {:<12} {:>5}%  {:<10} {:>8}{note}",
             s.number,

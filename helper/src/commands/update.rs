@@ -16,7 +16,7 @@ use crate::{nsexec, targets};
 type Outcome = Result<i32, String>;
 
 fn summary(rows: &[(&Slot, Outcome)]) -> ExitCode {
-    println!("\n{:<16} {}", "SLOT", "RESULT");
+    println!("\n{:<16} RESULT", "SLOT");
     let mut failed = 0;
     for (s, r) in rows {
         match r {
@@ -31,7 +31,11 @@ fn summary(rows: &[(&Slot, Outcome)]) -> ExitCode {
             }
         }
     }
-    println!("{} slot(s), {} ok, {failed} failed", rows.len(), rows.len() - failed);
+    println!(
+        "{} slot(s), {} ok, {failed} failed",
+        rows.len(),
+        rows.len() - failed
+    );
     if failed > 0 {
         ExitCode::from(1)
     } else {
@@ -53,7 +57,11 @@ fn prefix_lines(from: impl Read, prefix: &str, out: &Mutex<()>, to_stderr: bool)
 }
 
 /// Runs `argv_for(slot)` in every slot concurrently.
-fn run_everywhere(bus: &Bus, slots: &[&Slot], argv_for: impl Fn(&Slot, u32) -> Result<Vec<String>, String> + Sync) -> anyhow::Result<ExitCode> {
+fn run_everywhere(
+    bus: &Bus,
+    slots: &[&Slot],
+    argv_for: impl Fn(&Slot, u32) -> Result<Vec<String>, String> + Sync,
+) -> anyhow::Result<ExitCode> {
     let leaders = running::leaders(bus, slots)?;
     let out = Mutex::new(());
     let results: Vec<Outcome> = std::thread::scope(|scope| {
@@ -88,7 +96,10 @@ fn run_everywhere(bus: &Bus, slots: &[&Slot], argv_for: impl Fn(&Slot, u32) -> R
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("internal error".into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("internal error".into())))
+            .collect()
     });
     let rows: Vec<(&Slot, Outcome)> = slots.iter().copied().zip(results).collect();
     Ok(summary(&rows))
@@ -96,7 +107,9 @@ fn run_everywhere(bus: &Bus, slots: &[&Slot], argv_for: impl Fn(&Slot, u32) -> R
 
 /// `update-prog (all | N...) : CMD` — a single argument with spaces runs through sh -c.
 pub fn run_prog(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
-    let (t, cmd) = targets::split_colon(args).ok_or_else(|| bad_input("separate the slots from the command with ` : ` (update-prog all : CMD)"))?;
+    let (t, cmd) = targets::split_colon(args).ok_or_else(|| {
+        bad_input("separate the slots from the command with ` : ` (update-prog all : CMD)")
+    })?;
     if cmd.is_empty() {
         return Err(bad_input("no command given after ` : `"));
     }
@@ -144,8 +157,11 @@ pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<Exit
     let pick = |s: &Slot, leader: u32| -> Result<Vec<String>, String> {
         let path = format!("/proc/{leader}/root/etc/os-release");
         let alt = format!("/proc/{leader}/root/usr/lib/os-release");
-        let text = std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(&alt)).map_err(|e| format!("cannot read the slot's os-release: {e}"))?;
-        let cmd = upgrade_command(&text).ok_or_else(|| format!("{}: unknown distribution, no package manager known", s.name))?;
+        let text = std::fs::read_to_string(&path)
+            .or_else(|_| std::fs::read_to_string(&alt))
+            .map_err(|e| format!("cannot read the slot's os-release: {e}"))?;
+        let cmd = upgrade_command(&text)
+            .ok_or_else(|| format!("{}: unknown distribution, no package manager known", s.name))?;
         if dry_run {
             Ok(vec!["/bin/echo".into(), format!("would run: {cmd}")])
         } else {
@@ -157,13 +173,19 @@ pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<Exit
 
 /// `update-deploy N... : SRC DEST` — machined CopyToMachine into each running slot.
 pub fn run_deploy(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
-    let (t, rest) = targets::split_colon(args).ok_or_else(|| bad_input("separate the slots from the files with ` : ` (update-deploy 0 1 : SRC_FILE DEST_PATH)"))?;
+    let (t, rest) = targets::split_colon(args).ok_or_else(|| {
+        bad_input(
+            "separate the slots from the files with ` : ` (update-deploy 0 1 : SRC_FILE DEST_PATH)",
+        )
+    })?;
     let [src, dest] = rest.as_slice() else {
         return Err(bad_input("give exactly SRC_FILE DEST_PATH after ` : `"));
     };
     let src_abs = std::fs::canonicalize(src).map_err(|e| bad_input(format!("{src}: {e}")))?;
     if !dest.starts_with('/') {
-        return Err(bad_input(format!("{dest}: the destination must be an absolute path inside the slot")));
+        return Err(bad_input(format!(
+            "{dest}: the destination must be an absolute path inside the slot"
+        )));
     }
     let cfg = ctx.load();
     let slots = targets::resolve(&cfg, &t)?;
@@ -179,7 +201,14 @@ pub fn run_deploy(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
                 Some(l) => {
                     let inside = format!("/proc/{l}/root{dest}");
                     let target = if std::path::Path::new(&inside).is_dir() {
-                        format!("{}/{}", dest.trim_end_matches('/'), src_abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+                        format!(
+                            "{}/{}",
+                            dest.trim_end_matches('/'),
+                            src_abs
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default()
+                        )
                     } else {
                         dest.clone()
                     };
@@ -203,10 +232,20 @@ mod tests {
 
     #[test]
     fn picks_package_manager() {
-        assert!(upgrade_command("ID=debian\n").unwrap().starts_with("apt-get"));
-        assert!(upgrade_command("ID=ubuntu\nID_LIKE=debian\n").unwrap().starts_with("apt-get"));
-        assert!(upgrade_command("ID=\"centos\"\nID_LIKE=\"rhel fedora\"\n").unwrap().contains("yum"));
-        assert!(upgrade_command("ID=opensuse-leap\nID_LIKE=\"suse opensuse\"\n").unwrap().starts_with("zypper"));
+        assert!(upgrade_command("ID=debian\n")
+            .unwrap()
+            .starts_with("apt-get"));
+        assert!(upgrade_command("ID=ubuntu\nID_LIKE=debian\n")
+            .unwrap()
+            .starts_with("apt-get"));
+        assert!(upgrade_command("ID=\"centos\"\nID_LIKE=\"rhel fedora\"\n")
+            .unwrap()
+            .contains("yum"));
+        assert!(
+            upgrade_command("ID=opensuse-leap\nID_LIKE=\"suse opensuse\"\n")
+                .unwrap()
+                .starts_with("zypper")
+        );
         assert_eq!(upgrade_command("ID=plan9\n"), None);
     }
 }

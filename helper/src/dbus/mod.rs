@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use machined::{ImageInfo, MachineInfo};
 pub use systemd::{UnitProp, UnitStatus};
 
 pub struct Bus {
@@ -22,8 +21,12 @@ const METHOD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Bus {
     pub fn system() -> anyhow::Result<Bus> {
-        let conn = zbus::block_on(zbus::connection::Builder::system().method_timeout(METHOD_TIMEOUT).build())
-            .context("connecting to the system bus (is dbus running? slot-os needs a systemd host)")?;
+        let conn = zbus::block_on(
+            zbus::connection::Builder::system()
+                .method_timeout(METHOD_TIMEOUT)
+                .build(),
+        )
+        .context("connecting to the system bus (is dbus running? slot-os needs a systemd host)")?;
         Ok(Bus { conn })
     }
 
@@ -56,7 +59,10 @@ mod tests {
     #[test]
     fn path_encoding_matches_systemd() {
         assert_eq!(
-            super::encode_path("/org/freedesktop/systemd1/unit", "systemd-nspawn@slot00.service"),
+            super::encode_path(
+                "/org/freedesktop/systemd1/unit",
+                "systemd-nspawn@slot00.service"
+            ),
             "/org/freedesktop/systemd1/unit/systemd_2dnspawn_40slot00_2eservice"
         );
         assert_eq!(super::encode_path("/x", "0ab"), "/x/_30ab");

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use slot_config::CpuSet;
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
-use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 use super::{encode_path, Bus};
 
@@ -22,21 +22,10 @@ pub enum UnitProp {
 
 #[derive(Debug, Clone, Default)]
 pub struct UnitStatus {
-    pub load_state: String,
     pub active_state: String,
     pub sub_state: String,
+    /// Empty on a systemd without the freezer.
     pub freezer_state: String,
-    pub main_pid: u32,
-    pub cpu_quota_per_sec_usec: u64,
-    pub allowed_cpus: Vec<u8>,
-    pub memory_max: u64,
-    pub active_enter_timestamp_usec: u64,
-}
-
-impl UnitStatus {
-    pub fn is_running(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "reloading" | "activating")
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,77 +53,88 @@ fn cpu_mask(set: &CpuSet) -> Vec<u8> {
 
 impl Bus {
     async fn manager(&self) -> zbus::Result<ManagerProxy<'static>> {
-        ManagerProxy::builder(self.conn()).cache_properties(CacheProperties::No).build().await
+        ManagerProxy::builder(self.conn())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
     }
 
     async fn unit_proxy(&self, unit: &str) -> zbus::Result<UnitProxy<'static>> {
-        UnitProxy::builder(self.conn()).path(unit_path(unit)).cache_properties(CacheProperties::No).build().await
+        UnitProxy::builder(self.conn())
+            .path(unit_path(unit))
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
     }
 
     pub fn daemon_reload(&self) -> anyhow::Result<()> {
         // systemd answers Reload only once the reload (generators included) is complete.
-        zbus::block_on(async { self.manager().await?.reload().await }).context("systemd daemon-reload")
+        zbus::block_on(async { self.manager().await?.reload().await })
+            .context("systemd daemon-reload")
     }
 
-    pub fn set_unit_properties(&self, unit: &str, runtime: bool, props: &[UnitProp]) -> anyhow::Result<()> {
+    pub fn set_unit_properties(
+        &self,
+        unit: &str,
+        runtime: bool,
+        props: &[UnitProp],
+    ) -> anyhow::Result<()> {
         let mut list: Vec<(String, zbus::OwnedVariant)> = Vec::new();
         for p in props {
             match p {
-                UnitProp::CpuQuotaPercent(pct) => list.push(("CPUQuotaPerSecUSec".into(), (u64::from(*pct) * 10_000).into())),
+                UnitProp::CpuQuotaPercent(pct) => list.push((
+                    "CPUQuotaPerSecUSec".into(),
+                    (u64::from(*pct) * 10_000).into(),
+                )),
                 UnitProp::AllowedCpus(set) => {
                     let mask = set.as_ref().map(cpu_mask).unwrap_or_default();
-                    let v = zbus::OwnedVariant::try_from(zbus::Variant::from(mask)).context("encoding AllowedCPUs")?;
+                    let v = zbus::OwnedVariant::try_from(zbus::Variant::from(mask))
+                        .context("encoding AllowedCPUs")?;
                     list.push(("AllowedCPUs".into(), v));
                 }
                 UnitProp::MemoryMax(b) => list.push(("MemoryMax".into(), (*b).into())),
             }
         }
-        zbus::block_on(async { self.manager().await?.set_unit_properties(unit.to_string(), runtime, list).await })
-            .with_context(|| format!("setting properties of {unit}"))
+        zbus::block_on(async {
+            self.manager()
+                .await?
+                .set_unit_properties(unit.to_string(), runtime, list)
+                .await
+        })
+        .with_context(|| format!("setting properties of {unit}"))
     }
 
     async fn status_async(&self, unit: &str) -> anyhow::Result<UnitStatus> {
         let u = self.unit_proxy(unit).await?;
-        let s = ServiceProxy::builder(self.conn()).path(unit_path(unit)).cache_properties(CacheProperties::No).build().await?;
-        let (load, active, sub, freezer, since) =
-            futures_util::join!(u.load_state(), u.active_state(), u.sub_state(), u.freezer_state(), u.active_enter_timestamp());
-        let (pid, quota, cpus, mem) = futures_util::join!(s.main_pid(), s.cpu_quota_per_sec_u_sec(), s.allowed_cp_us(), s.memory_max());
+        let (active, sub, freezer) =
+            futures_util::join!(u.active_state(), u.sub_state(), u.freezer_state());
         Ok(UnitStatus {
-            load_state: load?,
             active_state: active?,
             sub_state: sub?,
-            // Older systemd has no FreezerState: treat as never frozen.
             freezer_state: freezer.unwrap_or_default(),
-            main_pid: pid.unwrap_or(0),
-            cpu_quota_per_sec_usec: quota.unwrap_or(u64::MAX),
-            allowed_cpus: cpus.unwrap_or_default(),
-            memory_max: mem.unwrap_or(u64::MAX),
-            active_enter_timestamp_usec: since.unwrap_or(0),
         })
     }
 
     pub fn unit_status(&self, unit: &str) -> anyhow::Result<UnitStatus> {
-        zbus::block_on(self.status_async(unit)).with_context(|| format!("reading the state of {unit}"))
+        zbus::block_on(self.status_async(unit))
+            .with_context(|| format!("reading the state of {unit}"))
     }
 
     pub fn unit_statuses(&self, units: &[String]) -> Vec<anyhow::Result<UnitStatus>> {
         zbus::block_on(join_all(units.iter().map(|u| async move {
-            self.status_async(u).await.with_context(|| format!("reading the state of {u}"))
-        })))
-    }
-
-    /// Only the three states `list` needs: one round trip each, all concurrent.
-    pub fn unit_states(&self, units: &[String]) -> Vec<anyhow::Result<(String, String, String)>> {
-        zbus::block_on(join_all(units.iter().map(|unit| async move {
-            let u = self.unit_proxy(unit).await?;
-            let (a, s, f) = futures_util::join!(u.active_state(), u.sub_state(), u.freezer_state());
-            Ok::<_, anyhow::Error>((a?, s?, f.unwrap_or_default()))
+            self.status_async(u)
+                .await
+                .with_context(|| format!("reading the state of {u}"))
         })))
     }
 
     /// Queues one job per unit and waits for each job's JobRemoved signal.
     fn run_jobs(&self, units: &[String], kind: JobKind) -> Vec<anyhow::Result<()>> {
-        let verb = if kind == JobKind::Start { "start" } else { "stop" };
+        let verb = if kind == JobKind::Start {
+            "start"
+        } else {
+            "stop"
+        };
         let r = zbus::block_on(async {
             let m = self.manager().await?;
             // Subscribe before queueing, so no job can finish unseen.
@@ -179,7 +179,7 @@ impl Bus {
                     break;
                 };
                 let Ok(args) = sig.args() else { continue };
-                if let Some(i) = waiting.remove(&OwnedObjectPath::from(args.job().clone())) {
+                if let Some(i) = waiting.remove(args.job()) {
                     let res = args.result().as_str();
                     results[i] = Some(if res == "done" {
                         Ok(())
@@ -198,9 +198,14 @@ impl Bus {
             Ok(results) => results
                 .into_iter()
                 .zip(units)
-                .map(|(r, u)| r.unwrap_or_else(|| Err(anyhow!("lost track of the {verb} job of {u}"))))
+                .map(|(r, u)| {
+                    r.unwrap_or_else(|| Err(anyhow!("lost track of the {verb} job of {u}")))
+                })
                 .collect(),
-            Err(e) => units.iter().map(|u| Err(anyhow!("{verb} {u}: {e}"))).collect(),
+            Err(e) => units
+                .iter()
+                .map(|u| Err(anyhow!("{verb} {u}: {e}")))
+                .collect(),
         }
     }
 
@@ -216,12 +221,21 @@ impl Bus {
         zbus::block_on(async {
             let m = match self.manager().await {
                 Ok(m) => m,
-                Err(e) => return units.iter().map(|_| Err(anyhow!("connecting to systemd: {e}"))).collect(),
+                Err(e) => {
+                    return units
+                        .iter()
+                        .map(|_| Err(anyhow!("connecting to systemd: {e}")))
+                        .collect()
+                }
             };
             join_all(units.iter().map(|u| {
                 let m = &m;
                 async move {
-                    let r = if freeze { m.freeze_unit(u.clone()).await } else { m.thaw_unit(u.clone()).await };
+                    let r = if freeze {
+                        m.freeze_unit(u.clone()).await
+                    } else {
+                        m.thaw_unit(u.clone()).await
+                    };
                     r.map_err(|e| freeze_error(u, freeze, e))
                 }
             }))
@@ -245,10 +259,14 @@ fn freeze_error(unit: &str, freeze: bool, e: zbus::Error) -> anyhow::Error {
             "this host cannot {} slots: freezing needs the unified cgroup v2 hierarchy (the cgroup freezer), which this host does not offer for {unit}",
             if freeze { "suspend" } else { "resume" }
         )
-    } else if msg.contains("not active") || msg.contains("NoSuchUnit") || msg.contains("not loaded") {
+    } else if msg.contains("not active") || msg.contains("NoSuchUnit") || msg.contains("not loaded")
+    {
         anyhow!("{unit} is not running")
     } else {
-        anyhow!("{} {unit}: {msg}", if freeze { "freezing" } else { "thawing" })
+        anyhow!(
+            "{} {unit}: {msg}",
+            if freeze { "freezing" } else { "thawing" }
+        )
     }
 }
 

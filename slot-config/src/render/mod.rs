@@ -4,7 +4,9 @@ mod network;
 mod nspawn;
 mod unit;
 
-pub use network::{render_bridge_device_network, render_bridge_netdev, render_bridge_network, render_nic_network};
+pub use network::{
+    render_bridge_device_network, render_bridge_netdev, render_bridge_network, render_nic_network,
+};
 pub use nspawn::render_nspawn;
 pub use unit::{render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT};
 
@@ -53,10 +55,18 @@ const HOST_SOURCE: &str = "/etc/slot-os/slot-os.toml";
 /// Everything the generator writes for this config.
 pub fn render_all(cfg: &Config) -> Vec<Output> {
     let mut out = Vec::new();
-    let text = |dir, path: String, s: String| Output { dir, path: path.into(), content: Content::Text(s) };
+    let text = |dir, path: String, s: String| Output {
+        dir,
+        path: path.into(),
+        content: Content::Text(s),
+    };
     let mut any_autostart = false;
     for slot in &cfg.slots {
-        out.push(text(OutDir::Nspawn, format!("{}.nspawn", slot.name), render_nspawn(slot)));
+        out.push(text(
+            OutDir::Nspawn,
+            format!("{}.nspawn", slot.name),
+            render_nspawn(slot),
+        ));
         out.push(text(
             OutDir::Units,
             format!("{}.d/{DROPIN_NAME}", slot.unit()),
@@ -90,8 +100,16 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
     }
     for b in &cfg.host.bridges {
         let n = b.ifname();
-        out.push(text(OutDir::Network, format!("50-slot-os-{n}.netdev"), render_bridge_netdev(b)));
-        out.push(text(OutDir::Network, format!("50-slot-os-{n}.network"), render_bridge_network(b)));
+        out.push(text(
+            OutDir::Network,
+            format!("50-slot-os-{n}.netdev"),
+            render_bridge_netdev(b),
+        ));
+        out.push(text(
+            OutDir::Network,
+            format!("50-slot-os-{n}.network"),
+            render_bridge_network(b),
+        ));
         for dev in &b.devices {
             out.push(text(
                 OutDir::Network,
@@ -107,7 +125,11 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
 /// Quotes a word for `.nspawn` word splitting (`Environment=`, `Parameters=`). Unlike
 /// unit files, `.nspawn` files expand no `%` specifiers and no `$` variables.
 pub(crate) fn quote(s: &str) -> String {
-    if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\')) {
+    if !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
+    {
         return s.to_string();
     }
     let mut q = String::with_capacity(s.len() + 2);

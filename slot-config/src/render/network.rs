@@ -26,7 +26,11 @@ pub fn render_bridge_network(b: &Bridge) -> String {
 /// `50-slot-os-slotbrN-DEV.network`: a host NIC enslaved to the bridge.
 pub fn render_bridge_device_network(b: &Bridge, dev: &str) -> String {
     let mut s = header(HOST_SOURCE);
-    let _ = write!(s, "\n[Match]\nName={dev}\n\n[Network]\nBridge={}\n", b.ifname());
+    let _ = write!(
+        s,
+        "\n[Match]\nName={dev}\n\n[Network]\nBridge={}\n",
+        b.ifname()
+    );
     s
 }
 

@@ -34,7 +34,12 @@ pub fn render_nspawn(slot: &Slot) -> String {
         // A [Network] section replaces the unit's --network-veth, so keep the default NIC.
         s.push_str("\n[Network]\nVirtualEthernet=yes\n");
         for n in &slot.nics {
-            let _ = writeln!(s, "VirtualEthernetExtra={}:{}", n.host_ifname(slot.number), n.slot_ifname());
+            let _ = writeln!(
+                s,
+                "VirtualEthernetExtra={}:{}",
+                n.host_ifname(slot.number),
+                n.slot_ifname()
+            );
         }
     }
     s

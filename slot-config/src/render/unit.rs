@@ -15,7 +15,11 @@ const STOCK_EXEC: &str = "systemd-nspawn --quiet --keep-unit --boot --link-journ
 pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
     let mut s = header(&slot_source(&slot.name));
     s.push_str("\n[Unit]\n");
-    let _ = writeln!(s, "Description=slot-os slot {} (number {})", slot.name, slot.number);
+    let _ = writeln!(
+        s,
+        "Description=slot-os slot {} (number {})",
+        slot.name, slot.number
+    );
     if !slot.nics.is_empty() {
         // The slot's extra veths join bridges that networkd creates.
         s.push_str("Wants=systemd-networkd.service\nAfter=systemd-networkd.service\n");
