@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let dest = machines.join(&name);
     let tmp = image::sibling(&dest, ".slot-os-new-");
     image::remove_tree(&tmp)?;
-    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let subvolume = image::create_image_dir(&tmp)?;
 
     let started = Instant::now();
     let made = if let Some(tar) = &a.from_tar {
@@ -92,8 +92,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     };
     image::swap_into_place(&tmp, &dest)?;
     println!(
-        "image {name} made at {} ({:.1} MB in {:.1} s)",
+        "image {name} made at {}{} ({:.1} MB in {:.1} s)",
         dest.display(),
+        if subvolume { " (btrfs subvolume)" } else { "" },
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
