@@ -21,7 +21,7 @@ nix::ioctl_write_ptr!(btrfs_subvol_create, 0x94, 14, BtrfsVolArgs);
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
 
 pub fn is_btrfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 == BTRFS_SUPER_MAGIC)
 }
 
 /// A new empty directory; on btrfs a subvolume, so that machined's CloneImage can
