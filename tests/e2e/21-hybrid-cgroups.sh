@@ -27,6 +27,13 @@ test_suspend_is_refused_with_a_clear_message() {
   assert_contains "$(th_run "$H" slot-os list --json)" '"state":"RUNNING"' "still RUNNING, not SUSPENDED" || return 1
 }
 
+test_resume_of_a_running_slot_is_a_no_op_in_hybrid_mode() {
+  local out rc
+  out=$(th_run "$H" slot-os resume 0 2>&1); rc=$?
+  assert_eq 0 "$rc" "resume of a slot that is not suspended ($out)" || return 1
+  assert_contains "$out" "slot00: not suspended" || return 1
+}
+
 test_stop_in_hybrid_mode() {
   assert_ok th_run "$H" slot-os stop all || return 1
   assert_eq inactive "$(th_run "$H" systemctl show -P ActiveState systemd-nspawn@slot00)" "stopped" || return 1

@@ -1,259 +1,812 @@
-# slot-os end-to-end harness: boots real systemd test hosts in systemd-nspawn (see
-# ../../README.md and tests/testhost/README.md). Source it from bash; functions are th_*.
-# Only processes this shell started are ever ended, by PID.
+# shellcheck shell=bash
+# tests/testhost/lib.sh - boot throw-away systemd "test hosts" in systemd-nspawn and run
+# end-to-end scenarios in them. Sourced by tests/run-e2e.sh and by every tests/e2e/NN-*.sh.
+# Safe under `set -euo pipefail`. See tests/testhost/README.md.
+#
+# Layout:  $SLOT_OS_TEST_CACHE/rootfs-<key>/       cached Debian bookworm rootfs (read-only use)
+#          $SLOT_OS_TEST_RUN/<host>/root/          the test host's root dir (a copy of the cache)
+#          $SLOT_OS_TEST_RUN/<host>/console.log    nspawn + systemd console output (all boots)
+#          $SLOT_OS_TEST_RUN/<host>/{nspawn,leader,owner}.pid, mode, install.log
+#          $SLOT_OS_TEST_RUN/logs/<scenario>/<test>.log   captured output of each test
 
-TH_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [[ -n "${TH_LIB_LOADED:-}" ]]; then return 0; fi
+TH_LIB_LOADED=1
+
+TH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TH_REPO=${TH_REPO:-$(cd "$TH_LIB_DIR/../.." && pwd)}
 TH_CACHE=${SLOT_OS_TEST_CACHE:-/var/cache/slot-os-test}
 TH_RUN=${SLOT_OS_TEST_RUN:-/var/tmp/slot-os-test}
 TH_PROFILE=${SLOT_OS_PROFILE:-debug}
-# Packages of the test host; also what the slot images (copies of it) contain.
-TH_PACKAGES=systemd,systemd-sysv,dbus,systemd-container,iproute2,udev,iputils-ping,procps,btrfs-progs,iptables,kmod,less,tar
-# Bump when the setup steps below change: it is part of the cache key.
-TH_RECIPE=3
-TH_BOOTED=()
+TH_BOOT_TIMEOUT=${SLOT_OS_TEST_BOOT_TIMEOUT:-60}
+TH_POWEROFF_TIMEOUT=${SLOT_OS_TEST_POWEROFF_TIMEOUT:-30}
+TH_MIRROR=${SLOT_OS_TEST_MIRROR:-http://deb.debian.org/debian}
+TH_SUITE=bookworm
+# Bump when the rootfs recipe changes in a way the hash below does not see.
+TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v1
+TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring)
+TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps
+    btrfs-progs iptables kmod less)
+# Extra packages for the rootfs (comma or space separated); they change the cache key.
+if [[ -n "${SLOT_OS_TEST_EXTRA_PACKAGES:-}" ]]; then
+    # shellcheck disable=SC2206
+    TH_ROOTFS_PACKAGES+=(${SLOT_OS_TEST_EXTRA_PACKAGES//,/ })
+fi
+# Scenarios may add systemd-nspawn arguments for the hosts they boot (kept across th_reboot).
+if ! declare -p TH_NSPAWN_ARGS >/dev/null 2>&1; then TH_NSPAWN_ARGS=(); fi
+TH_ENV=(PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root SYSTEMD_PAGER= SYSTEMD_COLORS=0
+    SYSTEMD_LOG_COLOR=0 TERM=dumb)
+# Hosts booted by this shell (and its subshells: $$ is the same there) are listed in this file.
+TH_OWNED_FILE="$TH_RUN/.owned.$$"
 
-th_log() { printf '[testhost] %s\n' "$*" >&2; }
+# ---------------------------------------------------------------------------------------------
+# small internals
 
+th__now_ms() { local t=${EPOCHREALTIME/[.,]/}; printf '%s\n' "$((t / 1000))"; }
+th__secs() { # MS -> "1.2s"
+    printf '%d.%ds' "$(($1 / 1000))" "$((($1 % 1000) / 100))"
+}
+th__die() { printf 'testhost: %s\n' "$*" >&2; return 1; }
+
+# th_note MSG: a "# ..." progress line that is always shown (also while a test's output is
+# captured into its log).
+th_note() {
+    if [[ -n "${TH_OUT_FD:-}" ]] && { true >&"$TH_OUT_FD"; } 2>/dev/null; then
+        printf '# %s\n' "$*" >&"$TH_OUT_FD"
+    else
+        printf '# %s\n' "$*" >&2
+    fi
+    # and into the captured log, for context
+    if [[ -n "${TH_IN_TEST:-}" ]]; then printf '# %s\n' "$*"; fi
+}
+
+th__check_name() {
+    [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ ]] || th__die "bad name '${1:-}' (use [A-Za-z0-9_.-])"
+}
+
+# "PID STARTTIME" of a process; empty if gone or a zombie.
+th__proc_id() {
+    local pid=$1 stat rest
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
+    rest=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $rest
+    [[ "${1:-}" != Z && "${1:-}" != X ]] || return 0
+    printf '%s %s\n' "$pid" "${20:-}"
+}
+th__ppid() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $stat
+    printf '%s\n' "$2"
+}
+
+# th__pidfile_alive FILE: prints the PID recorded in FILE if that very process still runs.
+th__pidfile_alive() {
+    local f=$1 rec pid
+    [[ -s "$f" ]] || return 1
+    rec=$(cat "$f" 2>/dev/null) || return 1
+    pid=${rec%% *}
+    [[ -n "$pid" && "$(th__proc_id "$pid")" == "$rec" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+th__record_pid() { th__proc_id "$1" >"$2"; }
+
+th__self_id() { th__proc_id "$$"; }
+
+th__own_add() {
+    mkdir -p "$TH_RUN"
+    grep -qxF -- "$1" "$TH_OWNED_FILE" 2>/dev/null || printf '%s\n' "$1" >>"$TH_OWNED_FILE"
+}
+th__own_del() {
+    [[ -f "$TH_OWNED_FILE" ]] || return 0
+    local rest
+    rest=$(grep -vxF -- "$1" "$TH_OWNED_FILE" || true)
+    if [[ -n "$rest" ]]; then printf '%s\n' "$rest" >"$TH_OWNED_FILE"; else rm -f "$TH_OWNED_FILE"; fi
+}
+
+# Mount points at or below DIR (deepest first), from our mount namespace.
+th__mounts_below() {
+    local dir=$1
+    awk -v d="$dir" '{
+        m = $5; gsub(/\\040/, " ", m); gsub(/\\011/, "\t", m); gsub(/\\012/, "\n", m); gsub(/\\134/, "\\", m)
+        if (m == d || index(m, d "/") == 1) print m
+    }' /proc/self/mountinfo | sort -r
+}
+
+# th__safe_rm DIR: unmount whatever is mounted below DIR, then remove it without crossing
+# into other file systems. Only for dirs below $TH_RUN or $TH_CACHE.
+th__safe_rm() {
+    local dir=$1 m
+    [[ -e "$dir" || -L "$dir" ]] || return 0
+    dir=$(realpath -s -- "$dir")
+    case "$dir" in
+    "$TH_RUN"/?* | "$TH_CACHE"/?*) ;;
+    *) th__die "refusing to remove '$dir' (not below $TH_RUN or $TH_CACHE)"; return 1 ;;
+    esac
+    while IFS= read -r m; do
+        [[ -n "$m" ]] || continue
+        umount -- "$m" 2>/dev/null || umount -l -- "$m" 2>/dev/null || true
+    done < <(th__mounts_below "$dir")
+    rm -rf --one-file-system -- "$dir"
+}
+
+th__ensured=
+# th_ensure_packages: install what the machine running the tests needs (idempotent).
 th_ensure_packages() {
-  local p missing=()
-  for p in systemd-container debootstrap dbus iproute2 btrfs-progs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
+    [[ -z "$th__ensured" ]] || return 0
+    local p missing=()
+    for p in "${TH_HOST_PACKAGES[@]}"; do
+        [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" == "install ok installed" ]] ||
+            missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        th_note "installing on this machine: ${missing[*]}"
+        # Only what is listed; never systemd-resolved (see shared/testing.md).
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+            --no-install-recommends "${missing[@]}" >&2
+    fi
+    th__ensured=1
 }
 
-th_cache_key() {
-  printf '%s\n%s\n' "$TH_PACKAGES" "$TH_RECIPE" | sha256sum | cut -c1-12
+# ---------------------------------------------------------------------------------------------
+# the cached root file system
+
+# Everything done to the debootstrapped tree. Its source text is part of the cache key, so
+# editing it builds a new cache.
+th__rootfs_setup() {
+    local r=$1
+    echo testhost >"$r/etc/hostname"
+    : >"$r/etc/machine-id" # every copy gets its own id (th_boot, th_copy_slot_image)
+    rm -f "$r/var/lib/dbus/machine-id"
+    mkdir -p "$r/var/lib/dbus"
+    ln -s /etc/machine-id "$r/var/lib/dbus/machine-id"
+    chroot "$r" passwd -dq root >/dev/null 2>&1 || chroot "$r" passwd -d root >/dev/null
+    # networkd on (test host: bridges and zones for slots; slots: DHCP on host0) ...
+    systemctl --root="$r" enable systemd-networkd.service >/dev/null 2>&1
+    # ... but nothing may wait for a network that a --private-network host never gets.
+    systemctl --root="$r" disable systemd-networkd-wait-online.service >/dev/null 2>&1
+    # Boot fast: these have nothing to do in a throw-away container.
+    systemctl --root="$r" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+        e2scrub_reap.service fstrim.timer dpkg-db-backup.timer \
+        systemd-firstboot.service >/dev/null 2>&1
+    # Keep the journal small (it is persistent: /var/log/journal exists on Debian 12).
+    mkdir -p "$r/etc/systemd/journald.conf.d"
+    printf '[Journal]\nSystemMaxUse=16M\nRuntimeMaxUse=16M\n' \
+        >"$r/etc/systemd/journald.conf.d/50-slot-os-test.conf"
+    # Smaller and fewer files = faster copies (every test host and slot image is one):
+    # no docs, man pages or translations, now or from later dpkg installs.
+    cat >"$r/etc/dpkg/dpkg.cfg.d/50-slot-os-test-nodoc" <<'EOF2'
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias
+EOF2
+    find "$r/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+    find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
+    find "$r/usr/share/man" "$r/usr/share/info" -mindepth 1 -delete
+    find "$r/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+    chroot "$r" apt-get clean
+    rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin "$r"/var/log/*.log "$r"/var/log/apt/*
+    mkdir -p "$r/var/lib/apt/lists/partial" "$r/var/lib/machines"
 }
 
-# Prints the cached rootfs path, building it first if needed (built under a temporary
-# name and renamed when complete, so an interrupted build is never taken for a cache).
+th__rootfs_key() {
+    {
+        printf '%s\n' "$TH_ROOTFS_RECIPE" "$TH_SUITE" "${TH_ROOTFS_PACKAGES[*]}"
+        declare -f th__rootfs_setup
+    } | sha256sum | cut -c1-12
+}
+
+# th_rootfs: print the path of the cached rootfs, building it first if missing.
 th_rootfs() {
-  local dir="$TH_CACHE/rootfs-$(th_cache_key)"
-  if [ -f "$dir/.complete" ]; then echo "$dir"; return 0; fi
-  mkdir -p "$TH_CACHE"
-  local tmp="$TH_CACHE/.building-$$"
-  rm -rf "$tmp"
-  th_log "building the test host rootfs in $dir (debootstrap, about 1-2 minutes)"
-  local t0=$SECONDS
-  if ! debootstrap --variant=minbase --include="$TH_PACKAGES" bookworm "$tmp" http://deb.debian.org/debian >"$TH_CACHE/debootstrap.log" 2>&1; then
-    th_log "debootstrap failed; last lines of $TH_CACHE/debootstrap.log:"; tail -20 "$TH_CACHE/debootstrap.log" >&2
-    rm -rf "$tmp"; return 1
-  fi
-  : > "$tmp/etc/machine-id"
-  rm -f "$tmp/var/lib/dbus/machine-id"
-  echo testhost > "$tmp/etc/hostname"
-  # networkd manages bridges and the slots' veths in the test host (and in slots)
-  ln -sf /lib/systemd/system/systemd-networkd.service "$tmp/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
-  mkdir -p "$tmp/etc/systemd/system/sockets.target.wants"
-  ln -sf /lib/systemd/system/systemd-networkd.socket "$tmp/etc/systemd/system/sockets.target.wants/systemd-networkd.socket"
-  # root logs in on the console without a password (the demo's `slot-os console`)
-  sed -i 's/^root:[^:]*:/root::/' "$tmp/etc/shadow"
-  # nothing in the test host or a slot needs these, and they slow boot or fail in nspawn
-  for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
-    ln -sf /dev/null "$tmp/etc/systemd/system/$u"
-  done
-  chroot "$tmp" apt-get clean >/dev/null 2>&1 || true
-  rm -rf "$tmp/var/lib/apt/lists/"*
-  touch "$tmp/.complete"
-  rm -rf "$dir"
-  mv "$tmp" "$dir"
-  th_log "rootfs built in $((SECONDS - t0)) s"
-  echo "$dir"
+    local key dir tmp lockfd t0 pkgs d log
+    key=$(th__rootfs_key)
+    dir=$TH_CACHE/rootfs-$key
+    if [[ -d "$dir" ]]; then printf '%s\n' "$dir"; return 0; fi
+    mkdir -p "$TH_CACHE" || return 1
+    exec {lockfd}>"$TH_CACHE/.lock-$key" || return 1
+    flock "$lockfd" || { exec {lockfd}>&-; return 1; }
+    if [[ ! -d "$dir" ]]; then
+        # We hold the lock: any build dir for this key is from an interrupted build.
+        for d in "$TH_CACHE/.build-rootfs-$key".*; do
+            if [[ -e "$d" ]]; then th__safe_rm "$d" || true; fi
+        done
+        th_ensure_packages || { exec {lockfd}>&-; return 1; }
+        tmp=$TH_CACHE/.build-rootfs-$key.$$
+        log=$TH_CACHE/rootfs-$key.build.log
+        pkgs=${TH_ROOTFS_PACKAGES[*]}
+        t0=$(th__now_ms)
+        th_note "building rootfs cache $dir (debootstrap $TH_SUITE, log: $log)"
+        if ! debootstrap --variant=minbase --include="${pkgs// /,}" "$TH_SUITE" "$tmp" "$TH_MIRROR" \
+            >"$log" 2>&1 || ! th__rootfs_setup "$tmp" >>"$log" 2>&1; then
+            tail -n 30 "$log" >&2 || true
+            th__safe_rm "$tmp" || true
+            exec {lockfd}>&-
+            th__die "building the rootfs failed (log: $log)"
+            return 1
+        fi
+        mv -T -- "$tmp" "$dir" || { exec {lockfd}>&-; return 1; }
+        th_note "built rootfs cache in $(th__secs $(($(th__now_ms) - t0))) ($(du -sh "$dir" | cut -f1))"
+    fi
+    exec {lockfd}>&-
+    printf '%s\n' "$dir"
 }
 
-th_dir() { echo "$TH_RUN/$1"; }
-th_root() { echo "$TH_RUN/$1/root"; }
-th_leader() { cat "$TH_RUN/$1/leader" 2>/dev/null; }
-
-# Ends what an earlier (crashed) run of this name left: only the nspawn PID it recorded,
-# and only if that PID still is a systemd-nspawn for this very directory.
-th_kill_stale() {
-  local d; d=$(th_dir "$1")
-  local pid; pid=$(cat "$d/nspawn.pid" 2>/dev/null || true)
-  if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "systemd-nspawn.*-D $d/root"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    local i; for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+# Give a root dir its own identity.
+th__set_identity() {
+    local root=$1 name=$2 id
+    id=$(systemd-id128 new 2>/dev/null) || id=$(tr -d '-' </proc/sys/kernel/random/uuid)
+    printf '%s\n' "$id" >"$root/etc/machine-id" || return 1
+    printf '%s\n' "$name" >"$root/etc/hostname" || return 1
+    if [[ -e "$root/var/lib/dbus/machine-id" && ! -L "$root/var/lib/dbus/machine-id" ]]; then
+        rm -f "$root/var/lib/dbus/machine-id"
+        ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
+    fi
 }
 
-# Unmounts anything still mounted below a directory (deepest first).
-th_umount_below() {
-  local m
-  awk -v p="$1/" 'index($2, p) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null || true
-  done
+# ---------------------------------------------------------------------------------------------
+# test hosts
+
+th_root() { th__check_name "${1:-}" && printf '%s\n' "$TH_RUN/$1/root"; }
+
+# th_leader NAME: PID (in our PID namespace) of the host's PID 1.
+th_leader() {
+    th__check_name "${1:-}" || return 1
+    th__pidfile_alive "$TH_RUN/$1/leader.pid" || th__die "test host '$1' is not running"
 }
 
+th__running() { th__pidfile_alive "$TH_RUN/$1/nspawn.pid" >/dev/null; }
+
+# End processes recorded for a host dir that is not ours (left over from a crashed run).
+th__reap_stale() {
+    local dir=$1 owner pid
+    if owner=$(th__pidfile_alive "$dir/owner.pid"); then
+        if [[ "$(cat "$dir/owner.pid")" != "$(th__self_id)" ]]; then
+            th__die "$dir is in use by running test process $owner; use another SLOT_OS_TEST_RUN"
+            return 1
+        fi
+    fi
+    for pid in leader nspawn; do
+        if pid=$(th__pidfile_alive "$dir/$pid.pid"); then kill -KILL "$pid" 2>/dev/null || true; fi
+    done
+    for _ in $(seq 50); do
+        th__pidfile_alive "$dir/nspawn.pid" >/dev/null || th__pidfile_alive "$dir/leader.pid" >/dev/null || break
+        sleep 0.1
+    done
+}
+
+th__check_binaries() {
+    local tdir=${CARGO_TARGET_DIR:-target} sub b
+    [[ "$tdir" == /* ]] || tdir=$TH_REPO/$tdir
+    case "$TH_PROFILE" in debug | dev) sub=debug ;; *) sub=$TH_PROFILE ;; esac
+    for b in slot-os slot-os-generator; do
+        [[ -x "$tdir/$sub/$b" ]] || {
+            th__die "binary $tdir/$sub/$b is missing: build first (cargo build$([[ $sub == release ]] && echo ' --release'), or run tests/run-e2e.sh without SLOT_OS_SKIP_BUILD)"
+            return 1
+        }
+    done
+}
+
+th__install_project() {
+    local name=$1 root=$2 log=$TH_RUN/$1/install.log
+    th__check_binaries || return 1
+    if ! make -C "$TH_REPO" install DESTDIR="$root" PREFIX=/usr PROFILE="$TH_PROFILE" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2 || true
+        th__die "make install into test host '$name' failed (log: $log)"
+        return 1
+    fi
+}
+
+# th_boot NAME [unified|hybrid]
 th_boot() {
-  local name=$1 mode=${2:-unified}
-  local d; d=$(th_dir "$name")
-  local cache; cache=$(th_rootfs) || return 1
-  th_kill_stale "$name"
-  th_umount_below "$d"
-  rm -rf "$d"
-  mkdir -p "$d"
-  local t0; t0=$(date +%s%N)
-  cp -a --reflink=auto "$cache" "$d/root" || return 1
-  rm -f "$d/root/.complete"
-  systemd-id128 new > "$d/root/etc/machine-id"
-  echo "$name" > "$d/root/etc/hostname"
-  if ! make -s -C "$TH_REPO" install DESTDIR="$d/root" PREFIX=/usr PROFILE="$TH_PROFILE" >"$d/install.log" 2>&1; then
-    th_log "make install into the test host failed (are the binaries built? cargo build):"; cat "$d/install.log" >&2
-    return 1
-  fi
-  if declare -F th_pre_boot_hook >/dev/null; then th_pre_boot_hook "$name" "$d/root"; fi
-  echo "$mode" > "$d/mode"
-  th_start "$name" || return 1
-  th_log "$name booted ($mode) in $(( ($(date +%s%N) - t0) / 1000000 )) ms (copy + install + boot)"
-  TH_BOOTED+=("$name")
+    local name=${1:-} mode=${2:-unified} dir root src t0 t1 t2
+    th__check_name "$name" || return 1
+    case "$mode" in unified | hybrid) ;; *) th__die "th_boot: mode must be unified or hybrid"; return 1 ;; esac
+    th_ensure_packages || return 1
+    dir=$TH_RUN/$name
+    root=$dir/root
+    src=$(th_rootfs) || return 1
+    t0=$(th__now_ms)
+    th__check_binaries || return 1
+    if [[ -e "$dir" ]]; then
+        if th__running "$name" && [[ "$(cat "$dir/owner.pid" 2>/dev/null)" == "$(th__self_id)" ]]; then
+            th_poweroff "$name" || return 1
+        fi
+        th__reap_stale "$dir" || return 1
+        th__safe_rm "$dir" || return 1
+    fi
+    mkdir -p "$dir" || return 1
+    th__record_pid "$$" "$dir/owner.pid" || return 1
+    th__own_add "$name" || return 1
+    printf '%s\n' "$mode" >"$dir/mode" || return 1
+    : >"$dir/nspawn.args" || return 1
+    if ((${#TH_NSPAWN_ARGS[@]})); then printf '%s\0' "${TH_NSPAWN_ARGS[@]}" >"$dir/nspawn.args"; fi
+    cp -a --reflink=auto -- "$src" "$root" || { th__die "copying the rootfs to $root failed"; return 1; }
+    t1=$(th__now_ms)
+    th__set_identity "$root" "$name" || return 1
+    th__install_project "$name" "$root" || return 1
+    if declare -F th_pre_boot_hook >/dev/null; then
+        th_pre_boot_hook "$name" "$root" || { th__die "th_pre_boot_hook $name failed"; return 1; }
+    fi
+    t2=$(th__now_ms)
+    th__start "$name" || return 1
+    th_note "$name: booted ($mode) in $(th__secs $(($(th__now_ms) - t0))) (copy $(th__secs $((t1 - t0))), install+hook $(th__secs $((t2 - t1))), boot $(th__secs $(($(th__now_ms) - t2))))"
 }
 
-# Boots an existing root dir (th_boot made it) and waits until its systemd is up.
-th_start() {
-  local name=$1
-  local d; d=$(th_dir "$name")
-  local mode; mode=$(cat "$d/mode")
-  local env=()
-  [ "$mode" = unified ] && env=(SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1)
-  rm -f "$d/leader"
-  # setsid: the host gets its own session, so a ^C of the test run reaches it only
-  # through th_cleanup_all.
-  env "${env[@]}" setsid systemd-nspawn -D "$d/root" -b --register=no --keep-unit --console=pipe \
-    --private-network -M "$name" >"$d/console.log" 2>&1 </dev/null &
-  local pid=$!
-  echo "$pid" > "$d/nspawn.pid"
-  local leader="" i
-  for i in $(seq 300); do
-    leader=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null | awk '{print $1}')
-    if [ -n "$leader" ] && [ "$(cat /proc/"$leader"/comm 2>/dev/null)" = systemd ]; then break; fi
-    leader=""
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [ -z "$leader" ]; then
-    th_log "$name: no systemd appeared in the container"; tail -30 "$d/console.log" >&2; return 1
-  fi
-  echo "$leader" > "$d/leader"
-  # `is-system-running --wait` needs the host's bus, which comes up a moment after PID 1.
-  local st="" end=$((SECONDS + 90))
-  while [ $SECONDS -lt $end ]; do
-    st=$(timeout 60 nsenter -t "$leader" -a env PATH=/usr/sbin:/usr/bin:/sbin:/bin systemctl is-system-running --wait 2>/dev/null)
-    case "$st" in running|degraded|maintenance|stopping) break ;; esac
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  case "$st" in
-    running|degraded) ;;
-    *)
-      th_log "$name: systemd did not finish booting (state: '$st')"
-      tail -30 "$d/console.log" >&2
-      th_run "$name" systemctl --failed --no-pager >&2 || true
-      return 1 ;;
-  esac
-  if [ "$st" = degraded ]; then
-    th_log "$name: degraded: $(th_run "$name" systemctl --failed --no-legend --plain 2>/dev/null | awk '{print $1}' | tr '\n' ' ')"
-  fi
+# Start nspawn on an existing host dir and wait until its systemd is up.
+th__start() {
+    local name=$1 dir=$TH_RUN/$1 mode pid leader p deadline state rc comm
+    local -a envcmd args=()
+    mode=$(cat "$dir/mode") || return 1
+    if [[ "$mode" == unified ]]; then
+        envcmd=(env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1)
+    else
+        envcmd=(env -u SYSTEMD_NSPAWN_UNIFIED_HIERARCHY)
+    fi
+    if [[ -s "$dir/nspawn.args" ]]; then mapfile -d '' -t args <"$dir/nspawn.args"; fi
+    printf '\n===== %s: boot (%s) at %s =====\n' "$name" "$mode" "$(date -Is)" >>"$dir/console.log"
+    rm -f "$dir/leader.pid" "$dir/nspawn.pid"
+    # fds >2 (the runner's output, logs, locks) are not handed to nspawn
+    "${envcmd[@]}" systemd-nspawn -D "$dir/root" -b --register=no --keep-unit --console=pipe \
+        --private-network -M "$name" ${args[@]+"${args[@]}"} \
+        </dev/null >>"$dir/console.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
+    pid=$!
+    th__record_pid "$pid" "$dir/nspawn.pid"
+    deadline=$(($(th__now_ms) + TH_BOOT_TIMEOUT * 1000))
+    # The container's PID 1: a child of nspawn, in another PID namespace, that has exec'd systemd.
+    leader=
+    while [[ -z "$leader" ]]; do
+        if ! th__running "$name"; then
+            th__boot_failed "$name" "systemd-nspawn exited before the container started"
+            return 1
+        fi
+        for p in /proc/[0-9]*; do
+            p=${p#/proc/}
+            [[ "$(th__ppid "$p" 2>/dev/null)" == "$pid" ]] || continue
+            comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
+            [[ "$comm" == systemd || "$comm" == init ]] || continue
+            [[ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" != "$(readlink "/proc/$pid/ns/pid")" ]] || continue
+            leader=$p
+            break
+        done
+        if [[ -z "$leader" ]]; then
+            (($(th__now_ms) < deadline)) || { th__boot_failed "$name" "no container PID 1 found"; return 1; }
+            sleep 0.05
+        fi
+    done
+    th__record_pid "$leader" "$dir/leader.pid"
+    # Wait for the boot to finish: running or degraded.
+    while :; do
+        rc=0
+        state=$(timeout $(((deadline - $(th__now_ms)) / 1000 + 1)) \
+            env -i "${TH_ENV[@]}" nsenter -t "$leader" -a systemctl is-system-running --wait \
+            </dev/null 2>/dev/null) || rc=$?
+        case "$state" in running | degraded) return 0 ;; esac
+        if ! th__running "$name"; then
+            th__boot_failed "$name" "systemd-nspawn exited during boot"
+            return 1
+        fi
+        if (($(th__now_ms) >= deadline)); then
+            th__boot_failed "$name" "not running after ${TH_BOOT_TIMEOUT}s (state: ${state:-?}, rc $rc)"
+            return 1
+        fi
+        sleep 0.2
+    done
 }
 
+th__boot_failed() {
+    local name=$1 dir=$TH_RUN/$1
+    {
+        printf 'testhost: %s: boot failed: %s\n' "$name" "$2"
+        printf -- '--- console.log (tail) ---\n'
+        tail -n 40 "$dir/console.log" 2>/dev/null || true
+        if th_leader "$name" >/dev/null 2>&1; then
+            printf -- '--- failed units ---\n'
+            th__run_t 10 "$name" systemctl --failed --no-legend --no-pager 2>&1 || true
+            printf -- '--- jobs ---\n'
+            th__run_t 10 "$name" systemctl list-jobs --no-legend --no-pager 2>&1 || true
+        fi
+        # PID 1's console is /dev/null with --console=pipe: its journal says more.
+        if [[ -d "$dir/root/var/log/journal" ]]; then
+            printf -- '--- journal (tail, read from outside) ---\n'
+            journalctl -D "$dir/root/var/log/journal" -b -n 30 --no-pager 2>&1 || true
+        fi
+    } >&2
+}
+
+# th_run NAME CMD...: run CMD inside the test host (all its namespaces), clean environment.
 th_run() {
-  local name=$1; shift
-  local leader; leader=$(th_leader "$name")
-  [ -n "$leader" ] || { th_log "th_run: $name is not running"; return 125; }
-  nsenter -t "$leader" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 SYSTEMD_PAGER= \
-    SYSTEMD_COLORS=0 TERM=dumb HOME=/root "$@"
+    local name=${1:-} leader
+    shift || true
+    (($#)) || { th__die "th_run: no command"; return 2; }
+    leader=$(th_leader "$name") || return 1
+    if [[ -p /dev/stdin || -f /dev/stdin || -S /dev/stdin ]]; then
+        env -i "${TH_ENV[@]}" nsenter -t "$leader" -a "$@"
+    else
+        env -i "${TH_ENV[@]}" nsenter -t "$leader" -a "$@" </dev/null
+    fi
 }
 
-th_sh() { local name=$1; shift; th_run "$name" sh -c "$*"; }
+# th__run_t SECS NAME CMD...: th_run with a time limit (stdin /dev/null).
+th__run_t() {
+    local secs=$1 name=$2 leader
+    shift 2
+    leader=$(th_leader "$name") || return 1
+    timeout "$secs" env -i "${TH_ENV[@]}" nsenter -t "$leader" -a "$@" </dev/null
+}
 
+# th_sh NAME 'shell code' [ARGS...]
+th_sh() {
+    local name=${1:-}
+    shift || true
+    th_run "$name" sh -c "${1:?th_sh: no shell code}" sh "${@:2}"
+}
+
+# th_copy_slot_image NAME IMAGE: a bootable copy of the rootfs at ROOT/var/lib/machines/IMAGE.
 th_copy_slot_image() {
-  local name=$1 image=$2
-  local cache; cache=$(th_rootfs) || return 1
-  local dest; dest="$(th_root "$name")/var/lib/machines/$image"
-  mkdir -p "$(dirname "$dest")"
-  rm -rf "$dest"
-  cp -a --reflink=auto "$cache" "$dest" || return 1
-  rm -f "$dest/.complete"
-  systemd-id128 new > "$dest/etc/machine-id"
-  echo "$image" > "$dest/etc/hostname"
+    local name=${1:-} image=${2:-} root dest src
+    th__check_name "$name" && th__check_name "$image" || return 1
+    root=$TH_RUN/$name/root
+    [[ -d "$root" ]] || { th__die "no test host '$name'"; return 1; }
+    dest=$root/var/lib/machines/$image
+    [[ ! -e "$dest" ]] || { th__die "slot image $dest exists already"; return 1; }
+    src=$(th_rootfs) || return 1
+    mkdir -p "$root/var/lib/machines" || return 1
+    cp -a --reflink=auto -- "$src" "$dest" || { th__die "copying the rootfs to $dest failed"; return 1; }
+    th__set_identity "$dest" "$image"
 }
 
+# th_poweroff NAME: orderly shutdown; keeps the root dir.
 th_poweroff() {
-  local name=$1
-  local d; d=$(th_dir "$name")
-  local pid; pid=$(cat "$d/nspawn.pid" 2>/dev/null || true)
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  local leader; leader=$(th_leader "$name")
-  # SIGRTMIN+4 asks systemd for an orderly poweroff
-  [ -n "$leader" ] && kill -s RTMIN+4 "$leader" 2>/dev/null
-  local i
-  for i in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    th_log "$name: no orderly shutdown within 30 s; killing its nspawn ($pid)"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.5
-  fi
-  wait "$pid" 2>/dev/null || true
-  rm -f "$d/leader"
+    local name=${1:-} dir pid leader deadline
+    th__check_name "$name" || return 1
+    dir=$TH_RUN/$name
+    if ! pid=$(th__pidfile_alive "$dir/nspawn.pid"); then
+        # nspawn gone; a leftover container (nspawn was SIGKILLed) is ended by PID.
+        if leader=$(th__pidfile_alive "$dir/leader.pid"); then kill -KILL "$leader" 2>/dev/null || true; fi
+        rm -f "$dir/nspawn.pid" "$dir/leader.pid"
+        return 0
+    fi
+    if leader=$(th__pidfile_alive "$dir/leader.pid"); then
+        kill -s RTMIN+4 "$leader" 2>/dev/null || true # systemd: start poweroff.target
+    else
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    deadline=$(($(th__now_ms) + TH_POWEROFF_TIMEOUT * 1000))
+    while th__pidfile_alive "$dir/nspawn.pid" >/dev/null && (($(th__now_ms) < deadline)); do sleep 0.1; done
+    if th__pidfile_alive "$dir/nspawn.pid" >/dev/null; then
+        printf 'testhost: %s: no orderly poweroff within %ss, killing it\n' "$name" "$TH_POWEROFF_TIMEOUT" >&2
+        if leader=$(th__pidfile_alive "$dir/leader.pid"); then kill -KILL "$leader" 2>/dev/null || true; fi
+        sleep 1
+        if pid=$(th__pidfile_alive "$dir/nspawn.pid"); then kill -KILL "$pid" 2>/dev/null || true; fi
+        sleep 0.2
+    fi
+    wait "$pid" 2>/dev/null || true # reap it if it is our child
+    rm -f "$dir/nspawn.pid" "$dir/leader.pid"
 }
 
+# th_reboot NAME: poweroff, then boot the same root dir again (same mode and nspawn args).
 th_reboot() {
-  th_poweroff "$1"
-  th_start "$1"
+    local name=${1:-} t0
+    th__check_name "$name" || return 1
+    [[ -d "$TH_RUN/$name/root" ]] || { th__die "no test host '$name'"; return 1; }
+    t0=$(th__now_ms)
+    th_poweroff "$name" || return 1
+    th__start "$name" || return 1
+    th_note "$name: rebooted in $(th__secs $(($(th__now_ms) - t0)))"
 }
 
+# th_destroy NAME: poweroff if running, then remove its dir.
 th_destroy() {
-  local name=$1
-  local d; d=$(th_dir "$name")
-  th_poweroff "$name"
-  th_umount_below "$d"
-  rm -rf "$d"
-  local keep=() n
-  for n in "${TH_BOOTED[@]}"; do [ "$n" = "$name" ] || keep+=("$n"); done
-  TH_BOOTED=("${keep[@]}")
+    local name=${1:-}
+    th__check_name "$name" || return 1
+    th_poweroff "$name" || true
+    th__safe_rm "$TH_RUN/$name" || return 1
+    th__own_del "$name"
 }
 
+# th_cleanup_all: destroy every host this shell booted. `trap th_cleanup_all EXIT`.
+# With SLOT_OS_TEST_KEEP=1 they are left running, for debugging.
 th_cleanup_all() {
-  local n
-  for n in "${TH_BOOTED[@]}"; do th_destroy "$n"; done
+    local name
+    [[ -f "$TH_OWNED_FILE" ]] || return 0
+    if [[ -n "${SLOT_OS_TEST_KEEP:-}" ]]; then
+        while IFS= read -r name; do
+            [[ -n "$name" ]] || continue
+            printf '# kept test host %s: nsenter -t %s -a bash   (root: %s)\n' "$name" \
+                "$(th_leader "$name" 2>/dev/null || echo '?')" "$TH_RUN/$name/root" >&2
+        done <"$TH_OWNED_FILE"
+        rm -f "$TH_OWNED_FILE"
+        return 0
+    fi
+    while IFS= read -r name; do
+        [[ -n "$name" ]] || continue
+        th_destroy "$name" || printf 'testhost: could not destroy %s\n' "$name" >&2
+    done < <(tac "$TH_OWNED_FILE")
+    rm -f "$TH_OWNED_FILE"
 }
 
-# th_wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds.
+# th_wait_for TIMEOUT_S CMD...: poll CMD (output hidden) until it succeeds.
 th_wait_for() {
-  local limit=$1; shift
-  local end=$((SECONDS + limit))
-  while [ $SECONDS -lt $end ]; do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  return 1
+    local t=${1:?th_wait_for: timeout} deadline out=
+    shift
+    deadline=$(($(th__now_ms) + ${t%%.*} * 1000))
+    while :; do
+        if out=$("$@" 2>&1); then return 0; fi
+        if (($(th__now_ms) >= deadline)); then
+            printf 'th_wait_for: timed out after %ss: %s (last output: %s)\n' "$t" "$*" \
+                "$(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')" >&2
+            return 1
+        fi
+        sleep "${TH_WAIT_INTERVAL:-0.2}"
+    done
 }
 
-# --- assertions ---------------------------------------------------------------------
-# A test is a function test_*; it fails if it returns non-zero or calls t_fail.
-T_FAILED=0
-T_REASON=""
-t_fail() { T_FAILED=1; T_REASON=${T_REASON:+$T_REASON; }$*; printf '    %s\n' "$*" >&2; return 1; }
-assert_eq() {
-  [ "$1" == "$2" ] && return 0
-  t_fail "${3:-values differ}: expected '$1', got '$2'"
+# th_unit_state NAME UNIT: the unit's ActiveState inside the host.
+th_unit_state() { th_run "$1" systemctl show -P ActiveState -- "$2"; }
+
+# ---------------------------------------------------------------------------------------------
+# tests: assertions and the scenario runner
+#
+# A scenario file defines test_* functions (run in the order they are defined), and optionally
+# scenario_setup / scenario_teardown. Each test runs in a subshell with errexit OFF (so
+# `out=$(cmd); rc=$?` works) and nounset on; its output goes to a log, shown on failure.
+# A test fails if it returns non-zero or calls t_fail (assert_* call t_fail). Write
+# `assert_... || return 1` to stop at the first failed assertion.
+# Set TH_TEST_ERREXIT=1 in a scenario to run its tests with `set -e` instead.
+
+TH_SCENARIO=${TH_SCENARIO:-adhoc}
+TH_RESULTS=${TH_RESULTS:-}
+
+th__report() { # STATUS(ok|FAIL) TEST [REASON]
+    local line
+    if [[ "$1" == ok ]]; then
+        line="ok   $TH_SCENARIO: $2"
+    else
+        line="FAIL $TH_SCENARIO: $2: ${3:-failed}"
+    fi
+    if [[ -n "${TH_OUT_FD:-}" ]] && { true >&"$TH_OUT_FD"; } 2>/dev/null; then
+        printf '%s\n' "$line" >&"$TH_OUT_FD"
+    else
+        printf '%s\n' "$line"
+    fi
+    if [[ -n "$TH_RESULTS" ]]; then printf '%s\n' "$line" >>"$TH_RESULTS"; fi
 }
-assert_contains() {
-  case "$1" in *"$2"*) return 0 ;; esac
-  t_fail "${3:-text missing}: '$2' not in: $(printf '%s' "$1" | head -c 600)"
+
+th__reason() { # first recorded failure reason (one line) of the current test
+    local f=${TH_T_REASON_FILE:-} n
+    [[ -n "$f" && -s "$f" ]] || return 0
+    n=$(wc -l <"$f")
+    printf '%s' "$(head -n 1 "$f" | cut -c1-400)"
+    if ((n > 1)); then printf ' (+%d more)' "$((n - 1))"; fi
 }
+
+# t_begin NAME: inside a test_* function it labels a step (prefixed to failure reasons);
+# outside one it starts an ad-hoc test that t_pass / t_fail ends.
+t_begin() {
+    if [[ -n "${TH_IN_TEST:-}" ]]; then
+        TH_T_STEP=$1
+        printf '## step: %s\n' "$1"
+    else
+        TH_T_NAME=$1
+        TH_T_REASON_FILE=$(mktemp)
+    fi
+}
+
+t_pass() {
+    [[ -z "${TH_IN_TEST:-}" ]] || return 0
+    if [[ -n "$(th__reason)" ]]; then
+        th__report FAIL "${TH_T_NAME:-?}" "$(th__reason)"
+    else
+        th__report ok "${TH_T_NAME:-?}"
+    fi
+    rm -f "${TH_T_REASON_FILE:-}"
+    TH_T_REASON_FILE=
+}
+
+# t_fail MSG: record a failure and return 1.
+t_fail() {
+    local msg="${*:-failed}"
+    msg=${msg//$'\n'/ }
+    if [[ -n "${TH_IN_TEST:-}" ]]; then
+        [[ -z "${TH_T_STEP:-}" ]] || msg="$TH_T_STEP: $msg"
+        printf '%s\n' "$msg" >>"$TH_T_REASON_FILE"
+        printf 'FAIL: %s\n' "$msg" >&2
+    else
+        th__report FAIL "${TH_T_NAME:-?}" "$msg"
+        rm -f "${TH_T_REASON_FILE:-}"
+        TH_T_REASON_FILE=
+    fi
+    return 1
+}
+
+th__short() { local s=${1//$'\n'/ }; ((${#s} <= 200)) || s="${s:0:200}..."; printf '%s' "$s"; }
+
+assert_eq() { # EXPECTED ACTUAL MSG
+    if [[ "$1" == "$2" ]]; then return 0; fi
+    t_fail "${3:-assert_eq}: expected '$(th__short "$1")', got '$(th__short "$2")'"
+}
+
+assert_contains() { # HAYSTACK NEEDLE MSG
+    if [[ "$1" == *"$2"* ]]; then return 0; fi
+    t_fail "${3:-assert_contains}: '$(th__short "$2")' not in '$(th__short "$1")'"
+}
+
+assert_not_contains() { # HAYSTACK NEEDLE MSG
+    if [[ "$1" != *"$2"* ]]; then return 0; fi
+    t_fail "${3:-assert_not_contains}: '$(th__short "$2")' found in '$(th__short "$1")'"
+}
+
+# assert_ok CMD...: CMD must exit 0 (its output goes to the test log).
 assert_ok() {
-  local out
-  out=$("$@" 2>&1) && return 0
-  t_fail "command failed ($?): $* :: $(printf '%s' "$out" | tail -c 600)"
+    local out rc=0
+    out=$("$@" 2>&1) || rc=$?
+    [[ -z "$out" ]] || printf '%s\n' "$out"
+    if ((rc == 0)); then return 0; fi
+    t_fail "command failed (exit $rc): $(th__short "$*")${out:+: $(th__short "$(printf '%s' "$out" | tail -n 3)")}"
 }
+
+# assert_exit CODE CMD...: CMD must exit with CODE.
 assert_exit() {
-  local want=$1; shift
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  [ "$rc" = "$want" ] && return 0
-  t_fail "expected exit $want, got $rc: $* :: $(printf '%s' "$out" | tail -c 400)"
+    local want=$1 out rc=0
+    shift
+    out=$("$@" 2>&1) || rc=$?
+    [[ -z "$out" ]] || printf '%s\n' "$out"
+    if ((rc == want)); then return 0; fi
+    t_fail "expected exit $want, got $rc: $(th__short "$*")${out:+: $(th__short "$(printf '%s' "$out" | tail -n 3)")}"
+}
+
+# The test_* functions of the sourced scenario FILE, in the order they are defined.
+th__test_list() {
+    local file=$1 fn
+    local -A seen=()
+    while IFS= read -r fn; do
+        [[ -n "$fn" && -z "${seen[$fn]:-}" ]] || continue
+        declare -F "$fn" >/dev/null || continue
+        seen[$fn]=1
+        printf '%s\n' "$fn"
+    done < <(grep -oE '^[[:space:]]*(function[[:space:]]+)?test_[A-Za-z0-9_]+' "$file" |
+        sed -E 's/^[[:space:]]*(function[[:space:]]+)?//')
+    while IFS= read -r fn; do
+        [[ -z "${seen[$fn]:-}" ]] || continue
+        printf '%s\n' "$fn"
+    done < <(declare -F | awk '$3 ~ /^test_/ {print $3}')
+}
+
+th__on_err() { # errexit mode: remember the failing command
+    [[ -n "${TH_T_REASON_FILE:-}" && ! -s "$TH_T_REASON_FILE" ]] || return 0
+    printf '%s\n' "${TH_T_STEP:+$TH_T_STEP: }command failed (exit $1) at $3: $(th__short "$2")" >>"$TH_T_REASON_FILE"
+}
+
+th__step_body() {
+    TH_IN_TEST=1 TH_T_STEP=
+    set +e -u
+    if [[ -n "${TH_TEST_ERREXIT:-}" ]]; then
+        set -eE -o pipefail
+        trap 'th__on_err $? "$BASH_COMMAND" "${BASH_SOURCE[0]##*/}:$LINENO"' ERR
+    fi
+    "$1"
+}
+
+# th__run_step FN LOG: run FN in a subshell, output to LOG; status 0 = passed.
+th__run_step() {
+    local fn=$1 log=$2 rc last e=
+    TH_T_REASON_FILE=$(mktemp)
+    [[ $- != *e* ]] || e=1
+    set +e
+    if [[ -n "${SLOT_OS_TEST_VERBOSE:-}" ]]; then
+        (th__step_body "$fn") 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+    else
+        (th__step_body "$fn") >"$log" 2>&1
+        rc=$?
+    fi
+    [[ -z "$e" ]] || set -e
+    if ((rc != 0)) && [[ ! -s "$TH_T_REASON_FILE" ]]; then
+        last=$(grep -v '^[[:space:]]*$' "$log" 2>/dev/null | tail -n 1 || true)
+        printf 'returned %s%s\n' "$rc" "${last:+ (last output: $(th__short "$last"))}" >>"$TH_T_REASON_FILE"
+    fi
+    [[ ! -s "$TH_T_REASON_FILE" ]]
+}
+
+th__show_log_tail() {
+    local log=$1
+    [[ -s "$log" && -z "${SLOT_OS_TEST_VERBOSE:-}" ]] || return 0
+    {
+        printf '    | (last lines of %s)\n' "$log"
+        tail -n "${SLOT_OS_TEST_LOG_LINES:-25}" "$log" | sed 's/^/    | /'
+    } >&"$TH_OUT_FD"
+}
+
+th__scenario_exit() {
+    local rc=$?
+    set +e
+    trap - INT TERM
+    if [[ "${TH_PHASE:-}" != "done" ]]; then
+        th__report FAIL "${TH_PHASE:-load}" "scenario process ended (exit $rc$( ((rc != 143)) || echo ': terminated, timeout?'))"
+        [[ -z "${TH_PHASE_LOG:-}" ]] || th__show_log_tail "$TH_PHASE_LOG"
+        [[ -z "${TH_CRASH_MARKER:-}" ]] || : >"$TH_CRASH_MARKER"
+        ((rc != 0)) || rc=1
+    fi
+    th_cleanup_all
+    exit "$rc"
+}
+
+# t_run_scenario FILE: source a scenario, run scenario_setup (in this shell, so variables it
+# sets are seen by the tests), each test_* function (in a subshell; failures do not stop the
+# rest), then scenario_teardown; print one ok/FAIL line per test. Destroys the hosts it booted.
+# Returns 1 if anything failed.
+t_run_scenario() {
+    local file=$1 fn log logdir failed=0 setup_ok=1 rc e=
+    TH_SCENARIO=$(basename "$file" .sh)
+    exec {TH_OUT_FD}>&1
+    logdir=$TH_RUN/logs/$TH_SCENARIO
+    rm -rf -- "$logdir"
+    mkdir -p "$logdir"
+    TH_PHASE=load TH_PHASE_LOG=
+    trap th__scenario_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # shellcheck disable=SC1090
+    source "$file"
+    if declare -F scenario_setup >/dev/null; then
+        TH_PHASE=scenario_setup TH_PHASE_LOG=$logdir/scenario_setup.log
+        TH_T_REASON_FILE=$(mktemp)
+        TH_IN_TEST=1 TH_T_STEP=
+        [[ $- != *e* ]] || e=1
+        set +e
+        scenario_setup >"$TH_PHASE_LOG" 2>&1
+        rc=$?
+        [[ -z "$e" ]] || set -e
+        TH_IN_TEST=
+        if ((rc != 0)) || [[ -s "$TH_T_REASON_FILE" ]]; then
+            setup_ok=
+            failed=1
+            if [[ ! -s "$TH_T_REASON_FILE" ]]; then
+                printf 'returned %s (last output: %s)\n' "$rc" \
+                    "$(th__short "$(grep -v '^[[:space:]]*$' "$TH_PHASE_LOG" | tail -n 1)")" >>"$TH_T_REASON_FILE"
+            fi
+            th__report FAIL scenario_setup "$(th__reason)"
+            th__show_log_tail "$TH_PHASE_LOG"
+        fi
+        rm -f "$TH_T_REASON_FILE"
+    fi
+    TH_PHASE=tests TH_PHASE_LOG=
+    while IFS= read -r fn; do
+        if [[ -n "${SLOT_OS_TEST_FILTER:-}" ]] && ! [[ "$fn" =~ $SLOT_OS_TEST_FILTER ]]; then continue; fi
+        if [[ -z "$setup_ok" ]]; then
+            th__report FAIL "$fn" "not run: scenario_setup failed"
+            continue
+        fi
+        log=$logdir/$fn.log
+        TH_PHASE=$fn
+        if th__run_step "$fn" "$log"; then
+            th__report ok "$fn"
+        else
+            failed=1
+            th__report FAIL "$fn" "$(th__reason)"
+            th__show_log_tail "$log"
+        fi
+        rm -f "$TH_T_REASON_FILE"
+    done < <(th__test_list "$file")
+    if declare -F scenario_teardown >/dev/null; then
+        TH_PHASE=scenario_teardown
+        log=$logdir/scenario_teardown.log
+        if ! th__run_step scenario_teardown "$log"; then
+            failed=1
+            th__report FAIL scenario_teardown "$(th__reason)"
+            th__show_log_tail "$log"
+        fi
+        rm -f "$TH_T_REASON_FILE"
+    fi
+    TH_PHASE="done"
+    [[ -z "${TH_DONE_MARKER:-}" ]] || : >"$TH_DONE_MARKER"
+    return "$failed"
 }

@@ -1,14 +1,22 @@
-//! `start|stop|suspend|resume (all | N... | NAME...)`: one D-Bus call per slot, all slots
-//! at once, each waiting for its own job; one line per slot; exit 1 if any failed.
+//! `start|stop|suspend|resume (all | N... | NAME...)`: systemd1 StartUnit / StopUnit /
+//! FreezeUnit / ThawUnit on `systemd-nspawn@NAME.service`, every slot at once on one bus
+//! connection, each waiting for its own job. One line per slot; exit 1 if any failed.
+//!
+//! What a slot is already doing decides what is left to do: starting a running slot,
+//! stopping a stopped one and resuming one that is not suspended are no-ops that succeed;
+//! suspending a slot that is not running fails for that slot. `stop` of a suspended slot
+//! thaws it first (see `Bus::stop_units`), so it cannot hang.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use slot_config::Slot;
+
 use super::Ctx;
-use crate::dbus::Bus;
+use crate::dbus::{Bus, UnitStatus};
 use crate::targets;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Start,
     Stop,
@@ -27,28 +35,96 @@ impl Action {
     }
 }
 
-pub fn run(ctx: &Ctx, action: Action, args: &[String]) -> anyhow::Result<ExitCode> {
+/// What to do with one slot, given what systemd says about it now.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Queue the operation.
+    Act,
+    /// Nothing to do; print this instead of "started" etc.
+    Skip(&'static str),
+    /// Refuse, with this reason.
+    Fail(String),
+}
+
+fn plan(action: Action, slot: &Slot, st: Option<&UnitStatus>) -> Plan {
+    // No state (systemd did not answer for this unit): just try; the job will tell.
+    let Some(st) = st else { return Plan::Act };
+    let up = matches!(st.active_state.as_str(), "active" | "reloading");
+    let frozen = st.is_frozen();
+    match action {
+        Action::Start if up && frozen => {
+            Plan::Skip("already running (suspended: `slot-os resume` thaws it)")
+        }
+        Action::Start if up => Plan::Skip("already running"),
+        // activating: StartUnit joins the running start job and waits for the boot.
+        Action::Start => Plan::Act,
+        Action::Stop if matches!(st.active_state.as_str(), "inactive" | "failed") => {
+            Plan::Skip("already stopped")
+        }
+        Action::Stop => Plan::Act,
+        Action::Suspend if frozen => Plan::Skip("already suspended"),
+        Action::Suspend if !up => Plan::Fail(format!(
+            "not running ({}); nothing to suspend (start it with `slot-os start {}`)",
+            st.active_state, slot.number
+        )),
+        Action::Suspend => Plan::Act,
+        Action::Resume if frozen => Plan::Act,
+        Action::Resume => Plan::Skip("not suspended; nothing to resume"),
+    }
+}
+
+pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
-    let slots = targets::resolve(&cfg, args)?;
+    // Bad input (exit 2) before anything is touched.
+    let slots = targets::resolve(&cfg, targets)?;
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
     let bus = Bus::system()?;
     let t0 = Instant::now();
-    let results = match action {
-        Action::Start => bus.start_units(&units),
-        Action::Stop => bus.stop_units(&units),
-        Action::Suspend => bus.freeze_units(&units),
-        Action::Resume => bus.thaw_units(&units),
-    };
-    let mut failed = 0;
-    for (s, r) in slots.iter().zip(results) {
-        match r {
-            Ok(()) => println!("{}: {}", s.name, action.done()),
-            Err(e) => {
-                failed += 1;
-                println!("{}: failed: {e:#}", s.name);
-            }
-        }
+
+    let states = bus.unit_states(&units);
+    let plans: Vec<Plan> = slots
+        .iter()
+        .zip(&states)
+        .map(|(s, st)| plan(action, s, st.as_ref().ok()))
+        .collect();
+    let todo: Vec<String> = units
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| **p == Plan::Act)
+        .map(|(u, _)| u.clone())
+        .collect();
+    let mut results = match action {
+        Action::Start => bus.start_units(&todo),
+        Action::Stop => bus.stop_units(&todo),
+        Action::Suspend => bus.freeze_units(&todo),
+        Action::Resume => bus.thaw_units(&todo),
     }
+    .into_iter();
+
+    let mut failed = 0;
+    let mut out = String::new();
+    for (s, p) in slots.iter().zip(plans) {
+        let line = match p {
+            Plan::Act => match results.next() {
+                Some(Ok(())) => action.done().to_string(),
+                Some(Err(e)) => {
+                    failed += 1;
+                    format!("failed: {e:#}")
+                }
+                None => {
+                    failed += 1;
+                    "failed: no result from systemd".to_string()
+                }
+            },
+            Plan::Skip(why) => why.to_string(),
+            Plan::Fail(why) => {
+                failed += 1;
+                format!("failed: {why}")
+            }
+        };
+        out.push_str(&format!("{}: {line}\n", s.name));
+    }
+    print!("{out}");
     if slots.len() > 1 {
         println!(
             "{} of {} slot(s) {} in {:.2} s",
@@ -63,4 +139,73 @@ pub fn run(ctx: &Ctx, action: Action, args: &[String]) -> anyhow::Result<ExitCod
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(active: &str, freezer: &str) -> UnitStatus {
+        UnitStatus {
+            active_state: active.into(),
+            freezer_state: freezer.into(),
+            ..Default::default()
+        }
+    }
+
+    fn slot() -> Slot {
+        let root = std::env::temp_dir().join(format!("slot-os-lifecycle-{}", std::process::id()));
+        let dir = root.join("etc/slot-os");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("slot03.toml"), "").unwrap();
+        let cfg = slot_config::load_dir(
+            &slot_config::Paths::with_root(&root),
+            &slot_config::HostFacts {
+                cpus: slot_config::CpuSet::from_cpus(0..2),
+                mem_total: None,
+            },
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+        cfg.slots.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn what_is_left_to_do() {
+        let s = slot();
+        let p = |a, act: &str, fr: &str| plan(a, &s, Some(&st(act, fr)));
+        assert_eq!(p(Action::Start, "inactive", "running"), Plan::Act);
+        assert_eq!(p(Action::Start, "failed", "running"), Plan::Act);
+        assert_eq!(p(Action::Start, "activating", "running"), Plan::Act);
+        assert!(matches!(
+            p(Action::Start, "active", "running"),
+            Plan::Skip(_)
+        ));
+        assert!(matches!(
+            p(Action::Stop, "inactive", "running"),
+            Plan::Skip(_)
+        ));
+        assert_eq!(p(Action::Stop, "active", "frozen"), Plan::Act);
+        assert_eq!(p(Action::Stop, "deactivating", "running"), Plan::Act);
+        assert_eq!(p(Action::Suspend, "active", "running"), Plan::Act);
+        // hybrid hosts report no freezer state at all: try, and say why it failed
+        assert_eq!(p(Action::Suspend, "active", ""), Plan::Act);
+        assert!(matches!(
+            p(Action::Suspend, "active", "frozen"),
+            Plan::Skip(_)
+        ));
+        match p(Action::Suspend, "inactive", "running") {
+            Plan::Fail(why) => assert!(why.contains("slot-os start 3"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p(Action::Resume, "active", "frozen"), Plan::Act);
+        assert!(matches!(
+            p(Action::Resume, "active", "running"),
+            Plan::Skip(_)
+        ));
+        assert!(matches!(
+            p(Action::Resume, "inactive", "running"),
+            Plan::Skip(_)
+        ));
+        assert_eq!(plan(Action::Stop, &s, None), Plan::Act);
+    }
 }

@@ -1,7 +1,17 @@
-//! `list [-c] [--json] [NAME]`: Fulcon's columns from the config and from what systemd
-//! and machined report, on one bus connection with every query in flight at once.
+//! `list [-c] [--json] [NAME]`: Fulcon's columns, one line per configured slot in number
+//! order, from the config and from what systemd and machined report:
+//!
+//! ```text
+//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  172.17.0.2
+//! ```
+//!
+//! It has to be fast (it is typed in a loop, and `-c` redraws every second): one bus
+//! connection, no process per slot, and every query in flight at once — systemd's state of
+//! all units in one ListUnitsByNames call (plus FreezerState of the running ones), then
+//! machined's machines and the running slots' addresses.
 
 use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,44 +31,23 @@ struct Row<'a> {
     addresses: Vec<String>,
 }
 
+/// Addresses worth showing: not link-local (fe80::/10, 169.254/16), not loopback.
+fn shown(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_link_local() && !v4.is_loopback(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80 && !v6.is_loopback(),
+    }
+}
+
 fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
-    let states = bus.unit_statuses(&units);
-    let machines = bus.list_machines()?;
-    let leaders: Vec<Option<u32>> = slots
-        .iter()
-        .map(|s| {
-            machines
-                .iter()
-                .find(|m| m.name == s.name)
-                .map(|m| m.leader)
-                .filter(|l| *l > 0)
-        })
-        .collect();
-    let running_names: Vec<String> = slots
-        .iter()
-        .zip(&leaders)
-        .filter(|(_, l)| l.is_some())
-        .map(|(s, _)| s.name.clone())
-        .collect();
-    let mut addrs = bus.machines_addresses(&running_names).into_iter();
+    let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
+    let o = bus.slots_overview(&units, &names)?;
     let mut rows = Vec::with_capacity(slots.len());
-    for ((s, st), leader) in slots.iter().zip(states).zip(leaders) {
-        let st = st.unwrap_or_else(|_| crate::dbus::UnitStatus {
-            active_state: "unknown".into(),
-            ..Default::default()
-        });
-        let (a, sub, f) = (st.active_state, st.sub_state, st.freezer_state);
-        let addresses = if leader.is_some() {
-            addrs
-                .next()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
-                .map(|ip| ip.to_string())
-                .collect()
-        } else {
-            Vec::new()
+    for (((s, st), m), addrs) in slots.iter().zip(o.states).zip(o.machines).zip(o.addresses) {
+        let (a, sub, f) = match st {
+            Ok(st) => (st.active_state, st.sub_state, st.freezer_state),
+            Err(_) => ("unknown".to_string(), String::new(), String::new()),
         };
         rows.push(Row {
             slot: s,
@@ -66,37 +55,63 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
             active_state: a,
             sub_state: sub,
             freezer_state: f,
-            leader,
-            addresses,
+            leader: m.map(|m| m.leader).filter(|l| *l > 0),
+            addresses: addrs
+                .iter()
+                .filter(|ip| shown(ip))
+                .map(|ip| ip.to_string())
+                .collect(),
         });
     }
     Ok(rows)
 }
 
-fn print_table(ctx: &Ctx, rows: &[Row<'_>]) {
-    let mut out = std::io::stdout().lock();
-    for r in rows {
+fn cpus_text(ctx: &Ctx, s: &Slot) -> String {
+    s.resources
+        .cpus
+        .as_ref()
+        .unwrap_or(&ctx.facts.cpus)
+        .to_string()
+}
+
+fn image(s: &Slot) -> &str {
+    s.base_image.as_deref().unwrap_or(s.image_name())
+}
+
+fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
+    let cols: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            let s = r.slot;
+            [
+                s.name.clone(),
+                cpus_text(ctx, s),
+                s.resources.memory.to_string(),
+                image(s).to_string(),
+            ]
+        })
+        .collect();
+    let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
+    let (wn, wc, wm, wi) = (w(0), w(1), w(2), w(3));
+    let mut out = String::new();
+    for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
-        let cpus = s
-            .resources
-            .cpus
-            .as_ref()
-            .unwrap_or(&ctx.facts.cpus)
-            .to_string();
-        let _ = writeln!(
-            out,
-            "{:>2} : {:<9} {:<10} {:>3} %  {:<5} {:>5}  {}  {:<10} {}",
+        let line = format!(
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {}",
             s.number,
             r.state,
-            s.name,
+            c[0],
             s.resources.cpu_quota,
-            cpus,
-            s.resources.memory.to_string(),
+            c[1],
+            c[2],
             if s.autostart { "A" } else { "-" },
-            s.base_image.as_deref().unwrap_or(s.image_name()),
-            r.addresses.join(" ")
+            c[3],
+            r.addresses.join(" "),
         );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+    out
 }
 
 fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
@@ -109,11 +124,11 @@ fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
                     "name": s.name,
                     "state": r.state,
                     "cpu_quota": s.resources.cpu_quota,
-                    "cpus": s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string(),
+                    "cpus": cpus_text(ctx, s),
                     "memory": s.resources.memory.0,
                     "memory_text": s.resources.memory.to_string(),
                     "autostart": s.autostart,
-                    "image": s.base_image.as_deref().unwrap_or(s.image_name()),
+                    "image": image(s),
                     "addresses": r.addresses,
                     "leader": r.leader,
                     "unit": s.unit(),
@@ -132,30 +147,60 @@ pub fn run(
     json: bool,
     name: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let bus = Bus::system()?;
+    let mut bus: Option<Bus> = None;
     let tty = std::io::stdout().is_terminal();
+    let mut first = true;
     loop {
         let cfg = ctx.load();
-        let slots: Vec<&Slot> = match name {
+        // A bad NAME is bad input (exit 2), found before the bus is touched.
+        let mut slots: Vec<&Slot> = match name {
             Some(n) => vec![targets::resolve_one(&cfg, n)?],
             None => cfg.slots.iter().collect(),
         };
-        let rows = gather(&bus, &slots)?;
-        if continuous && tty {
-            print!("\x1b[H\x1b[2J");
-        }
-        if json {
-            println!("{}", to_json(ctx, &rows));
+        slots.sort_by_key(|s| s.number);
+        let bus = match &bus {
+            Some(b) => b,
+            None => bus.insert(Bus::system()?),
+        };
+        let rows = gather(bus, &slots)?;
+        let text = if json {
+            format!("{}\n", to_json(ctx, &rows))
         } else {
-            print_table(ctx, &rows);
+            table(ctx, &rows)
+        };
+        let mut out = std::io::stdout().lock();
+        if continuous && tty {
+            // home + clear, in the same write as the table: no flicker
+            write!(out, "\x1b[H\x1b[2J{text}")?;
+        } else {
+            if continuous && !first {
+                writeln!(out)?;
+            }
+            out.write_all(text.as_bytes())?;
         }
+        out.flush()?;
+        drop(out);
         if !continuous {
             return Ok(ExitCode::SUCCESS);
         }
-        let _ = std::io::stdout().flush();
+        first = false;
         std::thread::sleep(Duration::from_secs(1));
-        if !tty {
-            println!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_local_addresses_are_not_shown() {
+        for (a, want) in [
+            ("172.17.0.2", true),
+            ("fe80::1", false),
+            ("febf::1", false),
+            ("fd77::10", true),
+            ("169.254.3.4", false),
+            ("127.0.0.1", false),
+        ] {
+            assert_eq!(super::shown(&a.parse().unwrap()), want, "{a}");
         }
     }
 }

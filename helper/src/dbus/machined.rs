@@ -5,15 +5,45 @@ use std::net::IpAddr;
 use anyhow::Context;
 use futures_util::future::join_all;
 use zbus::proxy::CacheProperties;
-use zbus_systemd::machine1::{MachineProxy, ManagerProxy};
+use zbus_systemd::machine1::ManagerProxy;
 
-use super::Bus;
+use super::{within, Bus, CALL_TIMEOUT, LONG_TIMEOUT};
 
-#[derive(Debug, Clone)]
+/// A machine registered with machined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MachineInfo {
     pub name: String,
+    /// "container" or "vm".
+    pub class: String,
+    /// Who registered it ("systemd-nspawn").
+    pub service: String,
+    /// PID of the machine's init as seen from the host (0 if unknown).
     pub leader: u32,
+    /// The scope or service unit it runs in ("systemd-nspawn@slot00.service").
+    pub unit: String,
     pub timestamp_usec: u64,
+}
+
+/// An image machined knows about (/var/lib/machines and friends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub name: String,
+    /// "directory", "subvolume", "raw" or "block".
+    pub kind: String,
+    pub read_only: bool,
+    /// Where the image is on the host's file system.
+    pub path: String,
+    /// Disk usage in bytes (`u64::MAX` = unknown).
+    pub usage: u64,
+    pub mtime_usec: u64,
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
 }
 
 impl Bus {
@@ -24,107 +54,208 @@ impl Bus {
             .await
     }
 
+    /// ListMachines, with each machine's Leader, Unit and Timestamp (one GetAll per machine,
+    /// all in flight at once).
     pub fn list_machines(&self) -> anyhow::Result<Vec<MachineInfo>> {
+        zbus::block_on(self.list_machines_async()).context("machine1 ListMachines")
+    }
+
+    pub(crate) async fn list_machines_async(&self) -> zbus::Result<Vec<MachineInfo>> {
+        let m = self.machined().await?;
+        let list = within(CALL_TIMEOUT, m.list_machines()).await?;
+        let infos = join_all(list.into_iter().map(|(name, class, service, path)| {
+            within(CALL_TIMEOUT, async move {
+                let props = zbus::fdo::PropertiesProxy::builder(self.conn())
+                    .destination("org.freedesktop.machine1")
+                    .path(path)
+                    .cache_properties(CacheProperties::No)
+                    .build()
+                    .await?;
+                let mut all = props
+                    .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
+                        "org.freedesktop.machine1.Machine",
+                    ))
+                    .await?;
+                let mut take = |k: &str| all.remove(k);
+                Ok::<_, zbus::Error>(MachineInfo {
+                    name,
+                    class,
+                    service,
+                    leader: take("Leader")
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(0),
+                    unit: take("Unit")
+                        .and_then(|v| String::try_from(v).ok())
+                        .unwrap_or_default(),
+                    timestamp_usec: take("Timestamp")
+                        .and_then(|v| u64::try_from(v).ok())
+                        .unwrap_or(0),
+                })
+            })
+        }))
+        .await;
+        // A machine that went away between the list and its properties is skipped.
+        Ok(infos.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// GetMachineAddresses: the machine's addresses (link-local ones included).
+    pub fn machine_addresses(&self, name: &str) -> anyhow::Result<Vec<IpAddr>> {
+        let raw = zbus::block_on(async {
+            within(
+                CALL_TIMEOUT,
+                self.machined()
+                    .await?
+                    .get_machine_addresses(name.to_string()),
+            )
+            .await
+        })
+        .with_context(|| format!("machine1 GetMachineAddresses {name}"))?;
+        Ok(raw.iter().filter_map(|(_f, b)| ip_from_bytes(b)).collect())
+    }
+
+    /// [`Bus::machine_addresses`] of many machines at once; a machine that cannot say
+    /// (stopped meanwhile) has none.
+    pub fn machines_addresses(&self, names: &[String]) -> Vec<Vec<IpAddr>> {
+        zbus::block_on(self.machines_addresses_async(names))
+    }
+
+    pub(crate) async fn machines_addresses_async(&self, names: &[String]) -> Vec<Vec<IpAddr>> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let Ok(m) = self.machined().await else {
+            return names.iter().map(|_| Vec::new()).collect();
+        };
+        join_all(names.iter().map(|n| {
+            let m = &m;
+            async move {
+                within(CALL_TIMEOUT, m.get_machine_addresses(n.clone()))
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|(_f, b)| ip_from_bytes(b))
+                    .collect()
+            }
+        }))
+        .await
+    }
+
+    /// ListImages, with each image's Path read concurrently.
+    pub fn list_images(&self) -> anyhow::Result<Vec<ImageInfo>> {
         zbus::block_on(async {
-            let m = self.machined().await?;
-            let list = m.list_machines().await?;
-            let infos = join_all(list.into_iter().map(
-                |(name, _class, _service, path)| async move {
-                    let p = MachineProxy::builder(self.conn())
-                        .path(path)
-                        .cache_properties(CacheProperties::No)
-                        .build()
-                        .await?;
-                    let (leader, ts) = futures_util::join!(p.leader(), p.timestamp());
-                    Ok::<_, zbus::Error>(MachineInfo {
-                        name,
-                        leader: leader.unwrap_or(0),
-                        timestamp_usec: ts.unwrap_or(0),
+            let raw = within(CALL_TIMEOUT, self.machined().await?.list_images()).await?;
+            let infos = join_all(raw.into_iter().map(
+                |(name, kind, read_only, _crtime, mtime, usage, obj)| async move {
+                    let path = within(CALL_TIMEOUT, async {
+                        let props = zbus::fdo::PropertiesProxy::builder(self.conn())
+                            .destination("org.freedesktop.machine1")
+                            .path(obj)
+                            .cache_properties(CacheProperties::No)
+                            .build()
+                            .await?;
+                        let v = props
+                            .get(
+                                zbus::names::InterfaceName::from_static_str_unchecked(
+                                    "org.freedesktop.machine1.Image",
+                                ),
+                                "Path",
+                            )
+                            .await?;
+                        String::try_from(v)
                     })
+                    .await
+                    .unwrap_or_default();
+                    ImageInfo {
+                        name,
+                        kind,
+                        read_only,
+                        path,
+                        usage,
+                        mtime_usec: mtime,
+                    }
                 },
             ))
             .await;
-            // A machine that went away between the list and its properties is skipped.
-            Ok::<_, zbus::Error>(infos.into_iter().filter_map(Result::ok).collect())
+            Ok::<_, zbus::Error>(infos)
         })
-        .context("listing machines (systemd-machined)")
+        .context("machine1 ListImages")
     }
 
-    pub fn machine_addresses(&self, name: &str) -> anyhow::Result<Vec<IpAddr>> {
-        let raw = zbus::block_on(async {
-            self.machined()
-                .await?
-                .get_machine_addresses(name.to_string())
-                .await
-        })
-        .with_context(|| format!("addresses of {name}"))?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|(_family, bytes)| match bytes.len() {
-                4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?)),
-                16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?)),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Addresses of many machines concurrently (`list`).
-    pub fn machines_addresses(&self, names: &[String]) -> Vec<Vec<IpAddr>> {
-        zbus::block_on(async {
-            let Ok(m) = self.machined().await else {
-                return names.iter().map(|_| Vec::new()).collect();
-            };
-            join_all(names.iter().map(|n| {
-                let m = &m;
-                async move { m.get_machine_addresses(n.clone()).await.unwrap_or_default() }
-            }))
-            .await
-            .into_iter()
-            .map(|raw| {
-                raw.into_iter()
-                    .filter_map(|(_f, b)| match b.len() {
-                        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).ok()?)),
-                        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?)),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .collect()
-        })
-    }
-
+    /// CloneImage: returns once machined has finished (a btrfs snapshot, or a full copy).
     pub fn clone_image(&self, src: &str, dst: &str, read_only: bool) -> anyhow::Result<()> {
         zbus::block_on(async {
-            self.machined()
-                .await?
-                .clone_image(src.to_string(), dst.to_string(), read_only)
-                .await
+            within(
+                LONG_TIMEOUT,
+                self.machined()
+                    .await?
+                    .clone_image(src.to_string(), dst.to_string(), read_only),
+            )
+            .await
         })
-        .with_context(|| format!("machined CloneImage {src} -> {dst}"))
+        .with_context(|| format!("machine1 CloneImage {src} -> {dst}"))
     }
 
     pub fn remove_image(&self, name: &str) -> anyhow::Result<()> {
-        zbus::block_on(async { self.machined().await?.remove_image(name.to_string()).await })
-            .with_context(|| format!("machined RemoveImage {name}"))
+        zbus::block_on(async {
+            within(
+                LONG_TIMEOUT,
+                self.machined().await?.remove_image(name.to_string()),
+            )
+            .await
+        })
+        .with_context(|| format!("machine1 RemoveImage {name}"))
     }
 
     pub fn rename_image(&self, old: &str, new: &str) -> anyhow::Result<()> {
         zbus::block_on(async {
-            self.machined()
-                .await?
-                .rename_image(old.to_string(), new.to_string())
-                .await
+            within(
+                CALL_TIMEOUT,
+                self.machined()
+                    .await?
+                    .rename_image(old.to_string(), new.to_string()),
+            )
+            .await
         })
-        .with_context(|| format!("machined RenameImage {old} -> {new}"))
+        .with_context(|| format!("machine1 RenameImage {old} -> {new}"))
     }
 
+    /// CopyToMachine: a host file or directory into a running machine.
     pub fn copy_to_machine(&self, machine: &str, src: &str, dst: &str) -> anyhow::Result<()> {
         zbus::block_on(async {
-            self.machined()
-                .await?
-                .copy_to_machine(machine.to_string(), src.to_string(), dst.to_string())
-                .await
+            within(
+                LONG_TIMEOUT,
+                self.machined().await?.copy_to_machine(
+                    machine.to_string(),
+                    src.to_string(),
+                    dst.to_string(),
+                ),
+            )
+            .await
         })
-        .with_context(|| format!("machined CopyToMachine {machine}: {src} -> {dst}"))
+        .with_context(|| format!("machine1 CopyToMachine {machine}: {src} -> {dst}"))
+    }
+
+    /// networkd's Reload: re-reads .netdev/.network files and reconfigures links.
+    pub fn network_reload(&self) -> anyhow::Result<()> {
+        zbus::block_on(async {
+            let n = zbus_systemd::network1::ManagerProxy::builder(self.conn())
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
+            within(CALL_TIMEOUT, n.reload()).await
+        })
+        .context("network1 Reload (systemd-networkd)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_from_machined_bytes() {
+        assert_eq!(
+            super::ip_from_bytes(&[172, 17, 0, 2]),
+            Some("172.17.0.2".parse().unwrap())
+        );
+        assert!(super::ip_from_bytes(&[1, 2, 3]).is_none());
     }
 }

@@ -1,31 +1,60 @@
-//! org.freedesktop.systemd1: units' state, start/stop/freeze/thaw waiting for each job's
-//! JobRemoved signal, runtime properties, daemon-reload.
+//! org.freedesktop.systemd1: units' state, start/stop waiting for each job's JobRemoved
+//! signal, freeze/thaw, runtime properties, daemon-reload.
 
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Context};
 use futures_util::future::join_all;
-use futures_util::StreamExt;
+use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use slot_config::CpuSet;
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
-use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
-use super::{encode_path, Bus};
+use super::{encode_path, within, Bus, CALL_TIMEOUT, RELOAD_TIMEOUT};
 
+/// A resource property for `SetUnitProperties`.
+#[derive(Debug, Clone)]
 pub enum UnitProp {
+    /// CPUQuota= in percent of one CPU (200 = two CPUs' worth).
     CpuQuotaPercent(u32),
-    /// `None` = all CPUs (an empty set for systemd).
+    /// AllowedCPUs=; `None` = all CPUs (an empty set for systemd).
     AllowedCpus(Option<CpuSet>),
+    /// MemoryMax= in bytes (`u64::MAX` = infinity).
     MemoryMax(u64),
 }
 
-#[derive(Debug, Clone, Default)]
+/// What systemd reports about a unit. Service properties are 0/`u64::MAX`/empty for a unit
+/// that has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitStatus {
     pub active_state: String,
     pub sub_state: String,
-    /// Empty on a systemd without the freezer.
+    /// "running", "freezing", "frozen" or "thawing"; empty on a systemd without the freezer.
     pub freezer_state: String,
+    pub main_pid: u32,
+    /// `u64::MAX` = no quota.
+    pub cpu_quota_per_sec_usec: u64,
+    /// Raw AllowedCPUs bitmask as systemd reports it (bit n of byte n/8 = CPU n); empty = all.
+    pub allowed_cpus: Vec<u8>,
+    /// `u64::MAX` = infinity.
+    pub memory_max: u64,
+    pub active_enter_timestamp_usec: u64,
+    pub load_state: String,
+}
+
+impl UnitStatus {
+    /// Up (or coming up, or reloading): its processes exist.
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.active_state.as_str(),
+            "active" | "reloading" | "activating"
+        )
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        matches!(self.freezer_state.as_str(), "frozen" | "freezing")
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,12 +63,21 @@ enum JobKind {
     Stop,
 }
 
+impl JobKind {
+    fn verb(self) -> &'static str {
+        match self {
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
+        }
+    }
+}
+
 fn unit_path(unit: &str) -> String {
     encode_path("/org/freedesktop/systemd1/unit", unit)
 }
 
 /// systemd's AllowedCPUs bitmask: bit n of byte n/8 is CPU n.
-fn cpu_mask(set: &CpuSet) -> Vec<u8> {
+pub(crate) fn cpu_mask(set: &CpuSet) -> Vec<u8> {
     let mut mask = Vec::new();
     for c in set.iter() {
         let byte = (c / 8) as usize;
@@ -51,6 +89,10 @@ fn cpu_mask(set: &CpuSet) -> Vec<u8> {
     mask
 }
 
+fn is_timeout(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
 impl Bus {
     async fn manager(&self) -> zbus::Result<ManagerProxy<'static>> {
         ManagerProxy::builder(self.conn())
@@ -59,18 +101,20 @@ impl Bus {
             .await
     }
 
-    async fn unit_proxy(&self, unit: &str) -> zbus::Result<UnitProxy<'static>> {
+    async fn unit_proxy(&self, path: String) -> zbus::Result<UnitProxy<'static>> {
         UnitProxy::builder(self.conn())
-            .path(unit_path(unit))
+            .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
     }
 
+    /// `systemctl daemon-reload`: systemd answers Reload only once the reload (generators
+    /// included) is complete, so the reply is the end of it (systemd 252 keeps the reply
+    /// as `pending_reload_message` and sends it after reloading, as systemctl relies on).
     pub fn daemon_reload(&self) -> anyhow::Result<()> {
-        // systemd answers Reload only once the reload (generators included) is complete.
-        zbus::block_on(async { self.manager().await?.reload().await })
-            .context("systemd daemon-reload")
+        zbus::block_on(async { within(RELOAD_TIMEOUT, self.manager().await?.reload()).await })
+            .context("systemd1 Reload (daemon-reload)")
     }
 
     pub fn set_unit_properties(
@@ -96,112 +140,299 @@ impl Bus {
             }
         }
         zbus::block_on(async {
-            self.manager()
-                .await?
-                .set_unit_properties(unit.to_string(), runtime, list)
-                .await
+            within(
+                CALL_TIMEOUT,
+                self.manager()
+                    .await?
+                    .set_unit_properties(unit.to_string(), runtime, list),
+            )
+            .await
         })
-        .with_context(|| format!("setting properties of {unit}"))
+        .with_context(|| format!("systemd1 SetUnitProperties on {unit}"))
+    }
+
+    /// All properties of one unit object, read concurrently.
+    async fn status_at(&self, path: String) -> zbus::Result<UnitStatus> {
+        let u = self.unit_proxy(path.clone()).await?;
+        let s = ServiceProxy::builder(self.conn())
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let ((load, active, sub, freezer, since), (pid, quota, cpus, mem)) = futures_util::join!(
+            async {
+                futures_util::join!(
+                    u.load_state(),
+                    u.active_state(),
+                    u.sub_state(),
+                    u.freezer_state(),
+                    u.active_enter_timestamp()
+                )
+            },
+            async {
+                futures_util::join!(
+                    s.main_pid(),
+                    s.cpu_quota_per_sec_u_sec(),
+                    s.allowed_cp_us(),
+                    s.memory_max()
+                )
+            }
+        );
+        Ok(UnitStatus {
+            load_state: load?,
+            active_state: active?,
+            sub_state: sub?,
+            // A systemd without the freezer has no FreezerState.
+            freezer_state: freezer.unwrap_or_default(),
+            active_enter_timestamp_usec: since.unwrap_or(0),
+            // Not a service (or no such property): the "not set" values.
+            main_pid: pid.unwrap_or(0),
+            cpu_quota_per_sec_usec: quota.unwrap_or(u64::MAX),
+            allowed_cpus: cpus.unwrap_or_default(),
+            memory_max: mem.unwrap_or(u64::MAX),
+        })
     }
 
     async fn status_async(&self, unit: &str) -> anyhow::Result<UnitStatus> {
-        let u = self.unit_proxy(unit).await?;
-        let (active, sub, freezer) =
-            futures_util::join!(u.active_state(), u.sub_state(), u.freezer_state());
-        Ok(UnitStatus {
-            active_state: active?,
-            sub_state: sub?,
-            freezer_state: freezer.unwrap_or_default(),
-        })
+        // systemd loads a unit on demand when its object path is looked up (as `systemctl
+        // show` relies on), so this also works for a unit that was never loaded...
+        match within(CALL_TIMEOUT, self.status_at(unit_path(unit))).await {
+            Ok(st) => Ok(st),
+            Err(e) if is_timeout(&e) => Err(e.into()),
+            // ...and if it ever does not, LoadUnit says where the unit is.
+            Err(_) => {
+                let path = within(CALL_TIMEOUT, self.manager().await?.load_unit(unit.into()))
+                    .await
+                    .context("systemd1 LoadUnit")?;
+                Ok(within(CALL_TIMEOUT, self.status_at(path.to_string())).await?)
+            }
+        }
     }
 
     pub fn unit_status(&self, unit: &str) -> anyhow::Result<UnitStatus> {
         zbus::block_on(self.status_async(unit))
-            .with_context(|| format!("reading the state of {unit}"))
+            .with_context(|| format!("reading the state of {unit} (systemd1)"))
     }
 
+    /// [`Bus::unit_status`] of many units, all in flight at once; one result per unit.
     pub fn unit_statuses(&self, units: &[String]) -> Vec<anyhow::Result<UnitStatus>> {
         zbus::block_on(join_all(units.iter().map(|u| async move {
             self.status_async(u)
                 .await
-                .with_context(|| format!("reading the state of {u}"))
+                .with_context(|| format!("reading the state of {u} (systemd1)"))
         })))
     }
 
-    /// Queues one job per unit and waits for each job's JobRemoved signal.
+    /// The cheap part of [`Bus::unit_statuses`], for `list` and for deciding what is left
+    /// to do: load/active/sub state of all units in one ListUnitsByPatterns call, plus
+    /// FreezerState of the units that are up. Unlike ListUnitsByNames (or reading a unit's
+    /// properties), this does not make systemd load units that are not loaded — which costs
+    /// milliseconds per unit, on every call, as systemd unloads them again. A unit that is
+    /// not loaded is not running: "inactive"/"dead", with an empty `load_state`. The other
+    /// fields are left at their "not set" values.
+    pub fn unit_states(&self, units: &[String]) -> Vec<anyhow::Result<UnitStatus>> {
+        zbus::block_on(self.unit_states_async(units))
+    }
+
+    pub(crate) async fn unit_states_async(
+        &self,
+        units: &[String],
+    ) -> Vec<anyhow::Result<UnitStatus>> {
+        if units.is_empty() {
+            return Vec::new();
+        }
+        // Names are matched as fnmatch patterns: a name with glob characters goes the slow way.
+        let plain = units
+            .iter()
+            .all(|u| !u.contains(['*', '?', '[', ']', '\\']));
+        {
+            let listed = async {
+                let m = self.manager().await?;
+                within(
+                    CALL_TIMEOUT,
+                    m.list_units_by_patterns(Vec::new(), units.to_vec()),
+                )
+                .await
+            };
+            let rows = if plain {
+                listed.await
+            } else {
+                Err(zbus::Error::Unsupported)
+            };
+            let rows = match rows {
+                Ok(rows) => rows,
+                // A systemd without ListUnitsByPatterns (< 230), or odd names.
+                Err(_) => {
+                    return join_all(units.iter().map(|u| async move {
+                        self.status_async(u)
+                            .await
+                            .with_context(|| format!("reading the state of {u} (systemd1)"))
+                    }))
+                    .await
+                }
+            };
+            let mut by_name: HashMap<String, (String, String, String, OwnedObjectPath)> = rows
+                .into_iter()
+                .map(|(name, _desc, load, active, sub, _following, path, ..)| {
+                    (name, (load, active, sub, path))
+                })
+                .collect();
+            join_all(units.iter().map(|u| {
+                let row = by_name.remove(u);
+                async move {
+                    let Some((load, active, sub, path)) = row else {
+                        return Ok(UnitStatus {
+                            active_state: "inactive".into(),
+                            sub_state: "dead".into(),
+                            // What systemd reports for a unit that is not running.
+                            freezer_state: "running".into(),
+                            cpu_quota_per_sec_usec: u64::MAX,
+                            memory_max: u64::MAX,
+                            ..Default::default()
+                        });
+                    };
+                    let up = matches!(
+                        active.as_str(),
+                        "active" | "reloading" | "activating" | "deactivating"
+                    );
+                    let freezer_state = if up {
+                        within(CALL_TIMEOUT, async {
+                            self.unit_proxy(path.to_string())
+                                .await?
+                                .freezer_state()
+                                .await
+                        })
+                        .await
+                        .unwrap_or_default()
+                    } else {
+                        "running".to_string()
+                    };
+                    Ok(UnitStatus {
+                        load_state: load,
+                        active_state: active,
+                        sub_state: sub,
+                        freezer_state,
+                        cpu_quota_per_sec_usec: u64::MAX,
+                        memory_max: u64::MAX,
+                        ..Default::default()
+                    })
+                }
+            }))
+            .await
+        }
+    }
+
+    /// Queues one job per unit (mode "replace"), all at once, and waits for each job's
+    /// own JobRemoved signal; a job that ends with a result other than "done" is an error
+    /// naming the unit and the result.
     fn run_jobs(&self, units: &[String], kind: JobKind) -> Vec<anyhow::Result<()>> {
-        let verb = if kind == JobKind::Start {
-            "start"
-        } else {
-            "stop"
-        };
+        if units.is_empty() {
+            return Vec::new();
+        }
+        let verb = kind.verb();
         let r = zbus::block_on(async {
             let m = self.manager().await?;
-            // Subscribe before queueing, so no job can finish unseen.
-            let mut removed = m.receive_job_removed().await?;
-            m.subscribe().await.ok();
+            // Subscribed before any job is queued, so no job can end unseen. (systemd sends
+            // JobRemoved to the client that queued the job even without Subscribe.)
+            let removed = within(CALL_TIMEOUT, m.receive_job_removed()).await?;
             if kind == JobKind::Stop {
-                // A frozen unit cannot be stopped (its processes cannot react): thaw it.
-                let states = join_all(units.iter().map(|u| async move {
-                    let p = self.unit_proxy(u).await.ok()?;
-                    p.freezer_state().await.ok()
-                }))
-                .await;
-                for (u, st) in units.iter().zip(states) {
-                    if matches!(st.as_deref(), Some("frozen" | "freezing")) {
-                        let _ = m.thaw_unit(u.clone()).await;
+                // A frozen unit's processes cannot react to being stopped: thaw it first.
+                self.thaw_frozen(&m, units).await;
+            }
+
+            enum Ev {
+                Queued(usize, zbus::Result<OwnedObjectPath>),
+                Removed(Option<(OwnedObjectPath, String)>),
+            }
+            let calls: FuturesUnordered<_> = units
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let m = &m;
+                    async move {
+                        let call = async {
+                            match kind {
+                                JobKind::Start => m.start_unit(u.clone(), "replace".into()).await,
+                                JobKind::Stop => m.stop_unit(u.clone(), "replace".into()).await,
+                            }
+                        };
+                        Ev::Queued(i, within(CALL_TIMEOUT, call).await)
                     }
+                })
+                .collect();
+            let signals = removed.map(|sig| {
+                Ev::Removed(
+                    sig.args()
+                        .ok()
+                        .map(|a| (a.job().clone(), a.result().to_string())),
+                )
+            });
+            let mut events = std::pin::pin!(stream::select(calls, signals));
+
+            // Per unit: None = still waiting, Some(Ok(job result)) or Some(Err(call error)).
+            let mut outcome: Vec<Option<Result<String, zbus::Error>>> =
+                (0..units.len()).map(|_| None).collect();
+            let mut waiting: HashMap<OwnedObjectPath, Vec<usize>> = HashMap::new();
+            // Jobs that ended before their StartUnit/StopUnit reply was read.
+            let mut ended_early: HashMap<OwnedObjectPath, String> = HashMap::new();
+            let mut open_calls = units.len();
+            while open_calls > 0 || !waiting.is_empty() {
+                let Some(ev) = events.next().await else { break };
+                match ev {
+                    Ev::Queued(i, Ok(job)) => {
+                        open_calls -= 1;
+                        match ended_early.remove(&job) {
+                            Some(res) => outcome[i] = Some(Ok(res)),
+                            None => waiting.entry(job).or_default().push(i),
+                        }
+                    }
+                    Ev::Queued(i, Err(e)) => {
+                        open_calls -= 1;
+                        outcome[i] = Some(Err(e));
+                    }
+                    Ev::Removed(Some((job, res))) => {
+                        if let Some(idx) = waiting.remove(&job) {
+                            for i in idx {
+                                outcome[i] = Some(Ok(res.clone()));
+                            }
+                        } else if open_calls > 0 {
+                            ended_early.insert(job, res);
+                        }
+                    }
+                    Ev::Removed(None) => {}
                 }
             }
-            let queued = join_all(units.iter().map(|u| {
-                let m = &m;
-                async move {
-                    match kind {
-                        JobKind::Start => m.start_unit(u.clone(), "replace".into()).await,
-                        JobKind::Stop => m.stop_unit(u.clone(), "replace".into()).await,
+
+            // Turn outcomes into results; for a unit whose job failed, say why if systemd
+            // knows (the service's Result) and where to look.
+            let results = join_all(outcome.into_iter().zip(units).map(|(o, u)| async move {
+                match o {
+                    None => Err(anyhow!(
+                        "{verb} {u}: lost track of its job (the bus connection closed)"
+                    )),
+                    Some(Err(e)) => Err(anyhow!(e).context(format!(
+                        "systemd1 {} {u}",
+                        if kind == JobKind::Start {
+                            "StartUnit"
+                        } else {
+                            "StopUnit"
+                        }
+                    ))),
+                    Some(Ok(res)) if res == "done" => Ok(()),
+                    Some(Ok(res)) => {
+                        let why = self.failure_detail(u).await;
+                        Err(anyhow!(
+                            "{verb} job of {u} ended with result '{res}'{why}; \
+                             see its last log lines: journalctl -u {u} -n 30"
+                        ))
                     }
                 }
             }))
             .await;
-            let mut results: Vec<Option<anyhow::Result<()>>> = Vec::with_capacity(units.len());
-            let mut waiting: HashMap<OwnedObjectPath, usize> = HashMap::new();
-            for (i, (u, q)) in units.iter().zip(queued).enumerate() {
-                match q {
-                    Ok(job) => {
-                        waiting.insert(job, i);
-                        results.push(None);
-                    }
-                    Err(e) => results.push(Some(Err(anyhow!(e).context(format!("{verb} {u}"))))),
-                }
-            }
-            while !waiting.is_empty() {
-                let Some(sig) = removed.next().await else {
-                    break;
-                };
-                let Ok(args) = sig.args() else { continue };
-                if let Some(i) = waiting.remove(args.job()) {
-                    let res = args.result().as_str();
-                    results[i] = Some(if res == "done" {
-                        Ok(())
-                    } else {
-                        Err(anyhow!(
-                            "{verb} of {} ended with result '{res}'; see `journalctl -u {}`",
-                            units[i],
-                            units[i]
-                        ))
-                    });
-                }
-            }
             Ok::<_, zbus::Error>(results)
         });
         match r {
-            Ok(results) => results
-                .into_iter()
-                .zip(units)
-                .map(|(r, u)| {
-                    r.unwrap_or_else(|| Err(anyhow!("lost track of the {verb} job of {u}")))
-                })
-                .collect(),
+            Ok(results) => results,
             Err(e) => units
                 .iter()
                 .map(|u| Err(anyhow!("{verb} {u}: {e}")))
@@ -209,10 +440,49 @@ impl Bus {
         }
     }
 
+    /// " (service result: exit-code, status 1)" for a failed service, or "".
+    async fn failure_detail(&self, unit: &str) -> String {
+        let read = async {
+            let s = ServiceProxy::builder(self.conn())
+                .path(unit_path(unit))
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
+            let (r, st) = futures_util::join!(s.result(), s.exec_main_status());
+            Ok::<_, zbus::Error>((r?, st.unwrap_or(0)))
+        };
+        match within(CALL_TIMEOUT, read).await {
+            Ok((r, _)) if r == "success" || r.is_empty() => String::new(),
+            Ok((r, st)) if r == "exit-code" => format!(" (service result: {r}, status {st})"),
+            Ok((r, _)) => format!(" (service result: {r})"),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Thaws those of `units` that are frozen (or freezing), concurrently; errors are left
+    /// for the stop job to report.
+    async fn thaw_frozen(&self, m: &ManagerProxy<'static>, units: &[String]) {
+        join_all(units.iter().map(|u| async move {
+            let state = within(CALL_TIMEOUT, async {
+                self.unit_proxy(unit_path(u)).await?.freezer_state().await
+            })
+            .await
+            .unwrap_or_default();
+            if matches!(state.as_str(), "frozen" | "freezing") {
+                let _ = within(CALL_TIMEOUT, m.thaw_unit(u.clone())).await;
+            }
+        }))
+        .await;
+    }
+
+    /// StartUnit on every unit at once; returns when each job is done (for a slot with
+    /// NotifyReady=yes: when it has booted). Starting a running unit is a no-op.
     pub fn start_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
         self.run_jobs(units, JobKind::Start)
     }
 
+    /// StopUnit on every unit at once (frozen units are thawed first, so the stop cannot
+    /// hang); returns when each is stopped. Stopping a stopped unit is a no-op.
     pub fn stop_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
         self.run_jobs(units, JobKind::Stop)
     }
@@ -224,49 +494,67 @@ impl Bus {
                 Err(e) => {
                     return units
                         .iter()
-                        .map(|_| Err(anyhow!("connecting to systemd: {e}")))
+                        .map(|_| Err(anyhow!("connecting to systemd1: {e}")))
                         .collect()
                 }
             };
             join_all(units.iter().map(|u| {
                 let m = &m;
                 async move {
-                    let r = if freeze {
-                        m.freeze_unit(u.clone()).await
-                    } else {
-                        m.thaw_unit(u.clone()).await
+                    let call = async {
+                        if freeze {
+                            m.freeze_unit(u.clone()).await
+                        } else {
+                            m.thaw_unit(u.clone()).await
+                        }
                     };
-                    r.map_err(|e| freeze_error(u, freeze, e))
+                    within(CALL_TIMEOUT, call)
+                        .await
+                        .map_err(|e| freeze_error(u, freeze, e))
                 }
             }))
             .await
         })
     }
 
+    /// FreezeUnit on every unit at once (the cgroup freezer; needs the unified cgroup v2
+    /// hierarchy, otherwise a clear error says this host cannot suspend).
     pub fn freeze_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
         self.freeze_thaw(units, true)
     }
 
+    /// ThawUnit on every unit at once.
     pub fn thaw_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
         self.freeze_thaw(units, false)
     }
 }
 
+/// systemd's freezer errors, said in the terms of slots.
 fn freeze_error(unit: &str, freeze: bool, e: zbus::Error) -> anyhow::Error {
     let msg = e.to_string();
+    let (verb, method) = if freeze {
+        ("suspend", "FreezeUnit")
+    } else {
+        ("resume", "ThawUnit")
+    };
     if msg.contains("does not support freezing") || msg.contains("NotSupported") {
         anyhow!(
-            "this host cannot {} slots: freezing needs the unified cgroup v2 hierarchy (the cgroup freezer), which this host does not offer for {unit}",
-            if freeze { "suspend" } else { "resume" }
+            "this host cannot {verb} slots: freezing needs the unified cgroup v2 hierarchy \
+             (the cgroup freezer), which this host's cgroup setup does not offer ({unit})"
         )
-    } else if msg.contains("not active") || msg.contains("NoSuchUnit") || msg.contains("not loaded")
+    } else if msg.contains("UnitInactive")
+        || msg.contains("not active")
+        || msg.contains("inactive")
+        || msg.contains("NoSuchUnit")
+        || msg.contains("not loaded")
     {
-        anyhow!("{unit} is not running")
-    } else {
+        anyhow!("{unit} is not running; nothing to {verb}")
+    } else if msg.contains("pending job") || msg.contains("UnitBusy") {
         anyhow!(
-            "{} {unit}: {msg}",
-            if freeze { "freezing" } else { "thawing" }
+            "{unit} is busy (starting, stopping or already being frozen/thawed); try again: {msg}"
         )
+    } else {
+        anyhow!("systemd1 {method} {unit}: {msg}")
     }
 }
 
@@ -276,5 +564,28 @@ mod tests {
     fn cpu_mask_bits() {
         let s: slot_config::CpuSet = "0,2,9".parse().unwrap();
         assert_eq!(super::cpu_mask(&s), vec![0b101, 0b10]);
+    }
+
+    #[test]
+    fn freezer_errors_are_said_plainly() {
+        let e = super::freeze_error(
+            "systemd-nspawn@slot00.service",
+            true,
+            zbus::Error::Failure(
+                "org.freedesktop.DBus.Error.NotSupported: Unit 'systemd-nspawn@slot00.service' does not support freezing.".into(),
+            ),
+        );
+        assert!(e
+            .to_string()
+            .contains("cannot suspend slots: freezing needs the unified cgroup v2 hierarchy"));
+        let e = super::freeze_error(
+            "u.service",
+            true,
+            zbus::Error::Failure("org.freedesktop.systemd1.UnitInactive: Unit is inactive.".into()),
+        );
+        assert_eq!(
+            e.to_string(),
+            "u.service is not running; nothing to suspend"
+        );
     }
 }
