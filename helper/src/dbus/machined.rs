@@ -128,3 +128,18 @@ impl Bus {
         .with_context(|| format!("machined CopyToMachine {machine}: {src} -> {dst}"))
     }
 }
+
+impl Bus {
+    /// networkd re-reads its files (the generator's bridges and NIC ports).
+    pub fn network_reload(&self) -> anyhow::Result<()> {
+        zbus::block_on(async {
+            zbus_systemd::network1::ManagerProxy::builder(self.conn())
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?
+                .reload()
+                .await
+        })
+        .context("systemd-networkd Reload (is systemd-networkd running?)")
+    }
+}
