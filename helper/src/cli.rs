@@ -137,6 +137,9 @@ pub enum Command {
         slot: String,
         address: String,
         nic: String,
+        /// The bridge (default: the one whose subnet holds the address, else bridge NIC_NUMBER).
+        #[arg(long)]
+        bridge: Option<String>,
     },
     /// Delete a slot's NIC.
     NetDel { slot: String, nic: String },
@@ -146,8 +149,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring a running slot's extra NICs up with their addresses (run by the slot's unit
+    /// after every start).
+    #[command(hide = true)]
+    NetApply { slot: String },
     /// Share a host NIC with the slots (enslave it to a bridge).
-    NetNicAdd { device: String },
+    NetNicAdd {
+        device: String,
+        #[arg(long, default_value_t = 1)]
+        bridge: u32,
+    },
     /// Stop sharing a host NIC.
     NetNicDel { device: String },
 }

@@ -45,6 +45,36 @@ pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
     write_atomic(path, &doc.to_string())
 }
 
+/// The config as it would be with `path` holding `text`, or bad input (exit 2, nothing
+/// written) if that adds any problem anywhere: an edit of one file can invalidate
+/// another (an address another slot holds, a bridge a slot still uses).
+pub fn validate_change(
+    ctx: &crate::commands::Ctx,
+    path: &Path,
+    text: &str,
+) -> anyhow::Result<slot_config::Config> {
+    let before = ctx.load();
+    let after = slot_config::load::load_dir_with(
+        &ctx.paths,
+        &ctx.facts,
+        &[(path.to_path_buf(), Some(text.to_string()))],
+    );
+    let new: Vec<String> = after
+        .problems
+        .iter()
+        .filter(|p| !before.problems.contains(p))
+        .map(|p| p.to_string())
+        .collect();
+    if new.is_empty() {
+        Ok(after)
+    } else {
+        Err(crate::error::bad_input(format!(
+            "{}\nnothing was changed",
+            new.join("\n")
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ mod dbus;
 mod error;
 mod image;
 mod lock;
+mod netlink;
 mod nsexec;
 mod targets;
 

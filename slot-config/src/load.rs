@@ -109,26 +109,46 @@ pub fn load_dir(paths: &Paths, facts: &HostFacts) -> Config {
 
 /// Loads the config as it would be with some files replaced (`Some(text)`), added, or
 /// removed (`None`): the helper validates every change this way before writing it.
-pub fn load_dir_with(paths: &Paths, facts: &HostFacts, changes: &[(PathBuf, Option<String>)]) -> Config {
+pub fn load_dir_with(
+    paths: &Paths,
+    facts: &HostFacts,
+    changes: &[(PathBuf, Option<String>)],
+) -> Config {
     let (mut host_file, mut slot_files) = read_dir(&paths.config_dir());
     for (path, text) in changes {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".toml")) else {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".toml"))
+        else {
             continue;
         };
         if format!("{name}.toml") == HOST_FILE {
-            host_file = text.as_ref().map(|t| SourceFile { name: name.into(), path: path.clone(), text: Ok(t.clone()) });
+            host_file = text.as_ref().map(|t| SourceFile {
+                name: name.into(),
+                path: path.clone(),
+                text: Ok(t.clone()),
+            });
             continue;
         }
         slot_files.retain(|f| f.name != name);
         if let Some(t) = text {
-            slot_files.push(SourceFile { name: name.into(), path: path.clone(), text: Ok(t.clone()) });
+            slot_files.push(SourceFile {
+                name: name.into(),
+                path: path.clone(),
+                text: Ok(t.clone()),
+            });
         }
     }
     slot_files.sort_by(|a, b| a.name.cmp(&b.name));
     load_files(host_file, slot_files, facts)
 }
 
-fn load_files(host_file: Option<SourceFile>, slot_files: Vec<SourceFile>, facts: &HostFacts) -> Config {
+fn load_files(
+    host_file: Option<SourceFile>,
+    slot_files: Vec<SourceFile>,
+    facts: &HostFacts,
+) -> Config {
     let mut cfg = Config::default();
 
     if let Some(hf) = host_file {

@@ -33,6 +33,6 @@ pub fn run(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
         write_doc(&s.file, &doc)?;
         println!("{}: autostart {}", s.name, if on { "on" } else { "off" });
     }
-    bus.daemon_reload()?;
+    bus.reload_config()?;
     Ok(ExitCode::SUCCESS)
 }

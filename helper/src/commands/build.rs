@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    bus.daemon_reload()?;
+    bus.reload_config()?;
     println!(
         "build {n}: done in {:.2} s",
         started.elapsed().as_secs_f64()

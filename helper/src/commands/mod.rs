@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its own `run`.
 
 pub mod autostart;
+pub mod bridge;
 pub mod build;
 pub mod check;
 pub mod console;
@@ -9,6 +10,7 @@ pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
+pub mod net;
 pub mod rename;
 pub mod render;
 pub mod resource;
@@ -70,13 +72,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::BackupRestore { .. } => Err(NotImplemented("backup-restore").into()),
         Command::Export { .. } => Err(NotImplemented("export").into()),
         Command::Import { .. } => Err(NotImplemented("import").into()),
-        Command::BrAdd { .. } => Err(NotImplemented("br-add").into()),
-        Command::BrDel { .. } => Err(NotImplemented("br-del").into()),
-        Command::BrInfo { .. } => Err(NotImplemented("br-info").into()),
-        Command::NetAdd { .. } => Err(NotImplemented("net-add").into()),
-        Command::NetDel { .. } => Err(NotImplemented("net-del").into()),
-        Command::NetInfo { .. } => Err(NotImplemented("net-info").into()),
-        Command::NetNicAdd { .. } => Err(NotImplemented("net-nic-add").into()),
-        Command::NetNicDel { .. } => Err(NotImplemented("net-nic-del").into()),
+        Command::BrAdd {
+            number,
+            address_or_device,
+        } => bridge::add(&ctx, &number, &address_or_device),
+        Command::BrDel { number } => bridge::del(&ctx, &number),
+        Command::BrInfo { json } => bridge::info(&ctx, json),
+        Command::NetAdd {
+            slot,
+            address,
+            nic,
+            bridge,
+        } => net::add(&ctx, &slot, &address, &nic, bridge.as_deref()),
+        Command::NetDel { slot, nic } => net::del(&ctx, &slot, &nic),
+        Command::NetInfo { name, json } => net::info(&ctx, name.as_deref(), json),
+        Command::NetApply { slot } => net::apply(&ctx, &slot),
+        Command::NetNicAdd { device, bridge } => bridge::nic_add(&ctx, &device, bridge),
+        Command::NetNicDel { device } => bridge::nic_del(&ctx, &device),
     }
 }

@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
         doc.remove("image");
         write_doc(&new_file, &doc)?;
     }
-    bus.daemon_reload()?;
+    bus.reload_config()?;
     println!("{} renamed to {new}", s.name);
     Ok(ExitCode::SUCCESS)
 }

@@ -174,7 +174,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    bus.daemon_reload()?;
+    bus.reload_config()?;
     Ok(if failed {
         ExitCode::from(1)
     } else {

@@ -100,6 +100,21 @@ pub(crate) fn encode_path(prefix: &str, name: &str) -> String {
     out
 }
 
+impl Bus {
+    /// After a config change: systemd re-runs the generator, then networkd re-reads the
+    /// files it wrote (networkd does not watch its directories). A host without
+    /// networkd only loses the network part, with a warning.
+    pub fn reload_config(&self) -> anyhow::Result<()> {
+        self.daemon_reload()?;
+        if let Err(e) = self.network_reload() {
+            eprintln!(
+                "slot-os: warning: {e:#}; slot networks are applied once systemd-networkd runs"
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Against a real systemd + machined (a test host), only when asked:

@@ -6,6 +6,8 @@ use crate::{HostConfig, Slot};
 pub const DROPIN_NAME: &str = "50-slot-os.conf";
 pub const NSPAWN_TEMPLATE_UNIT: &str = "/usr/lib/systemd/system/systemd-nspawn@.service";
 pub const MACHINES_TARGET: &str = "/usr/lib/systemd/system/machines.target";
+/// Where `make install PREFIX=/usr` and the packages put the helper.
+pub const HELPER: &str = "/usr/bin/slot-os";
 
 /// The stock unit's command line (systemd 252), repeated only when the image directory
 /// must be named because the slot boots an image not named after it.
@@ -31,6 +33,12 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         let _ = writeln!(s, "AllowedCPUs={cpus}");
     }
     let _ = writeln!(s, "MemoryMax={}", r.memory);
+    if !slot.nics.is_empty() {
+        // nspawn leaves VirtualEthernetExtra= NICs down and without addresses
+        // (systemd#15402); this completes them after every start, before the start job
+        // ends. '-': a NIC that cannot be set up must not keep the slot from running.
+        let _ = writeln!(s, "ExecStartPost=-{HELPER} net-apply %i");
+    }
     if slot.image_name() != slot.name {
         let dir = host.machines_dir.join(slot.image_name());
         // Unit files expand `%` specifiers; a path is taken literally.

@@ -1,0 +1,265 @@
+//! Fulcon's bridge commands: `br-add N (IPADDR/MASK | NET_DEVICE)`, `br-del N`, `br-info`,
+//! and `net-nic-add DEV` / `net-nic-del DEV` (a host NIC joins a bridge so that outside
+//! hosts reach the slots). Bridges are networkd files written by the generator from
+//! slot-os.toml; networkd is asked to reload over D-Bus.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use slot_config::host::check_ifname;
+use slot_config::names::{bridge_ifname, MAX_BRIDGE_NUMBER};
+use slot_config::{Cidr, Config, HOST_FILE};
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+
+use super::Ctx;
+use crate::config_edit::{read_doc, write_atomic};
+use crate::dbus::Bus;
+use crate::error::bad_input;
+use crate::{lock, netlink};
+
+fn parse_bridge_number(s: &str) -> anyhow::Result<u32> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| *n <= MAX_BRIDGE_NUMBER)
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{s:?} is not a bridge number; use 0 to {MAX_BRIDGE_NUMBER}"
+            ))
+        })
+}
+
+fn host_file(ctx: &Ctx) -> std::path::PathBuf {
+    ctx.paths.config_dir().join(HOST_FILE)
+}
+
+/// The `[[bridge]]` table numbered `n`, created if missing.
+fn bridge_table(doc: &mut DocumentMut, n: u32) -> anyhow::Result<&mut Table> {
+    doc.entry("bridge")
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+    let aot = doc["bridge"]
+        .as_array_of_tables_mut()
+        .ok_or_else(|| bad_input(format!("{HOST_FILE}: `bridge` is not an array of tables")))?;
+    let pos = aot
+        .iter()
+        .position(|t| t.get("number").and_then(Item::as_integer) == Some(i64::from(n)));
+    let i = match pos {
+        Some(i) => i,
+        None => {
+            let mut t = Table::new();
+            t["number"] = value(i64::from(n));
+            aot.push(t);
+            aot.len() - 1
+        }
+    };
+    aot.get_mut(i)
+        .ok_or_else(|| bad_input("bridge table vanished"))
+}
+
+/// Appends `v` to the string-or-array key `k` unless it is there already.
+fn add_to_list(t: &mut Table, k: &str, v: &str) {
+    let mut arr = Array::new();
+    match t.get(k) {
+        Some(Item::Value(toml_edit::Value::String(s))) => arr.push(s.value().clone()),
+        Some(Item::Value(toml_edit::Value::Array(a))) => {
+            for x in a.iter().filter_map(|x| x.as_str()) {
+                arr.push(x);
+            }
+        }
+        _ => {}
+    }
+    if !arr.iter().any(|x| x.as_str() == Some(v)) {
+        arr.push(v);
+    }
+    t[k] = value(arr);
+}
+
+fn validated(ctx: &Ctx, text: &str) -> anyhow::Result<Config> {
+    crate::config_edit::validate_change(ctx, &host_file(ctx), text)
+}
+
+fn commit(ctx: &Ctx, text: &str, wait_for: Option<&str>) -> anyhow::Result<()> {
+    write_atomic(&host_file(ctx), text)?;
+    let bus = Bus::system()?;
+    bus.daemon_reload()?;
+    bus.network_reload()?;
+    // networkd creates the bridge asynchronously after the reload.
+    if let Some(name) = wait_for {
+        let t0 = Instant::now();
+        while !netlink::link_exists(None, name)? {
+            if t0.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!(
+                    "networkd did not create {name} within 10 s (is systemd-networkd running?)"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+pub fn add(ctx: &Ctx, number: &str, what: &str) -> anyhow::Result<ExitCode> {
+    let n = parse_bridge_number(number)?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let mut doc = read_doc(&host_file(ctx))?;
+    let t = bridge_table(&mut doc, n)?;
+    let is_address = what.contains('/') || what.parse::<std::net::IpAddr>().is_ok();
+    if is_address {
+        let c: Cidr = what.parse().map_err(|e: String| bad_input(e))?;
+        add_to_list(t, "address", &c.to_string());
+    } else {
+        check_ifname(what).map_err(bad_input)?;
+        if !netlink::link_exists(None, what)? {
+            return Err(bad_input(format!(
+                "there is no host device {what:?}; nothing was changed"
+            )));
+        }
+        add_to_list(t, "device", what);
+    }
+    let text = doc.to_string();
+    validated(ctx, &text)?;
+    commit(ctx, &text, Some(&bridge_ifname(n)))?;
+    if !is_address {
+        netlink::attach_port(what, &bridge_ifname(n))?;
+    }
+    println!("bridge {n} ({}): {what} added", bridge_ifname(n));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
+    let n = parse_bridge_number(number)?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    if !cfg.host.bridges.iter().any(|b| b.number == n) {
+        return Err(bad_input(format!("there is no bridge {n}")));
+    }
+    let users: Vec<String> = cfg
+        .slots
+        .iter()
+        .filter(|s| s.nics.iter().any(|x| x.bridge == n))
+        .map(|s| s.name.clone())
+        .collect();
+    if !users.is_empty() {
+        return Err(bad_input(format!(
+            "bridge {n} is used by {}; net-del their NICs first",
+            users.join(", ")
+        )));
+    }
+    let mut doc = read_doc(&host_file(ctx))?;
+    if let Some(aot) = doc.get_mut("bridge").and_then(Item::as_array_of_tables_mut) {
+        aot.retain(|t| t.get("number").and_then(Item::as_integer) != Some(i64::from(n)));
+        if aot.is_empty() {
+            doc.remove("bridge");
+        }
+    }
+    let text = doc.to_string();
+    validated(ctx, &text)?;
+    commit(ctx, &text, None)?;
+    // networkd (252) leaves a device in place when its .netdev goes.
+    netlink::delete_link(None, &bridge_ifname(n))?;
+    println!("bridge {n} removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.load();
+    let live = netlink::addresses(None)?;
+    let mut out = Vec::new();
+    for b in &cfg.host.bridges {
+        let name = b.ifname();
+        let state = live.iter().find(|(n, _)| *n == name);
+        let nics: Vec<String> = cfg
+            .slots
+            .iter()
+            .flat_map(|s| {
+                s.nics
+                    .iter()
+                    .filter(|x| x.bridge == b.number)
+                    .map(move |x| format!("{}:eth{}", s.name, x.number))
+            })
+            .collect();
+        out.push(serde_json::json!({
+            "number": b.number,
+            "name": name,
+            "addresses": b.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "devices": b.devices,
+            "exists": state.is_some(),
+            "slots": nics,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        for b in out {
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                b["name"].as_str().unwrap_or_default(),
+                if b["exists"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "absent"
+                },
+                b["addresses"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                b["devices"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                b["slots"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn nic_add(ctx: &Ctx, device: &str, bridge: u32) -> anyhow::Result<ExitCode> {
+    add(ctx, &bridge.to_string(), device)
+}
+
+pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let Some(b) = cfg
+        .host
+        .bridges
+        .iter()
+        .find(|b| b.devices.iter().any(|d| d == device))
+    else {
+        return Err(bad_input(format!("{device} is not shared with any bridge")));
+    };
+    let n = b.number;
+    let mut doc = read_doc(&host_file(ctx))?;
+    let t = bridge_table(&mut doc, n)?;
+    let rest: Vec<String> = b.devices.iter().filter(|d| *d != device).cloned().collect();
+    if rest.is_empty() {
+        t.remove("device");
+    } else {
+        let mut arr = Array::new();
+        for d in rest {
+            arr.push(d);
+        }
+        t["device"] = value(arr);
+    }
+    let text = doc.to_string();
+    validated(ctx, &text)?;
+    commit(ctx, &text, None)?;
+    netlink::release_port(device)?;
+    println!("{device} no longer shared on bridge {n}");
+    Ok(ExitCode::SUCCESS)
+}

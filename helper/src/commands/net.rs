@@ -1,0 +1,250 @@
+//! Fulcon's network commands: `net-add SLOT IPADDR/MASK NIC_NUMBER`, `net-del SLOT
+//! NIC_NUMBER`, `net-info [NAME]`, and `net-apply NAME`, which the slot's unit runs after
+//! every start (ExecStartPost) to bring its extra NICs up with their addresses.
+
+use std::process::ExitCode;
+
+use slot_config::names::{bridge_ifname, MAX_NIC_NUMBER};
+use slot_config::{Cidr, Config, Slot};
+use toml_edit::{value, Array, ArrayOfTables, Item, Table};
+
+use super::{running, Ctx};
+use crate::config_edit::{read_doc, write_atomic};
+use crate::dbus::Bus;
+use crate::error::bad_input;
+use crate::{lock, netlink, targets};
+
+fn parse_nic_number(s: &str) -> anyhow::Result<u32> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_NIC_NUMBER).contains(n))
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{s:?} is not a NIC number; use 1 to {MAX_NIC_NUMBER}"
+            ))
+        })
+}
+
+/// The bridge a new address belongs on: the one whose host address shares its subnet,
+/// else the bridge numbered like the NIC (Fulcon's habit: NIC 1 on bridge 1).
+fn pick_bridge(cfg: &Config, addr: &Cidr, nic: u32) -> Option<u32> {
+    cfg.host
+        .bridges
+        .iter()
+        .find(|b| b.addresses.iter().any(|h| same_subnet(h, addr)))
+        .or_else(|| cfg.host.bridges.iter().find(|b| b.number == nic))
+        .map(|b| b.number)
+}
+
+/// Who already holds `addr` on bridge `bridge`: the host or a slot.
+fn address_owner(cfg: &Config, bridge: u32, addr: &Cidr) -> Option<String> {
+    if cfg
+        .host
+        .bridges
+        .iter()
+        .any(|b| b.number == bridge && b.addresses.iter().any(|a| a.addr == addr.addr))
+    {
+        return Some(format!("the host ({})", bridge_ifname(bridge)));
+    }
+    cfg.slots
+        .iter()
+        .find(|s| {
+            s.nics
+                .iter()
+                .any(|n| n.bridge == bridge && n.addresses.iter().any(|a| a.addr == addr.addr))
+        })
+        .map(|s| s.name.clone())
+}
+
+fn same_subnet(a: &Cidr, b: &Cidr) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    let p = a.prefix.min(b.prefix);
+    match (a.addr, b.addr) {
+        (V4(x), V4(y)) => {
+            p == 0 || (u32::from(x) >> (32 - u32::from(p))) == (u32::from(y) >> (32 - u32::from(p)))
+        }
+        (V6(x), V6(y)) => {
+            p == 0
+                || (u128::from(x) >> (128 - u32::from(p)))
+                    == (u128::from(y) >> (128 - u32::from(p)))
+        }
+        _ => false,
+    }
+}
+
+fn validated(ctx: &Ctx, slot: &Slot, text: &str) -> anyhow::Result<Config> {
+    crate::config_edit::validate_change(ctx, &slot.file, text)
+}
+
+fn apply_live(bus: &Bus, slot: &Slot) -> anyhow::Result<bool> {
+    let Some(leader) = running::leaders(bus, &[slot])?.pop().flatten() else {
+        return Ok(false);
+    };
+    for n in &slot.nics {
+        netlink::apply_nic(
+            leader,
+            &n.host_ifname(slot.number),
+            &n.slot_ifname(),
+            &bridge_ifname(n.bridge),
+            &n.addresses,
+        )
+        .map_err(|e| e.context(format!("{} NIC {}", slot.name, n.number)))?;
+    }
+    Ok(true)
+}
+
+pub fn add(
+    ctx: &Ctx,
+    slot: &str,
+    address: &str,
+    nic: &str,
+    bridge: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let cidr: Cidr = address.parse().map_err(|e: String| bad_input(e))?;
+    let number = parse_nic_number(nic)?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s = targets::resolve_one(&cfg, slot)?.clone();
+    if let Some(n) = s.nics.iter().find(|n| n.number == number) {
+        let a: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
+        return Err(bad_input(format!(
+            "NIC {number} of {} is in use ({}); net-del it first",
+            s.name,
+            a.join(", ")
+        )));
+    }
+    let bridge = match bridge {
+        Some(b) => b.parse::<u32>().map_err(|_| bad_input(format!("{b:?} is not a bridge number")))?,
+        None => pick_bridge(&cfg, &cidr, number).ok_or_else(|| {
+            bad_input(format!("no bridge for {cidr}: declare one first (slot-os br-add {number} ADDRESS/MASK), or name it with --bridge"))
+        })?,
+    };
+    if let Some(owner) = address_owner(&cfg, bridge, &cidr) {
+        return Err(bad_input(format!(
+            "{} is already used on bridge {bridge} by {owner}; nothing was changed",
+            cidr.addr
+        )));
+    }
+    let mut doc = read_doc(&s.file)?;
+    let mut t = Table::new();
+    t["number"] = value(i64::from(number));
+    t["bridge"] = value(i64::from(bridge));
+    let mut arr = Array::new();
+    arr.push(cidr.to_string());
+    t["address"] = value(arr);
+    doc.entry("nic")
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+    doc["nic"]
+        .as_array_of_tables_mut()
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{}: `nic` is not an array of tables",
+                s.file.display()
+            ))
+        })?
+        .push(t);
+    let text = doc.to_string();
+    let after = validated(ctx, &s, &text)?;
+    write_atomic(&s.file, &text)?;
+    let bus = Bus::system()?;
+    bus.daemon_reload()?;
+    bus.network_reload()?;
+    let new = after.slot(&s.name).cloned().unwrap_or(s);
+    let live = apply_live(&bus, &new)?;
+    println!(
+        "{}: eth{number} {cidr} on {}{}",
+        new.name,
+        bridge_ifname(bridge),
+        if live {
+            " (live and persisted)"
+        } else {
+            " (persisted; applied at the next start)"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
+    let number = parse_nic_number(nic)?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s = targets::resolve_one(&cfg, slot)?.clone();
+    if !s.nics.iter().any(|n| n.number == number) {
+        return Err(bad_input(format!("{} has no NIC {number}", s.name)));
+    }
+    let mut doc = read_doc(&s.file)?;
+    if let Some(aot) = doc.get_mut("nic").and_then(Item::as_array_of_tables_mut) {
+        aot.retain(|t| t.get("number").and_then(Item::as_integer) != Some(i64::from(number)));
+        if aot.is_empty() {
+            doc.remove("nic");
+        }
+    }
+    let text = doc.to_string();
+    validated(ctx, &s, &text)?;
+    write_atomic(&s.file, &text)?;
+    let bus = Bus::system()?;
+    bus.daemon_reload()?;
+    bus.network_reload()?;
+    // Deleting the host end removes the pair, and with it the NIC inside the slot.
+    netlink::delete_link(None, &slot_config::names::nic_host_ifname(s.number, number))?;
+    println!("{}: NIC {number} removed", s.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn apply(ctx: &Ctx, slot: &str) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.load();
+    let s = targets::resolve_one(&cfg, slot)?;
+    let bus = Bus::system()?;
+    if !apply_live(&bus, s)? {
+        return Err(bad_input(format!("{} is not running", s.name)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn info(ctx: &Ctx, name: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = ctx.load();
+    let slots: Vec<&Slot> = match name {
+        Some(n) => vec![targets::resolve_one(&cfg, n)?],
+        None => cfg.slots.iter().collect(),
+    };
+    let bus = Bus::system()?;
+    let leaders = running::leaders(&bus, &slots)?;
+    let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+    for (s, leader) in slots.iter().zip(leaders) {
+        match leader {
+            Some(l) => {
+                for (ifname, addrs) in netlink::addresses(Some(l))? {
+                    for (ip, p) in addrs.iter().filter(|(ip, _)| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)) {
+                        rows.push((s.name.clone(), ifname.clone(), format!("{ip}/{p}"), true));
+                    }
+                }
+            }
+            None => {
+                for n in &s.nics {
+                    for a in &n.addresses {
+                        rows.push((s.name.clone(), n.slot_ifname(), a.to_string(), false));
+                    }
+                }
+            }
+        }
+    }
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(s, i, a, live)| serde_json::json!({"slot": s, "interface": i, "address": a, "live": live}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        for (s, i, a, live) in rows {
+            println!(
+                "{s}\t{i}\t\t{a}{}",
+                if live {
+                    ""
+                } else {
+                    "\t(configured, slot stopped)"
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
