@@ -87,6 +87,7 @@ fn run_case(case: &Path) -> Result<(), String> {
     let expected_dir = case.join("expected");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         write_tree(&expected_dir.join("run"), &got);
+        fs::create_dir_all(&expected_dir).unwrap();
         fs::write(expected_dir.join("stderr"), &stderr).unwrap();
         return Ok(());
     }

@@ -25,7 +25,23 @@ pub struct HostConfig {
     /// Where backups are kept.
     pub backup_dir: PathBuf,
     pub bridges: Vec<Bridge>,
+    pub network: DefaultNetwork,
 }
+
+/// The NIC every slot gets besides its [[nic]] entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultNetwork {
+    /// nspawn network zone `vz-slots` with the host's address on it, networkd's DHCP
+    /// server and IP masquerading: Fulcon's NAT'ed 172.17.0.0/16.
+    Nat { address: Cidr },
+    /// nspawn's host-only veth (`ve-NAME`), configured by systemd's stock files.
+    Veth,
+    /// No NIC but loopback (and the slot's [[nic]]s).
+    None,
+}
+
+pub const NAT_ZONE: &str = "slots";
+pub const DEFAULT_NAT_ADDRESS: &str = "172.17.0.1/16";
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -37,6 +53,9 @@ impl Default for HostConfig {
             machines_dir: "/var/lib/machines".into(),
             backup_dir: "/var/lib/slot-os/backups".into(),
             bridges: Vec::new(),
+            network: DefaultNetwork::Nat {
+                address: DEFAULT_NAT_ADDRESS.parse().expect("valid default"),
+            },
         }
     }
 }
@@ -55,7 +74,8 @@ impl Bridge {
     }
 }
 
-const TOP_KEYS: &[&str] = &["defaults", "storage", "bridge"];
+const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
+const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
 const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
 const STORAGE_KEYS: &[&str] = &["machines", "backups"];
 const BRIDGE_KEYS: &[&str] = &["number", "address", "device"];
@@ -67,6 +87,7 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
     let mut f = Fields::new(table, file, "", TOP_KEYS, problems);
     let defaults = f.table("defaults");
     let storage = f.table("storage");
+    let network = f.table("network");
     let bridges = f.tables("bridge");
     drop(f);
 
@@ -100,6 +121,23 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         }
         if let Some(p) = absolute_path(&mut s, "backups") {
             host.backup_dir = p;
+        }
+    }
+    if let Some(t) = network {
+        let mut n = Fields::new(t, file, "network", NETWORK_KEYS, problems);
+        let address = n.parsed::<Cidr>("nat_address");
+        match n.string("default").as_deref() {
+            None | Some("nat") => {
+                if let Some(address) = address {
+                    host.network = DefaultNetwork::Nat { address };
+                }
+            }
+            Some("veth") => host.network = DefaultNetwork::Veth,
+            Some("none") => host.network = DefaultNetwork::None,
+            Some(other) => n.problem(
+                "default",
+                format!("{other:?} is not a default network; use \"nat\", \"veth\" or \"none\""),
+            ),
         }
     }
     for (i, t) in bridges.into_iter().enumerate() {

@@ -53,7 +53,7 @@ fn cases() -> Vec<Case> {
         // unknown keys
         c("slot00.toml", "cpu = \"50%\"", "slot00.toml: cpu: unknown key; allowed keys here: number, image, base_image, autostart, boot, command, cpu_quota, cpus, memory, privileged, environment, nic, bind"),
         h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\nmask = 24", BRIDGE1, "slot00.toml: nic[0].mask: unknown key; allowed keys here: number, bridge, address"),
-        h("slot00.toml", "", "[default]\nmemory = \"1G\"", "slot-os.toml: default: unknown key; allowed keys here: defaults, storage, bridge"),
+        h("slot00.toml", "", "[default]\nmemory = \"1G\"", "slot-os.toml: default: unknown key; allowed keys here: defaults, storage, network, bridge"),
         // resources
         c("slot00.toml", "memory = \"abc\"", "slot00.toml: memory: \"abc\" is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\""),
         c("slot00.toml", "memory = \"512X\"", "slot00.toml: memory: \"512X\" is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\""),
@@ -98,6 +98,8 @@ fn cases() -> Vec<Case> {
         h("slot00.toml", "", "[[bridge]]\nnumber = 1\ndevice = \"eth0/1\"", "slot-os.toml: bridge[0].device: \"eth0/1\" is not an interface name; it may not contain '/', ':' or spaces"),
         h("slot00.toml", "", "[[bridge]]\naddress = \"10.0.0.1/24\"", "slot-os.toml: bridge[0].number: missing; every [[bridge]] needs a number from 0 to 9999"),
         h("slot00.toml", "", "[[bridge]]\nnumber = 1\n[[bridge]]\nnumber = 1", "slot-os.toml: bridge[1].number: bridge 1 is declared twice"),
+        h("slot00.toml", "", "[network]\ndefault = \"docker\"", "slot-os.toml: network.default: \"docker\" is not a default network; use \"nat\", \"veth\" or \"none\""),
+        h("slot00.toml", "", "[network]\nnat_address = \"172.17.0.1\"", "slot-os.toml: network.nat_address: \"172.17.0.1\" has no prefix length; write an address with its mask, like \"192.168.18.2/24\" or \"fd00::2/64\""),
     ]
 }
 

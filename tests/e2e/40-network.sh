@@ -18,6 +18,16 @@ sos() { th_run "$H" slot-os "$@"; }
 slot_ping() { th_sh "$H" "nsenter -t \$(machinectl show $1 -p Leader --value) -n ping -c1 -W2 $2"; }
 fingerprint() { th_sh "$H" 'sha256sum /etc/slot-os/*.toml; ip -o link | sed "s/^[0-9]*: //" | cut -d" " -f1 | sort; ip -o addr | awk "{print \$2, \$4}" | sort'; }
 
+test_default_nat_network_gives_dhcp_address() {
+  assert_ok sos start 0 || return 1
+  # networkd's DHCP server on the vz-slots zone bridge leases from Fulcon's 172.17.0.0/16
+  th_wait_for 20 th_sh "$H" 'nsenter -t $(machinectl show slot00 -p Leader --value) -n ip -4 addr show host0 | grep -q "inet 172\.17\."' \
+    || { t_fail "slot00 got no DHCP address on host0: $(th_sh "$H" 'nsenter -t $(machinectl show slot00 -p Leader --value) -n ip -4 addr')"; return 1; }
+  assert_ok th_sh "$H" 'ip -4 addr show vz-slots | grep -q "172.17.0.1/16"' || return 1
+  assert_ok slot_ping slot00 172.17.0.1 || return 1
+  th_wait_for 10 th_sh "$H" 'slot-os list 0 | grep -q " 172\.17\."' || { t_fail "list shows no 172.17 address: $(sos list 0)"; return 1; }
+}
+
 test_br_add_creates_networkd_bridge() {
   assert_ok sos br-add 1 192.168.18.1/24 || return 1
   assert_ok th_sh "$H" 'ip -4 addr show slotbr1 | grep -q "192.168.18.1/24"' || return 1

@@ -5,7 +5,8 @@ mod nspawn;
 mod unit;
 
 pub use network::{
-    render_bridge_device_network, render_bridge_netdev, render_bridge_network, render_nic_network,
+    render_bridge_device_network, render_bridge_netdev, render_bridge_network,
+    render_nat_zone_network, render_nic_network,
 };
 pub use nspawn::render_nspawn;
 pub use unit::{render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT};
@@ -65,7 +66,7 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
         out.push(text(
             OutDir::Nspawn,
             format!("{}.nspawn", slot.name),
-            render_nspawn(slot),
+            render_nspawn(slot, &cfg.host.network),
         ));
         out.push(text(
             OutDir::Units,
@@ -97,6 +98,15 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
             path: "multi-user.target.wants/machines.target".into(),
             content: Content::Link(MACHINES_TARGET.into()),
         });
+    }
+    if let (crate::DefaultNetwork::Nat { address }, false) =
+        (&cfg.host.network, cfg.slots.is_empty())
+    {
+        out.push(text(
+            OutDir::Network,
+            "50-slot-os-zone.network".into(),
+            render_nat_zone_network(address),
+        ));
     }
     for b in &cfg.host.bridges {
         let n = b.ifname();

@@ -45,3 +45,16 @@ pub fn render_nic_network(slot: &Slot, nic: &Nic) -> String {
     );
     s
 }
+
+/// `50-slot-os-zone.network`: the NAT network every slot is on by default. nspawn makes
+/// the zone bridge `vz-slots` when the first slot starts; this file, sorting before
+/// systemd's stock 80-container-vz.network, gives it Fulcon's fixed address range.
+pub fn render_nat_zone_network(address: &crate::Cidr) -> String {
+    let mut s = header(HOST_SOURCE);
+    let _ = write!(
+        s,
+        "\n[Match]\nName=vz-{}\nDriver=bridge\n\n[Network]\nAddress={address}\nDHCPServer=yes\nIPMasquerade=both\nConfigureWithoutCarrier=yes\nIPv6AcceptRA=no\n",
+        crate::host::NAT_ZONE
+    );
+    s
+}

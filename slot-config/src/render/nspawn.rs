@@ -1,11 +1,12 @@
 use std::fmt::Write;
 
 use super::{header, quote, slot_source};
-use crate::Slot;
+use crate::host::NAT_ZONE;
+use crate::{DefaultNetwork, Slot};
 
 /// `/run/systemd/nspawn/<slot>.nspawn`. Only what differs from the stock
 /// `systemd-nspawn@.service` command line is written, so systemd's defaults stay in force.
-pub fn render_nspawn(slot: &Slot) -> String {
+pub fn render_nspawn(slot: &Slot, network: &DefaultNetwork) -> String {
     let mut s = header(&slot_source(&slot.name));
     s.push_str("\n[Exec]\n");
     if slot.boot {
@@ -30,9 +31,16 @@ pub fn render_nspawn(slot: &Slot) -> String {
             let _ = writeln!(s, "{key}={}:{}", b.source.display(), b.target.display());
         }
     }
-    if !slot.nics.is_empty() {
-        // A [Network] section replaces the unit's --network-veth, so keep the default NIC.
-        s.push_str("\n[Network]\nVirtualEthernet=yes\n");
+    // Any [Network] section replaces the unit's --network-veth, so the default NIC is
+    // always stated.
+    let default_nic = match network {
+        DefaultNetwork::Nat { .. } => Some(format!("Zone={NAT_ZONE}")),
+        DefaultNetwork::Veth if !slot.nics.is_empty() => Some("VirtualEthernet=yes".to_string()),
+        DefaultNetwork::Veth => None,
+        DefaultNetwork::None => Some("Private=yes\nVirtualEthernet=no".to_string()),
+    };
+    if let Some(d) = default_nic {
+        let _ = write!(s, "\n[Network]\n{d}\n");
         for n in &slot.nics {
             let _ = writeln!(
                 s,
