@@ -40,7 +40,7 @@ if [ -n "${DEMO_KEEP:-}" ]; then
   echo
   echo "The host '$H' keeps running with its 3 slots. Enter it with:"
   echo "  nsenter -t $(th_leader "$H") -a /bin/bash"
-  echo "Stop it with: kill $(cat "$(th_dir "$H")/nspawn.pid")"
+  echo "Stop it with: kill $(th__pidfile_alive "$TH_RUN/$H/nspawn.pid")"
 else
   say slot-os build 0
   say machinectl list-images

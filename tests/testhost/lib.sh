@@ -25,7 +25,7 @@ TH_SUITE=bookworm
 TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v1
 TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring)
 TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps
-    btrfs-progs iptables kmod less)
+    btrfs-progs iptables kmod less zstd attr)
 # Extra packages for the rootfs (comma or space separated); they change the cache key.
 if [[ -n "${SLOT_OS_TEST_EXTRA_PACKAGES:-}" ]]; then
     # shellcheck disable=SC2206

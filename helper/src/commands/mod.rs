@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its own `run`.
 
 pub mod autostart;
+pub mod backup;
 pub mod bridge;
 pub mod build;
 pub mod check;
@@ -66,10 +67,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info { slot, json } => info::run(&ctx, &slot, json),
         Command::Exec { slot, command } => exec::run(&ctx, &slot, &command),
         Command::Rename { old, new } => rename::run(&ctx, &old, &new),
-        Command::Backup { .. } => Err(NotImplemented("backup").into()),
-        Command::BackupList { .. } => Err(NotImplemented("backup-list").into()),
-        Command::BackupDel { .. } => Err(NotImplemented("backup-del").into()),
-        Command::BackupRestore { .. } => Err(NotImplemented("backup-restore").into()),
+        Command::Backup { slot, name } => backup::backup(&ctx, &slot, &name),
+        Command::BackupList { json } => backup::list(&ctx, json),
+        Command::BackupDel { image } => backup::del(&ctx, &image),
+        Command::BackupRestore { slot, image } => backup::restore(&ctx, &slot, &image),
         Command::Export { .. } => Err(NotImplemented("export").into()),
         Command::Import { .. } => Err(NotImplemented("import").into()),
         Command::BrAdd {

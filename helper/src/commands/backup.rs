@@ -1,0 +1,395 @@
+//! Fulcon's backups: `backup NUMBER NAME` (→ `slotXX.NAME`), `backup-list`, `backup-del`,
+//! `backup-restore SLOT BACKUP` (`slot-os` = reset to the base image).
+//!
+//! A running slot is frozen while its root is captured, so a backup is crash-consistent.
+//! On btrfs the capture is a read-only snapshot (milliseconds of freeze); elsewhere a
+//! tar stream compressed by zstd, whose SHA-256 is recorded. Data is written under a
+//! hidden temporary name and renamed when complete; the metadata file, written last,
+//! is what makes a backup exist, so an interrupted backup is never listed and its
+//! leftovers are removed by the next backup command. A restore builds the new root
+//! beside the old one and swaps them by rename.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+use slot_config::names::check_slot_name;
+use slot_config::Slot;
+
+use super::Ctx;
+use crate::dbus::Bus;
+use crate::error::bad_input;
+use crate::{image, lock, targets};
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Meta {
+    name: String,
+    slot: String,
+    kind: String,
+    created_unix: u64,
+    size: u64,
+    sha256: Option<String>,
+    freeze_ms: Option<f64>,
+}
+
+const SNAP: &str = "snapshot";
+const TAR: &str = "tar.zst";
+
+fn backup_dir(ctx: &Ctx) -> PathBuf {
+    ctx.paths.under(&ctx.load().host.backup_dir)
+}
+
+fn data_path(dir: &Path, name: &str, kind: &str) -> PathBuf {
+    if kind == SNAP {
+        dir.join(format!("{name}.snap"))
+    } else {
+        dir.join(format!("{name}.tar.zst"))
+    }
+}
+
+fn meta_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+/// Removes what interrupted runs left: hidden temporaries, and data without metadata.
+fn sweep(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let n = e.file_name().to_string_lossy().into_owned();
+        let orphan = (n.ends_with(".snap") || n.ends_with(".tar.zst"))
+            && !meta_path(
+                dir,
+                n.trim_end_matches(".snap").trim_end_matches(".tar.zst"),
+            )
+            .exists();
+        if n.starts_with(".tmp-") || orphan {
+            let _ = remove_any(&p);
+        }
+    }
+}
+
+fn remove_any(p: &Path) -> anyhow::Result<()> {
+    if image::is_subvolume(p) {
+        image::delete_subvolume(p)
+    } else if p.is_dir() {
+        image::remove_tree(p)
+    } else {
+        fs::remove_file(p).with_context(|| format!("removing {}", p.display()))
+    }
+}
+
+fn read_meta(dir: &Path) -> Vec<Meta> {
+    let mut out: Vec<Meta> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn sha256_file(p: &Path) -> anyhow::Result<String> {
+    let mut f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// tar of `root` piped through `zstd -T0` into `out`, hashing the compressed stream as
+/// it is written: the data passes through once, straight to its destination.
+fn tar_zstd(root: &Path, out: &Path) -> anyhow::Result<(u64, String)> {
+    let mut tar = Command::new("tar")
+        .args([
+            "--create",
+            "--file=-",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--sparse",
+            "--directory",
+        ])
+        .arg(root)
+        .arg(".")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running tar")?;
+    let mut zstd = Command::new("zstd")
+        .args(["-T0", "-3", "-q", "-c"])
+        .stdin(tar.stdout.take().context("tar stdout")?)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running zstd (install the zstd package)")?;
+    let mut from = zstd.stdout.take().context("zstd stdout")?;
+    let mut f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    f.sync_all()?;
+    let (t, z) = (tar.wait()?, zstd.wait()?);
+    if !t.success() || !z.success() {
+        bail!("tar ({t}) or zstd ({z}) failed");
+    }
+    Ok((total, format!("{:x}", h.finalize())))
+}
+
+pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
+    check_slot_name(name).map_err(|e| bad_input(e.replace("slot name", "backup name")))?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
+    let full = format!("{}.{name}", s.name);
+    let dir = backup_dir(ctx);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    sweep(&dir);
+    if meta_path(&dir, &full).exists() {
+        return Err(bad_input(format!(
+            "backup {full} exists; delete it first (slot-os backup-del {full})"
+        )));
+    }
+    let root = ctx.paths.under(&cfg.host.machines_dir).join(s.image_name());
+    if !root.is_dir() {
+        bail!("{} has no image at {}", s.name, root.display());
+    }
+    // Subvolumes have st_dev of their own, so "same file system" is only known by trying.
+    let try_snapshot = image::is_subvolume(&root) && image::is_btrfs(&dir);
+    let tmp = dir.join(format!(".tmp-{full}.{}", std::process::id()));
+
+    let bus = Bus::system()?;
+    let running = bus.unit_status(&s.unit())?.active_state == "active";
+    if running {
+        if let Some(Err(e)) = bus.freeze_units(&[s.unit()]).pop() {
+            return Err(e.context(format!("{} is running and cannot be frozen for a consistent backup; stop it and run backup again", s.name)));
+        }
+    }
+    let t0 = Instant::now();
+    let mut kind = TAR;
+    let captured = if try_snapshot && image::snapshot(&root, &tmp, true).is_ok() {
+        kind = SNAP;
+        Ok((0, None))
+    } else {
+        tar_zstd(&root, &tmp).map(|(n, h)| (n, Some(h)))
+    };
+    let frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if running {
+        if let Some(Err(e)) = bus.thaw_units(&[s.unit()]).pop() {
+            eprintln!("slot-os: warning: thawing {}: {e:#}", s.name);
+        }
+    }
+    let (size, sha) = match captured {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = remove_any(&tmp);
+            return Err(e.context("nothing was kept"));
+        }
+    };
+    let data = data_path(&dir, &full, kind);
+    fs::rename(&tmp, &data).with_context(|| format!("renaming into {}", data.display()))?;
+    let meta = Meta {
+        name: full.clone(),
+        slot: s.name.clone(),
+        kind: kind.into(),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        size,
+        sha256: sha,
+        freeze_ms: running.then_some(frozen_ms),
+    };
+    crate::config_edit::write_atomic(
+        &meta_path(&dir, &full),
+        &serde_json::to_string_pretty(&meta)?,
+    )?;
+    println!(
+        "{full}: {kind} backup of {}{}",
+        s.name,
+        if running {
+            format!(", slot frozen for {frozen_ms:.1} ms")
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = backup_dir(ctx);
+    let metas = read_meta(&dir);
+    if json {
+        println!("{}", serde_json::to_string(&metas)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for m in metas {
+        println!(
+            "{:<28} {:<12} {:>10} {:>12} {}",
+            m.name, m.slot, m.kind, m.size, m.created_unix
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn del(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let dir = backup_dir(ctx);
+    let Some(m) = read_meta(&dir).into_iter().find(|m| m.name == name) else {
+        return Err(bad_input(format!(
+            "no backup named {name:?} (see slot-os backup-list)"
+        )));
+    };
+    // Metadata first: from then on the backup no longer exists, whatever happens next.
+    fs::remove_file(meta_path(&dir, name))?;
+    remove_any(&data_path(&dir, name, &m.kind))?;
+    println!("{name}: deleted");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
+    let bus = Bus::system()?;
+    let st = bus.unit_status(&s.unit())?;
+    if st.active_state != "inactive" && st.active_state != "failed" {
+        return Err(bad_input(format!(
+            "{} is {}; stop it before restoring (slot-os stop {})",
+            s.name, st.active_state, s.number
+        )));
+    }
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
+    let dest = machines.join(s.image_name());
+    let new = image::sibling(&dest, ".slot-os-new-");
+    let _ = remove_any(&new);
+    let dir = backup_dir(ctx);
+    let t0 = Instant::now();
+    let made = if name == cfg.host.image || name == "slot-os" {
+        // Fulcon's reset: a fresh copy of the base image, with the slot's identity.
+        let base = machines.join(&cfg.host.image);
+        if !base.is_dir() {
+            return Err(bad_input(format!(
+                "base image {} does not exist",
+                cfg.host.image
+            )));
+        }
+        copy_root(&base, &new)
+    } else {
+        let Some(m) = read_meta(&dir).into_iter().find(|m| m.name == name) else {
+            return Err(bad_input(format!(
+                "no backup named {name:?} (see slot-os backup-list)"
+            )));
+        };
+        let data = data_path(&dir, name, &m.kind);
+        if m.kind == SNAP {
+            image::snapshot(&data, &new, false)
+        } else {
+            let sum = sha256_file(&data)?;
+            if Some(&sum) != m.sha256.as_ref() {
+                return Err(anyhow::anyhow!(
+                    "backup {name} is corrupted: its SHA-256 is {sum}, {} was recorded; refusing to restore, {} is unchanged",
+                    m.sha256.as_deref().unwrap_or("none"),
+                    s.name
+                ));
+            }
+            image::create_image_dir(&new)
+                .map(|_| ())
+                .and_then(|()| untar_zstd(&data, &new))
+        }
+    };
+    if let Err(e) = made {
+        let _ = remove_any(&new);
+        return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
+    // Keep the slot's own identity across restores.
+    let id = image::machine_id(&dest)
+        .map(Ok)
+        .unwrap_or_else(image::new_machine_id)?;
+    image::set_identity(&new, &s.name, Some(&id))?;
+    swap_roots(&new, &dest)?;
+    println!(
+        "{}: restored from {name} in {:.2} s",
+        s.name,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Like `image::swap_into_place`, but old roots that are subvolumes are deleted as such.
+fn swap_roots(new: &Path, dest: &Path) -> anyhow::Result<()> {
+    let old = image::sibling(dest, ".slot-os-old-");
+    if old.exists() {
+        remove_any(&old)?;
+    }
+    fs::rename(dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
+    if let Err(e) = fs::rename(new, dest) {
+        let _ = fs::rename(&old, dest);
+        return Err(e).context("swapping in the restored root");
+    }
+    remove_any(&old)
+}
+
+fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    if image::is_subvolume(src) && image::snapshot(src, dest, false).is_ok() {
+        return Ok(());
+    }
+    let st = Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(src)
+        .arg(dest)
+        .status()
+        .context("running cp")?;
+    if !st.success() {
+        bail!("copying {} failed", src.display());
+    }
+    Ok(())
+}
+
+fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<()> {
+    let mut z = Command::new("zstd")
+        .args(["-d", "-q", "-c", "-T0"])
+        .arg(file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running zstd")?;
+    let t = Command::new("tar")
+        .args([
+            "--extract",
+            "--file=-",
+            "--numeric-owner",
+            "--same-owner",
+            "--same-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--directory",
+        ])
+        .arg(dest)
+        .stdin(z.stdout.take().context("zstd stdout")?)
+        .status()
+        .context("running tar")?;
+    let zs = z.wait()?;
+    if !t.success() || !zs.success() {
+        bail!("unpacking {} failed", file.display());
+    }
+    Ok(())
+}

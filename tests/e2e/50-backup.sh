@@ -1,0 +1,96 @@
+# Issue 5 (first part): crash-consistent backup and restore of slots, on ext4 (tar +
+# zstd with a recorded SHA-256) and on btrfs (read-only snapshots).
+
+H=bk
+B=bkfs
+IMG=""
+
+scenario_setup() {
+  th_boot "$H" unified || return 1
+  th_copy_slot_image "$H" slot00 || return 1
+  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && systemctl daemon-reload' || return 1
+  IMG=/var/tmp/slot-os-test-btrfs-$$.img
+}
+
+scenario_teardown() {
+  th_destroy "$H"
+  th_destroy "$B" 2>/dev/null || true
+  rm -f "$IMG"
+  true
+}
+
+sos() { th_run "$H" slot-os "$@"; }
+inslot() { th_run "$H" slot-os exec 0 -- sh -c "$1"; }
+
+test_backup_of_running_slot_and_restore_preserves_files() {
+  assert_ok sos start 0 || return 1
+  inslot 'echo precious > /root/f && chown 1234:5678 /root/f && chmod 0640 /root/f && setfattr -n user.test -v hello /root/f && ln /root/f /root/f-link && truncate -s 64M /root/sparse && echo tail >> /root/sparse' || { t_fail "preparing files in the slot"; return 1; }
+  local out
+  out=$(sos backup 0 b1 2>&1) || { t_fail "backup: $out"; return 1; }
+  assert_contains "$out" "slot00.b1: tar.zst backup of slot00, slot frozen for" "backup reports the freeze" || return 1
+  assert_eq running "$(th_run "$H" systemctl show -P FreezerState systemd-nspawn@slot00)" "slot thawed after backup" || return 1
+  assert_contains "$(sos backup-list)" "slot00.b1" "backup-list" || return 1
+  assert_ok sos stop 0 || return 1
+  th_sh "$H" 'rm -f /var/lib/machines/slot00/root/f /var/lib/machines/slot00/root/f-link /var/lib/machines/slot00/root/sparse'
+  out=$(sos backup-restore 0 slot00.b1 2>&1) || { t_fail "restore: $out"; return 1; }
+  assert_ok sos start 0 || return 1
+  assert_eq precious "$(inslot 'cat /root/f')" "content" || return 1
+  assert_eq "1234:5678 640" "$(inslot 'stat -c "%u:%g %a" /root/f')" "owner and mode" || return 1
+  assert_eq hello "$(inslot 'getfattr --only-values -n user.test /root/f')" "xattr" || return 1
+  assert_eq "$(inslot 'stat -c %i /root/f')" "$(inslot 'stat -c %i /root/f-link')" "hard link kept" || return 1
+  local blocks
+  blocks=$(inslot 'du -k /root/sparse | cut -f1')
+  [ "$blocks" -lt 1024 ] || { t_fail "sparse file not sparse after restore: ${blocks}K"; return 1; }
+  assert_ok sos stop 0 || return 1
+}
+
+test_corrupted_backup_is_refused_and_slot_unchanged() {
+  local f before after out rc
+  f=$(th_sh "$H" 'ls /var/lib/slot-os/backups/slot00.b1.tar.zst')
+  th_sh "$H" "printf 'X' | dd of=$f bs=1 seek=4096 conv=notrunc status=none"
+  before=$(th_sh "$H" 'ls -i /var/lib/machines/ ; cat /var/lib/machines/slot00/etc/machine-id')
+  out=$(sos backup-restore 0 slot00.b1 2>&1); rc=$?
+  assert_eq 1 "$rc" "restore of a corrupted backup fails" || return 1
+  assert_contains "$out" "is corrupted" "clear message" || return 1
+  after=$(th_sh "$H" 'ls -i /var/lib/machines/ ; cat /var/lib/machines/slot00/etc/machine-id')
+  assert_eq "$before" "$after" "slot root unchanged" || return 1
+  assert_ok sos backup-del slot00.b1 || return 1
+  assert_ok th_sh "$H" '! ls /var/lib/slot-os/backups | grep -q b1' || return 1
+}
+
+test_killed_backup_leaves_nothing_listed() {
+  th_sh "$H" 'slot-os backup 0 killed >/dev/null 2>&1 & p=$!; sleep 0.3; kill -9 $p; wait $p' || true
+  assert_ok th_sh "$H" '! slot-os backup-list | grep -q killed' || return 1
+  assert_ok sos backup 0 after || return 1
+  assert_eq "" "$(th_sh "$H" 'ls -A /var/lib/slot-os/backups | grep -e "^\.tmp" -e killed')" "no leftovers after the next command" || return 1
+  assert_exit 2 sos backup 0 after || return 1
+  assert_exit 2 sos backup 0 Bad/Name || return 1
+  assert_exit 2 sos backup-restore 0 nosuchbackup || return 1
+  assert_exit 2 sos backup-del nosuchbackup || return 1
+}
+
+test_btrfs_snapshot_backup_freezes_under_100ms() {
+  th_pre_boot_hook() {
+    truncate -s 4G "$IMG" && mkfs.btrfs -q -f "$IMG" >/dev/null && mkdir -p "$2/var/lib/machines" && mount -o loop "$IMG" "$2/var/lib/machines" \
+      && mkdir -p "$2/var/lib/slot-os" && ln -s /var/lib/machines/.backups "$2/var/lib/slot-os/backups" && mkdir -p "$2/var/lib/machines/.backups"
+  }
+  th_boot "$B" unified || return 1
+  unset -f th_pre_boot_hook
+  th_run "$B" slot-os make-base-image >/dev/null || { t_fail "make-base-image"; return 1; }
+  th_run "$B" slot-os build 1 >/dev/null || { t_fail "build 1"; return 1; }
+  assert_ok th_run "$B" slot-os start 0 || return 1
+  local out ms
+  out=$(th_run "$B" slot-os backup 0 snap 2>&1) || { t_fail "backup: $out"; return 1; }
+  assert_contains "$out" "snapshot backup" "btrfs snapshot used" || return 1
+  ms=$(printf '%s' "$out" | sed -n 's/.*frozen for \([0-9.]*\) ms.*/\1/p')
+  echo "    btrfs backup froze the slot for $ms ms"
+  awk -v m="$ms" 'BEGIN { exit !(m < 100) }' || { t_fail "freeze took $ms ms (>= 100)"; return 1; }
+  th_run "$B" slot-os exec 0 -- sh -c 'echo after > /root/after'
+  assert_ok th_run "$B" slot-os stop 0 || return 1
+  out=$(th_run "$B" slot-os backup-restore 0 slot00.snap 2>&1) || { t_fail "restore: $out"; return 1; }
+  assert_ok th_run "$B" slot-os start 0 || return 1
+  assert_exit 1 th_run "$B" slot-os exec 0 -- test -e /root/after || return 1
+  assert_ok th_run "$B" slot-os stop 0 || return 1
+  out=$(th_run "$B" slot-os backup-restore 0 slot-os 2>&1) || { t_fail "reset to base image: $out"; return 1; }
+  assert_ok th_run "$B" slot-os start 0 || return 1
+}
