@@ -26,6 +26,17 @@ test_make_base_image() {
   assert_ok th_sh "$H" '! ls -A /var/lib/machines | grep -q slot-os-new' || return 1
 }
 
+test_make_base_image_from_tar() {
+  th_sh "$H" 'tar --numeric-owner -C /var/lib/machines/slot-os -cf /var/tmp/base.tar .' || { t_fail "making the tarball"; return 1; }
+  local out
+  out=$(sos make-base-image --from-tar /var/tmp/base.tar --name fromtar 2>&1) || { t_fail "make-base-image --from-tar: $out"; return 1; }
+  assert_ok th_sh "$H" 'test -x /var/lib/machines/fromtar/usr/lib/systemd/systemd' || return 1
+  assert_eq fromtar "$(th_run "$H" cat /var/lib/machines/fromtar/etc/hostname)" "image identity" || return 1
+  assert_contains "$(th_run "$H" machinectl list-images --no-legend)" "fromtar" "machined sees it" || return 1
+  assert_exit 2 sos make-base-image --from-tar /var/tmp/nosuch.tar --name x || return 1
+  th_sh "$H" 'machinectl remove fromtar; rm -f /var/tmp/base.tar'
+}
+
 test_build_3_and_list() {
   local out
   out=$(sos build 3 2>&1) || { t_fail "build 3: $out"; return 1; }
