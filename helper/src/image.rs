@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::Context;
 
@@ -119,6 +120,39 @@ pub fn create_image_dir(path: &Path) -> anyhow::Result<bool> {
     }
     fs::create_dir(path).with_context(|| format!("creating {}", path.display()))?;
     Ok(false)
+}
+
+/// GNU tar flags that keep what a root file system needs: numeric owners (including
+/// user-namespace shifted UIDs), xattrs of every namespace (file capabilities), ACLs.
+const TAR_KEEP: [&str; 4] = [
+    "--numeric-owner",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+];
+
+/// `tar --create` of `dir` to stdout; the caller adds excludes, then ".".
+pub fn tar_create(dir: &Path) -> Command {
+    let mut c = Command::new("tar");
+    c.args(["--create", "--file=-", "--sparse"])
+        .args(TAR_KEEP)
+        .arg("--directory")
+        .arg(dir);
+    c
+}
+
+/// `tar --extract` of `file` ("-" = stdin) into `dir`, owners and modes as stored.
+/// From a file GNU tar recognises gzip/xz/zstd by content.
+pub fn tar_extract(dir: &Path, file: &std::ffi::OsStr) -> Command {
+    let mut c = Command::new("tar");
+    c.arg("--extract")
+        .arg("--file")
+        .arg(file)
+        .args(["--same-owner", "--same-permissions"])
+        .args(TAR_KEEP)
+        .arg("--directory")
+        .arg(dir);
+    c
 }
 
 /// A new random machine ID (32 lowercase hex digits, UUID v4 layout like systemd's).

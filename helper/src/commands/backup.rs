@@ -111,18 +111,7 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
 /// tar of `root` piped through `zstd -T0` into `out`, hashing the compressed stream as
 /// it is written: the data passes through once, straight to its destination.
 fn tar_zstd(root: &Path, out: &Path) -> anyhow::Result<(u64, String)> {
-    let mut tar = Command::new("tar")
-        .args([
-            "--create",
-            "--file=-",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--sparse",
-            "--directory",
-        ])
-        .arg(root)
+    let mut tar = image::tar_create(root)
         .arg(".")
         .stdout(Stdio::piped())
         .spawn()
@@ -371,19 +360,7 @@ fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .spawn()
         .context("running zstd")?;
-    let t = Command::new("tar")
-        .args([
-            "--extract",
-            "--file=-",
-            "--numeric-owner",
-            "--same-owner",
-            "--same-permissions",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--directory",
-        ])
-        .arg(dest)
+    let t = image::tar_extract(dest, "-".as_ref())
         .stdin(z.stdout.take().context("zstd stdout")?)
         .status()
         .context("running tar")?;

@@ -99,15 +99,20 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
+    let to_clone: Vec<String> = clone.iter().map(|s| s.to_string()).collect();
+    let cloned_ok: Vec<anyhow::Result<()>> = bus
+        .clone_images(&base, &to_clone)
+        .into_iter()
+        .zip(&to_clone)
+        .map(|(r, s)| r.and_then(|()| give_identity(&bus, &machines, s)))
+        .collect();
     for s in &wanted {
         let file = ctx.paths.config_dir().join(format!("{s}.toml"));
         let cloned = clone.contains(&s);
-        if cloned {
-            if let Err(e) = clone_slot(&bus, &machines, &base, s) {
-                println!("{s}: failed: {e:#}");
-                failed = true;
-                continue;
-            }
+        if let Some(Err(e)) = to_clone.iter().position(|c| c == s).map(|i| &cloned_ok[i]) {
+            println!("{s}: failed: cloning image {base}: {e:#}");
+            failed = true;
+            continue;
         }
         if create_cfg.contains(&s) {
             let text = format!(
@@ -160,9 +165,8 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
     names
 }
 
-fn clone_slot(bus: &Bus, machines: &Path, base: &str, name: &str) -> anyhow::Result<()> {
-    bus.clone_image(base, name, false)
-        .with_context(|| format!("cloning image {base} as {name}"))?;
+/// A fresh clone gets its own machine-id and hostname; if that fails it is removed.
+fn give_identity(bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
     let id = image::new_machine_id()?;
     if let Err(e) = image::set_identity(&machines.join(name), name, Some(&id)) {
         let _ = bus.remove_image(name);

@@ -102,39 +102,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn tar_extract_cmd(dir: &Path) -> Command {
-    let mut c = Command::new("tar");
-    c.args([
-        "--extract",
-        "--file=-",
-        "--numeric-owner",
-        "--same-owner",
-        "--same-permissions",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--acls",
-        "--directory",
-    ])
-    .arg(dir);
-    c
+    image::tar_extract(dir, "-".as_ref())
 }
 
 /// Streams `tar -c` of the root into `tar -x` of the new image through this process,
 /// counting bytes for the progress line.
 fn copy_host(root: &Path, dest: &Path) -> anyhow::Result<u64> {
-    let mut create = Command::new("tar");
-    create
-        .args([
-            "--create",
-            "--file=-",
-            "--one-file-system",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--sparse",
-            "--directory",
-        ])
-        .arg(root);
+    let mut create = image::tar_create(root);
+    create.arg("--one-file-system");
     for x in EXCLUDES {
         create.arg(format!("--exclude={x}"));
     }
@@ -202,20 +177,7 @@ fn extract_tar(file: &Path, dest: &Path) -> anyhow::Result<u64> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     // GNU tar recognises gzip/xz/zstd by content when reading a file.
-    let st = Command::new("tar")
-        .args([
-            "--extract",
-            "--numeric-owner",
-            "--same-owner",
-            "--same-permissions",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--file",
-        ])
-        .arg(file)
-        .arg("--directory")
-        .arg(dest)
+    let st = image::tar_extract(dest, file.as_os_str())
         .status()
         .context("running tar")?;
     if !st.success() {

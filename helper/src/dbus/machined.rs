@@ -195,6 +195,34 @@ impl Bus {
         .with_context(|| format!("machine1 CloneImage {src} -> {dst}"))
     }
 
+    /// Many CloneImage calls at once on the one connection: machined runs each in a
+    /// worker of its own, so clones overlap instead of queueing behind each other.
+    pub fn clone_images(&self, src: &str, dsts: &[String]) -> Vec<anyhow::Result<()>> {
+        zbus::block_on(async {
+            let m = match self.machined().await {
+                Ok(m) => m,
+                Err(e) => {
+                    return dsts
+                        .iter()
+                        .map(|_| Err(anyhow::anyhow!("connecting to machined: {e}")))
+                        .collect()
+                }
+            };
+            join_all(dsts.iter().map(|d| {
+                let m = &m;
+                async move {
+                    within(
+                        LONG_TIMEOUT,
+                        m.clone_image(src.to_string(), d.clone(), false),
+                    )
+                    .await
+                    .with_context(|| format!("machine1 CloneImage {src} -> {d}"))
+                }
+            }))
+            .await
+        })
+    }
+
     pub fn remove_image(&self, name: &str) -> anyhow::Result<()> {
         zbus::block_on(async {
             within(
