@@ -191,6 +191,22 @@ test_two_helpers_racing_keep_config_valid() {
   assert_ok th_sh "$H" '! ls -A /etc/slot-os | grep -q "\.tmp$"' || return 1
 }
 
+test_rename_and_back() {
+  assert_ok sos stop 2 || return 1
+  assert_exit 2 sos rename slot02 slot01 || return 1   # name taken
+  local out
+  out=$(sos rename slot02 web 2>&1) || { t_fail "rename: $out"; return 1; }
+  assert_ok th_run "$H" test ! -e /etc/slot-os/slot02.toml || return 1
+  assert_contains "$(th_run "$H" cat /etc/slot-os/web.toml)" "number = 2" "number kept" || return 1
+  assert_ok th_run "$H" test -d /var/lib/machines/web || return 1
+  assert_ok sos start web || return 1
+  assert_eq web "$(sos exec 2 -- hostname)" "renamed slot boots with its new name" || return 1
+  assert_ok sos stop web || return 1
+  out=$(sos rename web slot02 2>&1) || { t_fail "rename back: $out"; return 1; }
+  assert_ok th_run "$H" test -d /var/lib/machines/slot02 || return 1
+  assert_ok sos check || return 1
+}
+
 test_stop_frozen_and_build_0_leaves_nothing() {
   sos start all >/dev/null 2>&1
   assert_ok sos suspend 0 || return 1
