@@ -49,6 +49,14 @@ test_net_add_on_running_slots_and_ping() {
   assert_contains "$(sos net-info slot01 --json)" '"address":"192.168.18.3/24"' "net-info --json" || return 1
 }
 
+test_ipv6_static_address() {
+  assert_ok sos br-add 1 fd18::1/64 || return 1
+  assert_ok sos net-add 0 fd18::2/64 2 || return 1   # NIC 2, on bridge 1 by its subnet
+  th_wait_for 15 slot_ping slot00 fd18::1 || { t_fail "slot00 cannot ping6 the bridge: $(th_sh "$H" 'nsenter -t $(machinectl show slot00 -p Leader --value) -n ip -6 addr show eth2')"; return 1; }
+  assert_contains "$(sos net-info slot00)" "fd18::2/64" "net-info shows the IPv6 address" || return 1
+  assert_ok sos net-del 0 2 || return 1
+}
+
 test_nics_survive_slot_restart() {
   assert_ok sos stop 0 || return 1
   assert_ok sos start 0 || return 1
