@@ -155,6 +155,45 @@ pub fn tar_extract(dir: &Path, file: &std::ffi::OsStr) -> Command {
     c
 }
 
+/// Copies `from` into `to`, handing every chunk to `each` (a hasher, say), with a
+/// "LABEL N MB (R MB/s)" progress line on stderr when it is a terminal.
+pub fn pump(
+    mut from: impl std::io::Read,
+    mut to: impl Write,
+    label: &str,
+    mut each: impl FnMut(&[u8]),
+) -> anyhow::Result<u64> {
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut last = start;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        each(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+        if tty && last.elapsed() > Duration::from_millis(200) {
+            last = Instant::now();
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            eprint!(
+                "\r  {label} {:.0} MB ({:.0} MB/s)   ",
+                total as f64 / 1e6,
+                total as f64 / 1e6 / secs
+            );
+        }
+    }
+    if tty && total > 0 {
+        eprintln!();
+    }
+    Ok(total)
+}
+
 /// A new random machine ID (32 lowercase hex digits, UUID v4 layout like systemd's).
 pub fn new_machine_id() -> anyhow::Result<String> {
     let mut b = [0u8; 16];

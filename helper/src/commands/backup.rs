@@ -10,7 +10,6 @@
 //! beside the old one and swaps them by rename.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -95,16 +94,9 @@ fn read_meta(dir: &Path) -> Vec<Meta> {
 }
 
 fn sha256_file(p: &Path) -> anyhow::Result<String> {
-    let mut f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    image::pump(f, std::io::sink(), "verified", |c| h.update(c))?;
     Ok(format!("{:x}", h.finalize()))
 }
 
@@ -125,17 +117,7 @@ fn tar_zstd(root: &Path, out: &Path) -> anyhow::Result<(u64, String)> {
     let mut from = zstd.stdout.take().context("zstd stdout")?;
     let mut f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        f.write_all(&buf[..n])?;
-        total += n as u64;
-    }
+    let total = image::pump(&mut from, &mut f, "backed up", |c| h.update(c))?;
     f.sync_all()?;
     let (t, z) = (tar.wait()?, zstd.wait()?);
     if !t.success() || !z.success() {

@@ -198,30 +198,9 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
                 } else {
                     "absent"
                 },
-                b["addresses"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default(),
-                b["devices"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default(),
-                b["slots"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "))
-                    .unwrap_or_default(),
+                joined(&b["addresses"], ","),
+                joined(&b["devices"], ","),
+                joined(&b["slots"], " "),
             );
         }
     }
@@ -262,4 +241,16 @@ pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
     netlink::release_port(device)?;
     println!("{device} no longer shared on bridge {n}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The strings of a JSON array, joined for the table.
+fn joined(v: &serde_json::Value, sep: &str) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(sep)
+        })
+        .unwrap_or_default()
 }

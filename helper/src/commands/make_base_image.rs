@@ -1,10 +1,10 @@
 //! `make-base-image`: the image every slot is cloned from, made from the host's own root
 //! filesystem (Fulcon), a root filesystem tarball, or a distribution bootstrap.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use slot_config::names::check_slot_name;
@@ -124,9 +124,11 @@ fn copy_host(root: &Path, dest: &Path) -> anyhow::Result<u64> {
         .stdin(Stdio::piped())
         .spawn()
         .context("running tar")?;
-    let bytes = pump(
+    let bytes = image::pump(
         src.stdout.take().context("tar stdout")?,
         dst.stdin.take().context("tar stdin")?,
+        "copied",
+        |_| {},
     )?;
     let mut err = String::new();
     if let Some(mut e) = src.stderr.take() {
@@ -142,35 +144,6 @@ fn copy_host(root: &Path, dest: &Path) -> anyhow::Result<u64> {
         bail!("unpacking into {} failed ({s2})", dest.display());
     }
     Ok(bytes)
-}
-
-fn pump(mut from: impl Read, mut to: impl Write) -> anyhow::Result<u64> {
-    let tty = std::io::stderr().is_terminal();
-    let start = Instant::now();
-    let mut last = Instant::now();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        to.write_all(&buf[..n])?;
-        total += n as u64;
-        if tty && last.elapsed() > Duration::from_millis(200) {
-            last = Instant::now();
-            let secs = start.elapsed().as_secs_f64().max(0.001);
-            eprint!(
-                "\r  copied {:.0} MB ({:.0} MB/s)   ",
-                total as f64 / 1e6,
-                total as f64 / 1e6 / secs
-            );
-        }
-    }
-    if tty {
-        eprintln!();
-    }
-    Ok(total)
 }
 
 fn extract_tar(file: &Path, dest: &Path) -> anyhow::Result<u64> {
