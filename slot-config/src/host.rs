@@ -74,11 +74,11 @@ impl Bridge {
     }
 }
 
-const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
-const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
-const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
-const STORAGE_KEYS: &[&str] = &["machines", "backups"];
-const BRIDGE_KEYS: &[&str] = &["number", "address", "device"];
+pub const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
+pub const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
+pub const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
+pub const STORAGE_KEYS: &[&str] = &["machines", "backups"];
+pub const BRIDGE_KEYS: &[&str] = &["number", "address", "device"];
 
 /// Parses the host file; `problems` receives everything wrong, and the result holds what
 /// could be read (defaults for the rest).

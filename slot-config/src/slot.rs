@@ -95,8 +95,8 @@ pub const SLOT_KEYS: &[&str] = &[
     "nic",
     "bind",
 ];
-const NIC_KEYS: &[&str] = &["number", "bridge", "address"];
-const BIND_KEYS: &[&str] = &["source", "target", "read_only"];
+pub const NIC_KEYS: &[&str] = &["number", "bridge", "address"];
+pub const BIND_KEYS: &[&str] = &["source", "target", "read_only"];
 
 /// Parses a slot file. What could not be read is left at its default and reported in
 /// `problems` (the caller skips a slot with problems, but still checks the rest of it so
