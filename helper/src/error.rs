@@ -1,5 +1,4 @@
-//! Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input (nothing changed),
-//! and 2 also for a command that is not implemented (it says so, it never pretends).
+//! Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input (nothing changed).
 
 use std::fmt;
 
@@ -14,26 +13,12 @@ impl fmt::Display for BadInput {
 }
 impl std::error::Error for BadInput {}
 
-#[derive(Debug)]
-pub struct NotImplemented(pub &'static str);
-
-impl fmt::Display for NotImplemented {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not implemented yet in this version of slot-os",
-            self.0
-        )
-    }
-}
-impl std::error::Error for NotImplemented {}
-
 pub fn bad_input(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(BadInput(msg.into()))
 }
 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<BadInput>().is_some() || e.downcast_ref::<NotImplemented>().is_some() {
+    if e.downcast_ref::<BadInput>().is_some() {
         2
     } else {
         1

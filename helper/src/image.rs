@@ -262,28 +262,35 @@ pub fn make_mount_points(image: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Puts the finished tree `new` at `dest`: any old image is renamed aside first and only
-/// deleted once the new one is in place.
+/// Puts the finished tree `new` at `dest`. An existing `dest` is exchanged with `new` in
+/// one `renameat2(RENAME_EXCHANGE)`, so a crash at any point leaves either the old or the
+/// new tree at `dest`, never neither and never a mix; the old tree (now at `new`) is
+/// deleted afterwards.
 pub fn swap_into_place(new: &Path, dest: &Path) -> anyhow::Result<()> {
-    let old = sibling(dest, ".slot-os-old-");
-    if old.exists() {
-        remove_tree(&old)?;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    if dest.symlink_metadata().is_err() {
+        return fs::rename(new, dest)
+            .with_context(|| format!("renaming {} to {}", new.display(), dest.display()));
     }
-    let had_old = dest.symlink_metadata().is_ok();
-    if had_old {
-        fs::rename(dest, &old)
-            .with_context(|| format!("moving the old {} aside", dest.display()))?;
-    }
-    if let Err(e) = fs::rename(new, dest) {
-        if had_old {
-            let _ = fs::rename(&old, dest);
+    renameat2(AT_FDCWD, new, AT_FDCWD, dest, RenameFlags::RENAME_EXCHANGE)
+        .with_context(|| format!("exchanging {} with {}", new.display(), dest.display()))?;
+    remove_any(new)
+}
+
+/// Removes a tree whatever it is: a btrfs subvolume, a directory or a file.
+pub fn remove_any(p: &Path) -> anyhow::Result<()> {
+    if is_subvolume(p) {
+        delete_subvolume(p)
+    } else if p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        remove_tree(p)
+    } else {
+        match fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", p.display()))
+            }
+            _ => Ok(()),
         }
-        return Err(e).with_context(|| format!("renaming {} to {}", new.display(), dest.display()));
     }
-    if had_old {
-        remove_tree(&old)?;
-    }
-    Ok(())
 }
 
 /// `dir/.PREFIXname`: hidden from machined's image list and from `build`.

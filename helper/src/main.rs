@@ -6,6 +6,7 @@ mod commands;
 mod config_edit;
 mod dbus;
 mod error;
+mod freeze;
 mod image;
 mod lock;
 mod netlink;

@@ -22,6 +22,7 @@ use slot_config::Slot;
 use super::Ctx;
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::freeze::{self, Frozen};
 use crate::{image, lock, targets};
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
@@ -66,18 +67,8 @@ fn sweep(dir: &Path) {
             )
             .exists();
         if n.starts_with(".tmp-") || orphan {
-            let _ = remove_any(&p);
+            let _ = image::remove_any(&p);
         }
-    }
-}
-
-fn remove_any(p: &Path) -> anyhow::Result<()> {
-    if image::is_subvolume(p) {
-        image::delete_subvolume(p)
-    } else if p.is_dir() {
-        image::remove_tree(p)
-    } else {
-        fs::remove_file(p).with_context(|| format!("removing {}", p.display()))
     }
 }
 
@@ -100,14 +91,10 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// tar of `root` piped through `zstd -T0` into `out`, hashing the compressed stream as
+/// A prepared `tar --create` piped through `zstd -T0` into `out`, hashing the compressed stream as
 /// it is written: the data passes through once, straight to its destination.
-fn tar_zstd(root: &Path, out: &Path) -> anyhow::Result<(u64, String)> {
-    let mut tar = image::tar_create(root)
-        .arg(".")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running tar")?;
+pub(crate) fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Result<(u64, String)> {
+    let mut tar = tar.stdout(Stdio::piped()).spawn().context("running tar")?;
     let mut zstd = Command::new("zstd")
         .args(["-T0", "-3", "-q", "-c"])
         .stdin(tar.stdout.take().context("tar stdout")?)
@@ -117,7 +104,7 @@ fn tar_zstd(root: &Path, out: &Path) -> anyhow::Result<(u64, String)> {
     let mut from = zstd.stdout.take().context("zstd stdout")?;
     let mut f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut h = Sha256::new();
-    let total = image::pump(&mut from, &mut f, "backed up", |c| h.update(c))?;
+    let total = image::pump(&mut from, &mut f, label, |c| h.update(c))?;
     f.sync_all()?;
     let (t, z) = (tar.wait()?, zstd.wait()?);
     if !t.success() || !z.success() {
@@ -149,30 +136,30 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let tmp = dir.join(format!(".tmp-{full}.{}", std::process::id()));
 
     let bus = Bus::system()?;
+    freeze::thaw_orphans(&bus, &ctx.paths);
     let running = bus.unit_status(&s.unit())?.active_state == "active";
-    if running {
-        if let Some(Err(e)) = bus.freeze_units(&[s.unit()]).pop() {
-            return Err(e.context(format!("{} is running and cannot be frozen for a consistent backup; stop it and run backup again", s.name)));
-        }
-    }
+    let frozen = match running {
+        true => Some(Frozen::new(&bus, &ctx.paths, &s.unit()).map_err(|e| {
+            e.context(format!("{} is running and cannot be frozen for a consistent backup; stop it and run backup again", s.name))
+        })?),
+        false => None,
+    };
     let t0 = Instant::now();
     let mut kind = TAR;
     let captured = if try_snapshot && image::snapshot(&root, &tmp, true).is_ok() {
         kind = SNAP;
         Ok((0, None))
     } else {
-        tar_zstd(&root, &tmp).map(|(n, h)| (n, Some(h)))
+        let mut tar = image::tar_create(&root);
+        tar.arg(".");
+        tar_zstd(tar, &tmp, "backed up").map(|(n, h)| (n, Some(h)))
     };
     let frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    if running {
-        if let Some(Err(e)) = bus.thaw_units(&[s.unit()]).pop() {
-            eprintln!("slot-os: warning: thawing {}: {e:#}", s.name);
-        }
-    }
+    drop(frozen);
     let (size, sha) = match captured {
         Ok(v) => v,
         Err(e) => {
-            let _ = remove_any(&tmp);
+            let _ = image::remove_any(&tmp);
             return Err(e.context("nothing was kept"));
         }
     };
@@ -231,7 +218,7 @@ pub fn del(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
     };
     // Metadata first: from then on the backup no longer exists, whatever happens next.
     fs::remove_file(meta_path(&dir, name))?;
-    remove_any(&data_path(&dir, name, &m.kind))?;
+    image::remove_any(&data_path(&dir, name, &m.kind))?;
     println!("{name}: deleted");
     Ok(ExitCode::SUCCESS)
 }
@@ -251,7 +238,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     let dest = machines.join(s.image_name());
     let new = image::sibling(&dest, ".slot-os-new-");
-    let _ = remove_any(&new);
+    let _ = image::remove_any(&new);
     let dir = backup_dir(ctx);
     let t0 = Instant::now();
     let made = if name == cfg.host.image || name == "slot-os" {
@@ -288,7 +275,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         }
     };
     if let Err(e) = made {
-        let _ = remove_any(&new);
+        let _ = image::remove_any(&new);
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
     }
     // Keep the slot's own identity across restores.
@@ -296,27 +283,13 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         .map(Ok)
         .unwrap_or_else(image::new_machine_id)?;
     image::set_identity(&new, &s.name, Some(&id))?;
-    swap_roots(&new, &dest)?;
+    image::swap_into_place(&new, &dest)?;
     println!(
         "{}: restored from {name} in {:.2} s",
         s.name,
         t0.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Like `image::swap_into_place`, but old roots that are subvolumes are deleted as such.
-fn swap_roots(new: &Path, dest: &Path) -> anyhow::Result<()> {
-    let old = image::sibling(dest, ".slot-os-old-");
-    if old.exists() {
-        remove_any(&old)?;
-    }
-    fs::rename(dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
-    if let Err(e) = fs::rename(new, dest) {
-        let _ = fs::rename(&old, dest);
-        return Err(e).context("swapping in the restored root");
-    }
-    remove_any(&old)
 }
 
 fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
@@ -335,7 +308,7 @@ fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<()> {
     let mut z = Command::new("zstd")
         .args(["-d", "-q", "-c", "-T0"])
         .arg(file)

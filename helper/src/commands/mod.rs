@@ -7,6 +7,7 @@ pub mod build;
 pub mod check;
 pub mod console;
 pub mod exec;
+pub mod export;
 pub mod info;
 pub mod lifecycle;
 pub mod list;
@@ -23,7 +24,6 @@ use std::process::ExitCode;
 use slot_config::{load_dir, Config, HostFacts, Paths};
 
 use crate::cli::{Cli, Command};
-use crate::error::NotImplemented;
 
 /// What every command needs: where things are, what the host offers, the config.
 pub struct Ctx {
@@ -71,8 +71,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::BackupList { json } => backup::list(&ctx, json),
         Command::BackupDel { image } => backup::del(&ctx, &image),
         Command::BackupRestore { slot, image } => backup::restore(&ctx, &slot, &image),
-        Command::Export { .. } => Err(NotImplemented("export").into()),
-        Command::Import { .. } => Err(NotImplemented("import").into()),
+        Command::Export { slot, file } => export::export(&ctx, &slot, &file),
+        Command::Import { file, name } => export::import(&ctx, &file, name.as_deref()),
         Command::BrAdd {
             number,
             address_or_device,

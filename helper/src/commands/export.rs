@@ -1,0 +1,259 @@
+//! `export SLOT FILE` / `import FILE [NAME]`: a slot (root and TOML) as one file, to move
+//! it to another host (fog05's migration).
+//!
+//! The file is a zstd-compressed tar: first `slot-os-export/manifest.json` and
+//! `slot-os-export/slot.toml`, then the root under `rootfs/`. The metadata comes first so
+//! `import` can check everything (name, number, bridges, addresses) by reading a few
+//! kilobytes before it unpacks anything. zstd's frame checksums make a damaged file fail
+//! to unpack. Both directions write under a temporary name and rename when complete.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use slot_config::names::{check_slot_name, number_from_name};
+use toml_edit::{value, DocumentMut};
+
+use super::backup::tar_zstd;
+use super::Ctx;
+use crate::config_edit::{validate_change, write_atomic};
+use crate::dbus::Bus;
+use crate::error::bad_input;
+use crate::freeze::{self, Frozen};
+use crate::{image, lock, targets};
+
+const FORMAT: u32 = 1;
+const META_DIR: &str = "slot-os-export";
+const MANIFEST: &str = "slot-os-export/manifest.json";
+const SLOT_TOML: &str = "slot-os-export/slot.toml";
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Manifest {
+    format: u32,
+    slot: String,
+    number: u32,
+    created_unix: u64,
+    exported_by: String,
+}
+
+pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s = targets::resolve_one(&cfg, slot)?.clone();
+    if file.symlink_metadata().is_ok() {
+        return Err(bad_input(format!(
+            "{} exists; export never overwrites a file",
+            file.display()
+        )));
+    }
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} is not a file name", file.display()))?;
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(bad_input(format!(
+            "{} is not a directory",
+            parent.display()
+        )));
+    }
+    let root = ctx.paths.under(&cfg.host.machines_dir).join(s.image_name());
+    if !root.is_dir() {
+        bail!("{} has no image at {}", s.name, root.display());
+    }
+
+    let meta = ctx
+        .paths
+        .run_dir()
+        .join(format!("export-{}", std::process::id()));
+    let _ = image::remove_tree(&meta);
+    fs::create_dir_all(meta.join(META_DIR))?;
+    let manifest = Manifest {
+        format: FORMAT,
+        slot: s.name.clone(),
+        number: s.number,
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        exported_by: format!("slot-os {}", env!("CARGO_PKG_VERSION")),
+    };
+    fs::write(
+        meta.join(MANIFEST),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+    fs::copy(&s.file, meta.join(SLOT_TOML))
+        .with_context(|| format!("reading {}", s.file.display()))?;
+
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut tar = image::tar_create(&meta);
+    // Only member names and hard-link targets move under rootfs/; symlink targets
+    // (which may start with "../") must stay as they are.
+    tar.arg("--transform=s,^\\.,rootfs,S")
+        .arg(META_DIR)
+        .arg("--directory")
+        .arg(&root)
+        .arg(".");
+
+    let bus = Bus::system()?;
+    freeze::thaw_orphans(&bus, &ctx.paths);
+    let running = bus.unit_status(&s.unit())?.active_state == "active";
+    let frozen = match running {
+        true => Some(Frozen::new(&bus, &ctx.paths, &s.unit()).map_err(|e| {
+            e.context(format!(
+                "{} is running and cannot be frozen for a consistent export; stop it and export again",
+                s.name
+            ))
+        })?),
+        false => None,
+    };
+    let written = tar_zstd(tar, &tmp, "exported");
+    drop(frozen);
+    let _ = image::remove_tree(&meta);
+    let (size, sha) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context("nothing was written"));
+        }
+    };
+    fs::rename(&tmp, file).with_context(|| format!("renaming into {}", file.display()))?;
+    println!(
+        "{}: exported to {} ({:.1} MB, sha256 {sha}){}",
+        s.name,
+        file.display(),
+        size as f64 / 1e6,
+        if running {
+            ", slot frozen meanwhile"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One member of the export, read from the front of the file only.
+fn read_member(file: &Path, member: &str) -> anyhow::Result<String> {
+    let out = Command::new("tar")
+        .args(["--extract", "--to-stdout", "--occurrence=1", "--file"])
+        .arg(file)
+        .arg(member)
+        .output()
+        .context("running tar")?;
+    if !out.status.success() {
+        return Err(bad_input(format!(
+            "{} is not a slot-os export (no {member} in it): {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{member} is not UTF-8"))
+}
+
+pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    if !file.is_file() {
+        return Err(bad_input(format!("{} is not a file", file.display())));
+    }
+    if let Some(n) = name {
+        check_slot_name(n).map_err(bad_input)?;
+    }
+    let manifest: Manifest = serde_json::from_str(&read_member(file, MANIFEST)?)
+        .map_err(|e| bad_input(format!("{}: bad manifest: {e}", file.display())))?;
+    if manifest.format != FORMAT {
+        return Err(bad_input(format!(
+            "{} has export format {}, this slot-os reads format {FORMAT}",
+            file.display(),
+            manifest.format
+        )));
+    }
+    let new = name.unwrap_or(&manifest.slot).to_string();
+    check_slot_name(&new).map_err(bad_input)?;
+    let mut doc: DocumentMut = read_member(file, SLOT_TOML)?
+        .parse()
+        .map_err(|e| bad_input(format!("{}: bad slot.toml: {e}", file.display())))?;
+
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let new_file = ctx.paths.config_dir().join(format!("{new}.toml"));
+    if cfg.slot(&new).is_some() || new_file.exists() {
+        return Err(bad_input(format!(
+            "a slot named {new} exists; import under another name: slot-os import {} NAME",
+            file.display()
+        )));
+    }
+    let number = number_from_name(&new).unwrap_or(manifest.number);
+    if let Some(other) = cfg.slot_by_number(number) {
+        return Err(bad_input(format!(
+            "slot number {number} is taken by {}; import under another name, e.g. slot-os import {} slotNN",
+            other.name,
+            file.display()
+        )));
+    }
+    // The root becomes the image of the new slot's own name.
+    doc.remove("image");
+    if number_from_name(&new) == Some(number) {
+        doc.remove("number");
+    } else {
+        doc["number"] = value(i64::from(number));
+    }
+    let text = doc.to_string();
+    validate_change(ctx, &new_file, &text)?;
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
+    let dest = machines.join(&new);
+    if dest.symlink_metadata().is_ok() {
+        return Err(bad_input(format!(
+            "an image named {new} exists at {}",
+            dest.display()
+        )));
+    }
+
+    let tmp = image::sibling(&dest, ".slot-os-import-");
+    image::remove_any(&tmp)?;
+    fs::create_dir_all(&machines)?;
+    image::create_image_dir(&tmp)?;
+    let unpacked = image::tar_extract(&tmp, file.as_os_str())
+        .args(["--strip-components=1", "rootfs"])
+        .status()
+        .context("running tar");
+    match unpacked {
+        Ok(st) if st.success() => {}
+        other => {
+            let _ = image::remove_any(&tmp);
+            let why = match other {
+                Ok(st) => format!("tar {st}"),
+                Err(e) => format!("{e:#}"),
+            };
+            bail!(
+                "unpacking {} failed ({why}); the file may be damaged; nothing was changed",
+                file.display()
+            );
+        }
+    }
+    // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
+    // new machine and needs its own (networkd and nspawn derive MACs from it).
+    let id = match new == manifest.slot {
+        true => image::machine_id(&tmp)
+            .map(Ok)
+            .unwrap_or_else(image::new_machine_id)?,
+        false => image::new_machine_id()?,
+    };
+    image::set_identity(&tmp, &new, Some(&id))?;
+    fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    // The config file, written last, is what makes the slot exist.
+    write_atomic(&new_file, &text)?;
+    Bus::system()?.reload_config()?;
+    println!(
+        "{new}: imported from {} (exported as {} on {})",
+        file.display(),
+        manifest.slot,
+        manifest.created_unix
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+# Issue 5: a slot (root + TOML) exported to one file on test host A, imported and booted
+# on test host B (fog05's migration).
+
+A=exa
+B=exb
+
+scenario_setup() {
+  th_boot "$A" unified || return 1
+  th_boot "$B" unified || return 1
+  th_copy_slot_image "$A" slot00 || return 1
+  th_sh "$A" 'mkdir -p /etc/slot-os && printf "memory = \"512M\"\n[environment]\nROLE = \"moved\"\n" > /etc/slot-os/slot00.toml && systemctl daemon-reload' || return 1
+}
+
+scenario_teardown() {
+  th_destroy "$A"
+  th_destroy "$B"
+}
+
+test_export_running_slot() {
+  assert_ok th_run "$A" slot-os start 0 || return 1
+  th_run "$A" slot-os exec 0 -- sh -c 'echo travelled > /root/moved && chown 4321:8765 /root/moved && setfattr -n user.k -v v /root/moved' \
+    || { t_fail "writing the file in slot00"; return 1; }
+  local out
+  out=$(th_run "$A" slot-os export 0 /var/tmp/slot00.slot 2>&1) || { t_fail "export: $out"; return 1; }
+  echo "    $out"
+  assert_contains "$out" "slot00: exported to /var/tmp/slot00.slot" "export reports" || return 1
+  assert_contains "$out" "frozen meanwhile" "running slot frozen while captured" || return 1
+  assert_eq running "$(th_run "$A" systemctl show -P FreezerState systemd-nspawn@slot00)" "thawed after export" || return 1
+  assert_eq "" "$(th_sh "$A" 'ls -A /var/tmp | grep "^\.slot00"; ls /run/slot-os/frozen 2>/dev/null')" "no temporaries or freeze markers left" || return 1
+  assert_exit 2 th_run "$A" slot-os export 0 /var/tmp/slot00.slot || return 1
+  assert_exit 2 th_run "$A" slot-os export 0 /nonexistent/x.slot || return 1
+  cp "$(th_root "$A")/var/tmp/slot00.slot" "$(th_root "$B")/var/tmp/slot00.slot" || return 1
+}
+
+test_import_on_second_host_boots_same_slot() {
+  local out
+  out=$(th_run "$B" slot-os import /var/tmp/slot00.slot 2>&1) || { t_fail "import: $out"; return 1; }
+  assert_contains "$out" "slot00: imported" "import reports" || return 1
+  assert_eq "$(th_run "$A" cat /etc/slot-os/slot00.toml)" "$(th_run "$B" cat /etc/slot-os/slot00.toml)" "same TOML on B" || return 1
+  assert_ok th_run "$B" slot-os start 0 || return 1
+  assert_eq running "$(th_run "$B" systemctl show -P SubState systemd-nspawn@slot00)" "slot00 runs on B" || return 1
+  assert_eq travelled "$(th_run "$B" slot-os exec 0 -- cat /root/moved)" "file travelled" || return 1
+  assert_eq "4321:8765 v" "$(th_run "$B" slot-os exec 0 -- sh -c 'echo $(stat -c %u:%g /root/moved) $(getfattr --only-values -n user.k /root/moved)')" "owner and xattr" || return 1
+  assert_contains "$(th_run "$B" slot-os exec 0 -- cat /proc/1/environ | tr '\0' '\n')" "ROLE=moved" "environment from the TOML" || return 1
+  assert_eq "$(th_run "$A" cat /var/lib/machines/slot00/etc/machine-id)" "$(th_run "$B" cat /var/lib/machines/slot00/etc/machine-id)" "moved slot keeps its machine-id" || return 1
+}
+
+test_import_under_new_name_and_refusals() {
+  assert_exit 2 th_run "$B" slot-os import /var/tmp/slot00.slot || return 1   # slot00 exists
+  assert_exit 2 th_run "$B" slot-os import /var/tmp/slot00.slot bad/name || return 1
+  assert_exit 2 th_run "$B" slot-os import /etc/hostname slot09 || return 1   # not an export
+  local out
+  out=$(th_run "$B" slot-os import /var/tmp/slot00.slot slot05 2>&1) || { t_fail "import as slot05: $out"; return 1; }
+  assert_contains "$(th_run "$B" slot-os list)" "slot05" "slot05 listed" || return 1
+  [[ "$(th_run "$B" cat /var/lib/machines/slot05/etc/machine-id)" != "$(th_run "$B" cat /var/lib/machines/slot00/etc/machine-id)" ]] \
+    || { t_fail "a copy under a new name needs its own machine-id"; return 1; }
+  assert_eq slot05 "$(th_run "$B" cat /var/lib/machines/slot05/etc/hostname)" "hostname" || return 1
+  assert_ok th_run "$B" slot-os start 5 || return 1
+  assert_ok th_run "$B" slot-os stop 0 5 || return 1
+}
+
+test_damaged_export_is_refused_and_nothing_changes() {
+  local before after rc out
+  th_sh "$B" 'cp /var/tmp/slot00.slot /var/tmp/bad.slot && size=$(stat -c %s /var/tmp/bad.slot) && printf X | dd of=/var/tmp/bad.slot bs=1 seek=$((size / 2)) conv=notrunc status=none' || return 1
+  before=$(th_sh "$B" 'ls -A /etc/slot-os /var/lib/machines')
+  out=$(th_run "$B" slot-os import /var/tmp/bad.slot slot07 2>&1); rc=$?
+  assert_eq 1 "$rc" "import of a damaged file fails" || return 1
+  assert_contains "$out" "may be damaged" "clear message" || return 1
+  after=$(th_sh "$B" 'ls -A /etc/slot-os /var/lib/machines')
+  assert_eq "$before" "$after" "nothing changed" || return 1
+}
