@@ -32,7 +32,8 @@ install:
 	install -d $(DESTDIR)$(SYSTEMD_SYSTEM_UNIT_DIR)
 	for u in units/*.service units/*.timer units/*.target; do \
 		[ -e "$$u" ] || continue; \
-		install -m644 "$$u" $(DESTDIR)$(SYSTEMD_SYSTEM_UNIT_DIR)/; \
+		sed 's|/usr/bin/slot-os|$(BINDIR)/slot-os|g' "$$u" > $(DESTDIR)$(SYSTEMD_SYSTEM_UNIT_DIR)/$$(basename "$$u"); \
+		chmod 644 $(DESTDIR)$(SYSTEMD_SYSTEM_UNIT_DIR)/$$(basename "$$u"); \
 	done
 	install -d $(DESTDIR)$(SYSCONFDIR)/slot-os
 	[ -e $(DESTDIR)$(SYSCONFDIR)/slot-os/slot-os.toml ] || \

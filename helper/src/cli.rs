@@ -107,6 +107,14 @@ pub enum Command {
     Rename { old: String, new: String },
     /// Back up a slot as slotXX.NAME.
     Backup { slot: String, name: String },
+    /// Back up a slot as slotXX.auto-YYYYMMDD-HHMMSS (UTC) and delete its oldest automatic
+    /// backups beyond --keep; what slot-os-backup@.service runs.
+    BackupAuto {
+        slot: String,
+        /// How many automatic backups of the slot to keep (at least 1).
+        #[arg(long, default_value_t = 7)]
+        keep: u32,
+    },
     /// List backups.
     BackupList {
         #[arg(long)]

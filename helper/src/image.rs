@@ -156,7 +156,8 @@ pub fn tar_extract(dir: &Path, file: &std::ffi::OsStr) -> Command {
 }
 
 /// Copies `from` into `to`, handing every chunk to `each` (a hasher, say), with a
-/// "LABEL N MB (R MB/s)" progress line on stderr when it is a terminal.
+/// "LABEL N MB (R MB/s)" progress line on stderr when it is a terminal, and as the unit's
+/// status when run by one.
 pub fn pump(
     mut from: impl std::io::Read,
     mut to: impl Write,
@@ -166,6 +167,7 @@ pub fn pump(
     use std::io::IsTerminal;
     use std::time::{Duration, Instant};
     let tty = std::io::stderr().is_terminal();
+    let unit = crate::notify::active();
     let start = Instant::now();
     let mut last = start;
     let mut buf = vec![0u8; 1 << 20];
@@ -178,14 +180,20 @@ pub fn pump(
         each(&buf[..n]);
         to.write_all(&buf[..n])?;
         total += n as u64;
-        if tty && last.elapsed() > Duration::from_millis(200) {
+        if (tty || unit) && last.elapsed() > Duration::from_millis(if tty { 200 } else { 1000 }) {
             last = Instant::now();
             let secs = start.elapsed().as_secs_f64().max(0.001);
-            eprint!(
-                "\r  {label} {:.0} MB ({:.0} MB/s)   ",
+            let line = format!(
+                "{label} {:.0} MB ({:.0} MB/s)",
                 total as f64 / 1e6,
                 total as f64 / 1e6 / secs
             );
+            if tty {
+                eprint!("\r  {line}   ");
+            }
+            if unit {
+                crate::notify::progress(&line);
+            }
         }
     }
     if tty && total > 0 {

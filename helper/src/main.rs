@@ -10,6 +10,7 @@ mod freeze;
 mod image;
 mod lock;
 mod netlink;
+mod notify;
 mod nsexec;
 mod targets;
 

@@ -89,6 +89,33 @@ test_killed_restore_leaves_a_whole_root_that_boots() {
   assert_ok sos stop 0 || return 1
 }
 
+test_scheduled_backup_units_report_progress_and_keep_n() {
+  local u=slot-os-backup@slot00.service out
+  assert_ok th_run "$H" systemd-analyze verify --man=no "$u" slot-os-backup@slot00.timer || return 1
+  th_sh "$H" "mkdir -p /run/systemd/system/$u.d && printf '[Service]\nEnvironment=SLOT_OS_BACKUP_KEEP=2\n' > /run/systemd/system/$u.d/keep.conf && systemctl daemon-reload" || return 1
+  assert_ok sos backup 0 manual || return 1
+  assert_ok sos start 0 || return 1
+  # While it streams, the unit's status shows the progress slot-os reports (sd_notify).
+  assert_ok th_run "$H" systemctl start --no-block "$u" || return 1
+  th_wait_for 20 th_sh "$H" "systemctl show -P StatusText $u | grep -q -e 'backed up [0-9]* MB' -e 'backing up slot00'" \
+    || { t_fail "no progress in StatusText: $(th_run "$H" systemctl show -P StatusText "$u")"; return 1; }
+  th_wait_for 60 th_sh "$H" "systemctl show -P ActiveState $u | grep -qx inactive" || { t_fail "scheduled backup did not finish"; return 1; }
+  assert_eq success "$(th_run "$H" systemctl show -P Result "$u")" "first scheduled backup" || return 1
+  sleep 1
+  assert_ok th_run "$H" systemctl start "$u" || return 1
+  sleep 1
+  assert_ok th_run "$H" systemctl start "$u" || return 1
+  out=$(sos backup-list)
+  assert_eq 2 "$(grep -c '^slot00\.auto-' <<<"$out")" "keeps 2 automatic backups: $out" || return 1
+  assert_contains "$out" "slot00.manual" "other backups are not touched by retention" || return 1
+  assert_contains "$(th_run "$H" journalctl -u "$u" --no-pager)" "deleted (keeping 2)" "retention deleted the oldest" || return 1
+  assert_eq running "$(th_run "$H" systemctl show -P FreezerState systemd-nspawn@slot00)" "slot thawed" || return 1
+  assert_ok th_run "$H" systemctl enable --now slot-os-backup@slot00.timer || return 1
+  assert_contains "$(th_run "$H" systemctl list-timers --all --no-pager)" "slot-os-backup@slot00.timer" "timer scheduled" || return 1
+  assert_ok sos stop 0 || return 1
+  assert_ok sos backup-del slot00.manual || return 1
+}
+
 test_btrfs_snapshot_backup_freezes_under_100ms() {
   th_pre_boot_hook() {
     truncate -s 4G "$IMG" && mkfs.btrfs -q -f "$IMG" >/dev/null && mkdir -p "$2/var/lib/machines" && mount -o loop "$IMG" "$2/var/lib/machines" \

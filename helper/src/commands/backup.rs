@@ -23,7 +23,7 @@ use super::Ctx;
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::freeze::{self, Frozen};
-use crate::{image, lock, targets};
+use crate::{image, lock, notify, targets};
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Meta {
@@ -192,6 +192,67 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `YYYYMMDD-HHMMSS` in UTC: sorts as time does and is a valid backup name.
+fn utc_stamp(unix: u64) -> String {
+    let (days, secs) = ((unix / 86400) as i64, unix % 86400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The scheduled backup: a new `slotXX.auto-STAMP`, then the oldest automatic backups
+/// of that slot beyond `keep` are deleted (never the one just made, never others).
+pub fn auto(ctx: &Ctx, slot: &str, keep: u32) -> anyhow::Result<ExitCode> {
+    if keep == 0 {
+        return Err(bad_input("--keep must be at least 1"));
+    }
+    let s = targets::resolve_one(&ctx.load(), slot)?.clone();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = backup_dir(ctx);
+    let mut name = format!("auto-{}", utc_stamp(now));
+    for i in 1.. {
+        if !meta_path(&dir, &format!("{}.{name}", s.name)).exists() {
+            break;
+        }
+        name = format!("auto-{}-{i}", utc_stamp(now));
+    }
+    notify::progress(&format!("backing up {} as {}.{name}", s.name, s.name));
+    backup(ctx, &s.name, &name)?;
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let prefix = format!("{}.auto-", s.name);
+    let autos: Vec<Meta> = read_meta(&dir)
+        .into_iter()
+        .filter(|m| m.slot == s.name && m.name.starts_with(&prefix))
+        .collect();
+    let excess = autos.len().saturating_sub(keep as usize);
+    for m in &autos[..excess] {
+        fs::remove_file(meta_path(&dir, &m.name))?;
+        image::remove_any(&data_path(&dir, &m.name, &m.kind))?;
+        println!("{}: deleted (keeping {keep})", m.name);
+    }
+    notify::done(&format!(
+        "{}.{name} done; {} automatic backups kept, {excess} deleted",
+        s.name,
+        autos.len() - excess
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn list(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let dir = backup_dir(ctx);
     let metas = read_meta(&dir);
@@ -199,10 +260,28 @@ pub fn list(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&metas)?);
         return Ok(ExitCode::SUCCESS);
     }
+    println!(
+        "{:<32} {:<12} {:>10} {:<19} KIND",
+        "NAME", "SLOT", "SIZE", "CREATED (UTC)"
+    );
     for m in metas {
+        let created = utc_stamp(m.created_unix);
+        let size = match m.kind.as_str() {
+            SNAP => "-".to_string(),
+            _ => format!("{:.1} MB", m.size as f64 / 1e6),
+        };
         println!(
-            "{:<28} {:<12} {:>10} {:>12} {}",
-            m.name, m.slot, m.kind, m.size, m.created_unix
+            "{:<32} {:<12} {:>10} {}-{}-{} {}:{}:{} {}",
+            m.name,
+            m.slot,
+            size,
+            &created[0..4],
+            &created[4..6],
+            &created[6..8],
+            &created[9..11],
+            &created[11..13],
+            &created[13..15],
+            m.kind
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -324,4 +403,16 @@ pub(crate) fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<()> {
         bail!("unpacking {} failed", file.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_stamp;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_stamp(1_795_451_589), "20261123-163309");
+    }
 }

@@ -68,6 +68,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec { slot, command } => exec::run(&ctx, &slot, &command),
         Command::Rename { old, new } => rename::run(&ctx, &old, &new),
         Command::Backup { slot, name } => backup::backup(&ctx, &slot, &name),
+        Command::BackupAuto { slot, keep } => backup::auto(&ctx, &slot, keep),
         Command::BackupList { json } => backup::list(&ctx, json),
         Command::BackupDel { image } => backup::del(&ctx, &image),
         Command::BackupRestore { slot, image } => backup::restore(&ctx, &slot, &image),

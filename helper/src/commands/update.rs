@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use slot_config::Slot;
@@ -10,7 +11,7 @@ use slot_config::Slot;
 use super::{running, Ctx};
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::{nsexec, targets};
+use crate::{notify, nsexec, targets};
 
 /// One slot's outcome: exit code of the command, or why it could not run.
 type Outcome = Result<i32, String>;
@@ -64,6 +65,7 @@ fn run_everywhere(
 ) -> anyhow::Result<ExitCode> {
     let leaders = running::leaders(bus, slots)?;
     let out = Mutex::new(());
+    let finished = AtomicUsize::new(0);
     let results: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = slots
             .iter()
@@ -71,28 +73,16 @@ fn run_everywhere(
             .map(|(s, leader)| {
                 let out = &out;
                 let argv_for = &argv_for;
-                scope.spawn(move || -> Outcome {
-                    let leader = leader.ok_or_else(|| "not running".to_string())?;
-                    let argv = argv_for(s, leader)?;
-                    let mut cmd = nsexec::command(leader, &argv).map_err(|e| format!("{e:#}"))?;
-                    let mut child = cmd
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
-                    let so = child.stdout.take();
-                    let se = child.stderr.take();
-                    std::thread::scope(|inner| {
-                        if let Some(so) = so {
-                            inner.spawn(|| prefix_lines(so, &s.name, out, false));
-                        }
-                        if let Some(se) = se {
-                            inner.spawn(|| prefix_lines(se, &s.name, out, true));
-                        }
-                    });
-                    let st = child.wait().map_err(|e| e.to_string())?;
-                    Ok(nsexec::exit_code(&st))
+                let finished = &finished;
+                scope.spawn(move || {
+                    let r = run_one(s, *leader, argv_for, out);
+                    let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                    notify::progress(&format!(
+                        "{n} of {} slots done, last {}",
+                        slots.len(),
+                        s.name
+                    ));
+                    r
                 })
             })
             .collect();
@@ -102,7 +92,39 @@ fn run_everywhere(
             .collect()
     });
     let rows: Vec<(&Slot, Outcome)> = slots.iter().copied().zip(results).collect();
+    let failed = rows.iter().filter(|(_, r)| !matches!(r, Ok(0))).count();
+    notify::done(&format!("{} slots done, {failed} failed", rows.len()));
     Ok(summary(&rows))
+}
+
+/// Runs the command in one slot, its output prefixed by the slot's name.
+fn run_one(
+    s: &Slot,
+    leader: Option<u32>,
+    argv_for: &(impl Fn(&Slot, u32) -> Result<Vec<String>, String> + Sync),
+    out: &Mutex<()>,
+) -> Outcome {
+    let leader = leader.ok_or_else(|| "not running".to_string())?;
+    let argv = argv_for(s, leader)?;
+    let mut cmd = nsexec::command(leader, &argv).map_err(|e| format!("{e:#}"))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+    let so = child.stdout.take();
+    let se = child.stderr.take();
+    std::thread::scope(|inner| {
+        if let Some(so) = so {
+            inner.spawn(|| prefix_lines(so, &s.name, out, false));
+        }
+        if let Some(se) = se {
+            inner.spawn(|| prefix_lines(se, &s.name, out, true));
+        }
+    });
+    let st = child.wait().map_err(|e| e.to_string())?;
+    Ok(nsexec::exit_code(&st))
 }
 
 /// `update-prog (all | N...) : CMD` — a single argument with spaces runs through sh -c.
