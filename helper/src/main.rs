@@ -8,6 +8,7 @@ mod dbus;
 mod error;
 mod freeze;
 mod image;
+mod journal;
 mod lock;
 mod netlink;
 mod notify;
@@ -20,6 +21,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    journal::init();
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -228,3 +228,24 @@ test_a_slot_that_cannot_start_is_reported_and_others_still_start() {
   assert_ok sos stop all || return 1
   th_sh "$H" 'rm /etc/slot-os/slot03.toml; systemctl reset-failed; systemctl daemon-reload'
 }
+
+test_journal_holds_each_slots_history() {
+  assert_ok sos start 1 || return 1
+  assert_ok sos resource -m 300M 1 || return 1
+  assert_ok sos stop 1 || return 1
+  assert_exit 2 sos resource -m abc 1 || return 1   # refused before it runs: not an operation
+  local j
+  j=$(th_run "$H" journalctl -t slot-os SLOT=slot01 -o json --no-pager | jq -r '"\(.OPERATION) \(.RESULT) \(.MESSAGE)"')
+  printf '%s\n' "$j"
+  assert_contains "$j" "start done start slot01: started" "start logged with its result" || return 1
+  assert_contains "$j" "resource done resource slot01: CPU" "resource logged" || return 1
+  assert_contains "$j" "memory 300M" "resource entry says what was set" || return 1
+  assert_contains "$j" "stop done stop slot01: stopped" "stop logged" || return 1
+  assert_not_contains "$j" "slot00" "only slot01's entries" || return 1
+  # a failure is logged as such, with priority err
+  th_sh "$H" 'echo "memory = \"256M\"" > /etc/slot-os/slot03.toml && systemctl daemon-reload' || return 1
+  sos start 3 >/dev/null 2>&1
+  j=$(th_run "$H" journalctl -t slot-os SLOT=slot03 -p err -o json --no-pager | jq -r '"\(.OPERATION) \(.RESULT)"')
+  assert_contains "$j" "start failed" "failed start logged as an error" || return 1
+  th_sh "$H" 'rm /etc/slot-os/slot03.toml; systemctl reset-failed; systemctl daemon-reload'
+}

@@ -249,6 +249,10 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;
     Bus::system()?.reload_config()?;
+    if name.is_none() {
+        // With a NAME, dispatch logs it; without, only now is the slot's name known.
+        crate::journal::record("import", &new, true, "done");
+    }
     println!(
         "{new}: imported from {} (exported as {} on {})",
         file.display(),

@@ -14,7 +14,7 @@ use slot_config::Slot;
 
 use super::Ctx;
 use crate::dbus::{Bus, UnitStatus};
-use crate::targets;
+use crate::{journal, targets};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -25,6 +25,14 @@ pub enum Action {
 }
 
 impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+        }
+    }
     fn done(self) -> &'static str {
         match self {
             Action::Start => "started",
@@ -122,6 +130,7 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
                 format!("failed: {why}")
             }
         };
+        journal::record(action.name(), &s.name, !line.starts_with("failed"), &line);
         out.push_str(&format!("{}: {line}\n", s.name));
     }
     print!("{out}");

@@ -12,7 +12,7 @@ use super::Ctx;
 use crate::config_edit::{read_doc, write_doc};
 use crate::dbus::{Bus, UnitProp};
 use crate::error::bad_input;
-use crate::{lock, targets};
+use crate::{journal, lock, targets};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -96,6 +96,11 @@ fn parse_change(ctx: &Ctx, a: &Args) -> anyhow::Result<Change> {
     Ok(Change { cpu, cpus, memory })
 }
 
+fn report(s: &Slot, ok: bool, line: String) {
+    journal::record("resource", &s.name, ok, &line);
+    println!("{}: {line}", s.name);
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let change = parse_change(ctx, &a)?;
     if change.cpu.is_none() && change.cpus.is_none() && change.memory.is_none() {
@@ -133,9 +138,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for (s, st) in slots.iter().zip(&statuses) {
         let Some(new) = after.slot(&s.name) else {
-            println!(
-                "{}: failed: its file no longer validates; run `slot-os check`",
-                s.name
+            report(
+                s,
+                false,
+                "failed: its file no longer validates; run `slot-os check`".into(),
             );
             failed = true;
             continue;
@@ -155,23 +161,26 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 props.push(UnitProp::MemoryMax(new.resources.memory.0));
             }
             if let Err(e) = bus.set_unit_properties(&new.unit(), true, &props) {
-                println!("{}: persisted, but not applied live: {e:#}", s.name);
+                report(s, false, format!("persisted, but not applied live: {e:#}"));
                 failed = true;
                 continue;
             }
             drop_runtime_overrides(ctx, &new.unit());
         }
-        println!(
-            "{}: CPU {}%, CPUs {}, memory {}{}",
-            s.name,
-            new.resources.cpu_quota,
-            cpus_text(ctx, &new.resources.cpus),
-            new.resources.memory,
-            if running {
-                " (applied live and persisted)"
-            } else {
-                " (persisted)"
-            }
+        report(
+            s,
+            true,
+            format!(
+                "CPU {}%, CPUs {}, memory {}{}",
+                new.resources.cpu_quota,
+                cpus_text(ctx, &new.resources.cpus),
+                new.resources.memory,
+                if running {
+                    " (applied live and persisted)"
+                } else {
+                    " (persisted)"
+                }
+            ),
         );
     }
     bus.reload_config()?;
