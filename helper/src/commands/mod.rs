@@ -83,7 +83,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check => check::run(&ctx),
+        Command::Check => check::run(ctx),
         Command::Render { slot } => render::run(ctx, &slot),
         Command::MakeBaseImage(a) => make_base_image::run(ctx, a),
         Command::Build { count, dry_run } => build::run(ctx, &count, dry_run),
