@@ -22,6 +22,33 @@ pub struct Targets {
     pub targets: Vec<String>,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ForwardAction {
+    On,
+    Off,
+    Status,
+}
+
+/// A bridge's VXLAN port (`br-add N … --vxlan VNI --remote PEER`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct VxlanArgs {
+    /// VXLAN network identifier (1 to 16777215), the same on every host.
+    #[arg(long, value_name = "VNI")]
+    pub vxlan: Option<u32>,
+    /// The other host's address (point to point).
+    #[arg(long, value_name = "IP", requires = "vxlan", conflicts_with = "group")]
+    pub remote: Option<String>,
+    /// A multicast group joining any number of hosts.
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    pub group: Option<String>,
+    /// This host's source address for the tunnel (default: chosen by routing).
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    pub local: Option<String>,
+    /// UDP port (default 4789).
+    #[arg(long, requires = "vxlan")]
+    pub port: Option<u16>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Validate every file in /etc/slot-os and print each problem; changes nothing.
@@ -128,13 +155,24 @@ pub enum Command {
     Export { slot: String, file: PathBuf },
     /// Create a slot from a file written by `export`.
     Import { file: PathBuf, name: Option<String> },
-    /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`.
+    /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`, optionally with a VXLAN
+    /// port so slots on several hosts share its network.
     BrAdd {
         number: String,
-        address_or_device: String,
+        /// IPADDR/MASK: the host's address on the bridge; NET_DEVICE: a host NIC to enslave.
+        #[arg(required_unless_present = "vxlan")]
+        address_or_device: Option<String>,
+        #[command(flatten)]
+        vxlan: VxlanArgs,
     },
     /// Delete a bridge.
     BrDel { number: String },
+    /// Accept slot traffic in an iptables FORWARD chain whose policy is DROP (as Docker
+    /// sets it); run by slot-os-forward.service.
+    Forward {
+        #[arg(value_enum)]
+        action: ForwardAction,
+    },
     /// Show bridges.
     BrInfo {
         #[arg(long)]

@@ -1,10 +1,11 @@
 //! The host-wide file, `/etc/slot-os/slot-os.toml`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use toml::Table;
 
-use crate::names::{bridge_ifname, check_slot_name, MAX_BRIDGE_NUMBER};
+use crate::names::{bridge_ifname, check_slot_name, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use crate::table::Fields;
 use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
 
@@ -66,11 +67,38 @@ pub struct Bridge {
     pub addresses: Vec<Cidr>,
     /// A host NIC enslaved to the bridge (Fulcon's `br-add N DEVICE`).
     pub devices: Vec<String>,
+    /// A VXLAN port, so slots on several hosts share this bridge's L2 network.
+    pub vxlan: Option<Vxlan>,
 }
+
+/// `vxlan_*` keys of a `[[bridge]]`: rendered as an independent networkd VXLAN netdev
+/// (`slotvxN`) enslaved to the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    pub id: u32,
+    pub peer: VxlanPeer,
+    /// Source address of the encapsulated packets; the kernel picks one when unset.
+    pub local: Option<IpAddr>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VxlanPeer {
+    /// Point to point: one other host.
+    Remote(IpAddr),
+    /// Any number of hosts joined to a multicast group.
+    Group(IpAddr),
+}
+
+pub const MAX_VXLAN_ID: u32 = (1 << 24) - 1;
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 
 impl Bridge {
     pub fn ifname(&self) -> String {
         bridge_ifname(self.number)
+    }
+    pub fn vxlan_ifname(&self) -> String {
+        vxlan_ifname(self.number)
     }
 }
 
@@ -78,7 +106,16 @@ pub const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
 pub const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
 pub const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
 pub const STORAGE_KEYS: &[&str] = &["machines", "backups"];
-pub const BRIDGE_KEYS: &[&str] = &["number", "address", "device"];
+pub const BRIDGE_KEYS: &[&str] = &[
+    "number",
+    "address",
+    "device",
+    "vxlan_id",
+    "vxlan_remote",
+    "vxlan_group",
+    "vxlan_local",
+    "vxlan_port",
+];
 
 /// Parses the host file; `problems` receives everything wrong, and the result holds what
 /// could be read (defaults for the rest).
@@ -169,6 +206,7 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
                 Err(e) => b.problem("device", e),
             }
         }
+        let vxlan = parse_vxlan(&mut b);
         if let Some(number) = number {
             if host.bridges.iter().any(|x| x.number == number) {
                 b.problem("number", format!("bridge {number} is declared twice"));
@@ -177,12 +215,89 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
                     number,
                     addresses,
                     devices,
+                    vxlan,
                 });
             }
         }
     }
     host.bridges.sort_by_key(|b| b.number);
     host
+}
+
+fn ip(f: &mut Fields<'_, '_>, k: &str) -> Option<IpAddr> {
+    let s = f.string(k)?;
+    match s.parse::<IpAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            f.problem(k, format!("{s:?} is not an IPv4 or IPv6 address"));
+            None
+        }
+    }
+}
+
+fn parse_vxlan(b: &mut Fields<'_, '_>) -> Option<Vxlan> {
+    let id = b
+        .get("vxlan_id")
+        .and(b.integer("vxlan_id", 1, MAX_VXLAN_ID));
+    let remote = ip(b, "vxlan_remote");
+    let group = ip(b, "vxlan_group");
+    let local = ip(b, "vxlan_local");
+    let port = b
+        .get("vxlan_port")
+        .and(b.integer("vxlan_port", 1, 65535))
+        .map_or(DEFAULT_VXLAN_PORT, |p| p as u16);
+    let any = ["vxlan_remote", "vxlan_group", "vxlan_local", "vxlan_port"]
+        .iter()
+        .any(|k| b.get(k).is_some());
+    if b.get("vxlan_id").is_none() {
+        if any {
+            b.problem(
+                "vxlan_id",
+                "missing; the vxlan_* keys need a vxlan_id (1 to 16777215)",
+            );
+        }
+        return None;
+    }
+    let peer = match (remote, group) {
+        (Some(_), Some(_)) => {
+            b.problem(
+                "vxlan_group",
+                "give vxlan_remote (one peer) or vxlan_group (multicast), not both",
+            );
+            return None;
+        }
+        (Some(r), None) if r.is_multicast() || r.is_unspecified() => {
+            b.problem(
+                "vxlan_remote",
+                format!("{r} is not a unicast address; for multicast use vxlan_group"),
+            );
+            return None;
+        }
+        (Some(r), None) => VxlanPeer::Remote(r),
+        (None, Some(g)) if !g.is_multicast() => {
+            b.problem(
+                "vxlan_group",
+                format!("{g} is not a multicast address (224.0.0.0/4 or ff00::/8)"),
+            );
+            return None;
+        }
+        (None, Some(g)) => VxlanPeer::Group(g),
+        (None, None) => {
+            if b.get("vxlan_remote").is_none() && b.get("vxlan_group").is_none() {
+                b.problem(
+                    "vxlan_id",
+                    "a VXLAN needs vxlan_remote (one peer host) or vxlan_group (a multicast group)",
+                );
+            }
+            return None;
+        }
+    };
+    Some(Vxlan {
+        id: id?,
+        peer,
+        local,
+        port,
+    })
 }
 
 fn absolute_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {

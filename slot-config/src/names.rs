@@ -76,6 +76,11 @@ pub fn bridge_ifname(number: u32) -> String {
     format!("slotbr{number}")
 }
 
+/// A bridge's VXLAN port: `slotvx<n>`, at most 10 characters.
+pub fn vxlan_ifname(bridge: u32) -> String {
+    format!("slotvx{bridge}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

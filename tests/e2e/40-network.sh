@@ -103,6 +103,25 @@ test_net_nic_add_shares_a_host_device() {
   assert_ok th_sh "$H" '! ip link show outside0 | grep -q "master slotbr1"' || return 1
 }
 
+test_forward_drop_policy_still_passes_slot_traffic() {
+  # A namespace beyond the host, reached from the NAT network by routing + masquerade.
+  th_sh "$H" 'ip link add up0 type veth peer name up1 && ip netns add world && ip link set up1 netns world && ip -n world addr add 10.250.0.2/24 dev up1 && ip -n world link set up1 up && ip addr add 10.250.0.1/24 dev up0 && ip link set up0 up' \
+    || { t_fail "setting up the world namespace"; return 1; }
+  assert_eq active "$(th_unit_state "$H" slot-os-forward.service)" "slots pulled in slot-os-forward.service" || return 1
+  th_sh "$H" 'iptables -P FORWARD DROP && ip6tables -P FORWARD DROP' || return 1   # what Docker does
+  assert_contains "$(sos forward status)" "iptables: FORWARD policy DROP, slot rules on" "status" || return 1
+  th_wait_for 10 slot_ping slot00 192.168.18.3 || { t_fail "bridge traffic dropped under FORWARD DROP"; return 1; }
+  th_wait_for 10 slot_ping slot00 10.250.0.2 || { t_fail "NAT network does not forward under FORWARD DROP"; return 1; }
+  # Without slot-os's rules the same traffic is dropped, so the checks above mean something.
+  assert_ok th_run "$H" systemctl stop slot-os-forward.service || return 1
+  if slot_ping slot00 192.168.18.3 >/dev/null 2>&1; then t_fail "bridge traffic passes without the rules: test is meaningless"; return 1; fi
+  if slot_ping slot00 10.250.0.2 >/dev/null 2>&1; then t_fail "NAT traffic passes without the rules: test is meaningless"; return 1; fi
+  assert_ok th_run "$H" systemctl start slot-os-forward.service || return 1
+  assert_ok slot_ping slot00 192.168.18.3 || return 1
+  assert_ok slot_ping slot00 10.250.0.2 || return 1
+  th_sh "$H" 'iptables -P FORWARD ACCEPT; ip6tables -P FORWARD ACCEPT; ip link del up0; ip netns del world'
+}
+
 test_net_del_stops_traffic() {
   assert_ok sos net-del 1 1 || return 1
   assert_ok th_sh "$H" '! ip link show vs-1-1 2>/dev/null' || return 1

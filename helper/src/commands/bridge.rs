@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use slot_config::host::check_ifname;
-use slot_config::names::{bridge_ifname, MAX_BRIDGE_NUMBER};
+use slot_config::host::VxlanPeer;
+use slot_config::names::{bridge_ifname, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use slot_config::{Cidr, Config, HOST_FILE};
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
 use super::Ctx;
+use crate::cli::VxlanArgs;
 use crate::config_edit::{read_doc, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
@@ -84,44 +86,93 @@ fn commit(ctx: &Ctx, text: &str, wait_for: Option<&str>) -> anyhow::Result<()> {
     bus.network_reload()?;
     // networkd creates the bridge asynchronously after the reload.
     if let Some(name) = wait_for {
-        let t0 = Instant::now();
-        while !netlink::link_exists(None, name)? {
-            if t0.elapsed() > Duration::from_secs(10) {
-                anyhow::bail!(
-                    "networkd did not create {name} within 10 s (is systemd-networkd running?)"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_link(name)?;
     }
     Ok(())
 }
 
-pub fn add(ctx: &Ctx, number: &str, what: &str) -> anyhow::Result<ExitCode> {
+fn wait_for_link(name: &str) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while !netlink::link_exists(None, name)? {
+        if t0.elapsed() > Duration::from_secs(10) {
+            anyhow::bail!(
+                "networkd did not create {name} within 10 s (is systemd-networkd running?)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+pub fn add(
+    ctx: &Ctx,
+    number: &str,
+    what: Option<&str>,
+    vx: &VxlanArgs,
+) -> anyhow::Result<ExitCode> {
     let n = parse_bridge_number(number)?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let mut doc = read_doc(&host_file(ctx))?;
     let t = bridge_table(&mut doc, n)?;
-    let is_address = what.contains('/') || what.parse::<std::net::IpAddr>().is_ok();
-    if is_address {
-        let c: Cidr = what.parse().map_err(|e: String| bad_input(e))?;
-        add_to_list(t, "address", &c.to_string());
-    } else {
-        check_ifname(what).map_err(bad_input)?;
-        if !netlink::link_exists(None, what)? {
-            return Err(bad_input(format!(
-                "there is no host device {what:?}; nothing was changed"
-            )));
+    let mut device = None;
+    if let Some(what) = what {
+        let is_address = what.contains('/') || what.parse::<std::net::IpAddr>().is_ok();
+        if is_address {
+            let c: Cidr = what.parse().map_err(|e: String| bad_input(e))?;
+            add_to_list(t, "address", &c.to_string());
+        } else {
+            check_ifname(what).map_err(bad_input)?;
+            if !netlink::link_exists(None, what)? {
+                return Err(bad_input(format!(
+                    "there is no host device {what:?}; nothing was changed"
+                )));
+            }
+            add_to_list(t, "device", what);
+            device = Some(what);
         }
-        add_to_list(t, "device", what);
+    }
+    if let Some(id) = vx.vxlan {
+        for k in ["vxlan_remote", "vxlan_group", "vxlan_local", "vxlan_port"] {
+            t.remove(k);
+        }
+        t["vxlan_id"] = value(i64::from(id));
+        for (k, v) in [
+            ("vxlan_remote", &vx.remote),
+            ("vxlan_group", &vx.group),
+            ("vxlan_local", &vx.local),
+        ] {
+            if let Some(v) = v {
+                t[k] = value(v.as_str());
+            }
+        }
+        if let Some(p) = vx.port {
+            t["vxlan_port"] = value(i64::from(p));
+        }
     }
     let text = doc.to_string();
     validated(ctx, &text)?;
-    commit(ctx, &text, Some(&bridge_ifname(n)))?;
-    if !is_address {
-        netlink::attach_port(what, &bridge_ifname(n))?;
+    let vxlan = vxlan_ifname(n);
+    if vx.vxlan.is_some() {
+        // networkd (252) does not apply a changed .netdev to an existing device:
+        // remove it so the reload creates it anew.
+        netlink::delete_link(None, &vxlan)?;
     }
-    println!("bridge {n} ({}): {what} added", bridge_ifname(n));
+    commit(ctx, &text, Some(&bridge_ifname(n)))?;
+    if vx.vxlan.is_some() {
+        wait_for_link(&vxlan)?;
+    }
+    if let Some(dev) = device {
+        netlink::attach_port(dev, &bridge_ifname(n))?;
+    }
+    let mut added: Vec<String> = what.iter().map(|w| w.to_string()).collect();
+    if let Some(id) = vx.vxlan {
+        added.push(format!("VXLAN {id} ({vxlan})"));
+    }
+    println!(
+        "bridge {n} ({}): {} added",
+        bridge_ifname(n),
+        added.join(" and ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -155,6 +206,7 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     validated(ctx, &text)?;
     commit(ctx, &text, None)?;
     // networkd (252) leaves a device in place when its .netdev goes.
+    netlink::delete_link(None, &vxlan_ifname(n))?;
     netlink::delete_link(None, &bridge_ifname(n))?;
     println!("bridge {n} removed");
     Ok(ExitCode::SUCCESS)
@@ -182,6 +234,13 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
             "name": name,
             "addresses": b.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "devices": b.devices,
+            "vxlan": b.vxlan.as_ref().map(|v| serde_json::json!({
+                "id": v.id,
+                "remote": match v.peer { VxlanPeer::Remote(a) => Some(a.to_string()), _ => None },
+                "group": match v.peer { VxlanPeer::Group(a) => Some(a.to_string()), _ => None },
+                "local": v.local.map(|a| a.to_string()),
+                "port": v.port,
+            })),
             "exists": state.is_some(),
             "slots": nics,
         }));
@@ -191,7 +250,7 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         for b in out {
             println!(
-                "{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}",
                 b["name"].as_str().unwrap_or_default(),
                 if b["exists"].as_bool() == Some(true) {
                     "up"
@@ -200,6 +259,7 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
                 },
                 joined(&b["addresses"], ","),
                 joined(&b["devices"], ","),
+                vxlan_text(&b["vxlan"]),
                 joined(&b["slots"], " "),
             );
         }
@@ -208,7 +268,12 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn nic_add(ctx: &Ctx, device: &str, bridge: u32) -> anyhow::Result<ExitCode> {
-    add(ctx, &bridge.to_string(), device)
+    add(
+        ctx,
+        &bridge.to_string(),
+        Some(device),
+        &VxlanArgs::default(),
+    )
 }
 
 pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
@@ -241,6 +306,19 @@ pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
     netlink::release_port(device)?;
     println!("{device} no longer shared on bridge {n}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vxlan 5 remote 10.0.0.2` for the table; empty without a VXLAN.
+fn vxlan_text(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        return String::new();
+    }
+    let peer = match (v["remote"].as_str(), v["group"].as_str()) {
+        (Some(r), _) => format!("remote {r}"),
+        (_, Some(g)) => format!("group {g}"),
+        _ => String::new(),
+    };
+    format!("vxlan {} {peer}", v["id"])
 }
 
 /// The strings of a JSON array, joined for the table.

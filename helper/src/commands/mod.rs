@@ -8,6 +8,7 @@ pub mod check;
 pub mod console;
 pub mod exec;
 pub mod export;
+pub mod forward;
 pub mod info;
 pub mod lifecycle;
 pub mod list;
@@ -115,7 +116,9 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::BrAdd {
             number,
             address_or_device,
-        } => bridge::add(ctx, &number, &address_or_device),
+            vxlan,
+        } => bridge::add(ctx, &number, address_or_device.as_deref(), &vxlan),
+        Command::Forward { action } => forward::run(action),
         Command::BrDel { number } => bridge::del(ctx, &number),
         Command::BrInfo { json } => bridge::info(ctx, json),
         Command::NetAdd {

@@ -6,7 +6,7 @@ mod unit;
 
 pub use network::{
     render_bridge_device_network, render_bridge_netdev, render_bridge_network,
-    render_nat_zone_network, render_nic_network,
+    render_nat_zone_network, render_nic_network, render_vxlan_netdev, render_vxlan_network,
 };
 pub use nspawn::render_nspawn;
 pub use unit::{render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT};
@@ -120,6 +120,19 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
             format!("50-slot-os-{n}.network"),
             render_bridge_network(b),
         ));
+        if let Some(v) = &b.vxlan {
+            let vx = b.vxlan_ifname();
+            out.push(text(
+                OutDir::Network,
+                format!("50-slot-os-{vx}.netdev"),
+                render_vxlan_netdev(b, v),
+            ));
+            out.push(text(
+                OutDir::Network,
+                format!("50-slot-os-{vx}.network"),
+                render_vxlan_network(b),
+            ));
+        }
         for dev in &b.devices {
             out.push(text(
                 OutDir::Network,

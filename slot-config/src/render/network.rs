@@ -1,6 +1,7 @@
 use std::fmt::Write;
 
 use super::{header, slot_source, HOST_SOURCE};
+use crate::host::{Vxlan, VxlanPeer};
 use crate::names::bridge_ifname;
 use crate::{Bridge, Nic, Slot};
 
@@ -20,6 +21,43 @@ pub fn render_bridge_network(b: &Bridge) -> String {
     }
     // Up with its address even before any slot is attached, so the host side is reachable.
     s.push_str("ConfigureWithoutCarrier=yes\nIPv6AcceptRA=no\n");
+    s
+}
+
+/// `50-slot-os-slotvxN.netdev`: the bridge's VXLAN port. `Independent=yes` creates it
+/// without tying it to an underlying NIC's `.network` (those belong to the admin).
+pub fn render_vxlan_netdev(b: &Bridge, v: &Vxlan) -> String {
+    let mut s = header(HOST_SOURCE);
+    let _ = write!(
+        s,
+        "\n[NetDev]\nName={}\nKind=vxlan\n\n[VXLAN]\nVNI={}\n",
+        b.vxlan_ifname(),
+        v.id
+    );
+    match v.peer {
+        VxlanPeer::Remote(a) => {
+            let _ = writeln!(s, "Remote={a}");
+        }
+        VxlanPeer::Group(a) => {
+            let _ = writeln!(s, "Group={a}");
+        }
+    }
+    if let Some(l) = v.local {
+        let _ = writeln!(s, "Local={l}");
+    }
+    let _ = write!(s, "DestinationPort={}\nIndependent=yes\n", v.port);
+    s
+}
+
+/// `50-slot-os-slotvxN.network`: the VXLAN port joins its bridge.
+pub fn render_vxlan_network(b: &Bridge) -> String {
+    let mut s = header(HOST_SOURCE);
+    let _ = write!(
+        s,
+        "\n[Match]\nName={}\n\n[Network]\nBridge={}\nConfigureWithoutCarrier=yes\n",
+        b.vxlan_ifname(),
+        b.ifname()
+    );
     s
 }
 

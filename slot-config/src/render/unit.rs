@@ -1,11 +1,13 @@
 use std::fmt::Write;
 
 use super::{header, slot_source};
-use crate::{HostConfig, Slot};
+use crate::{DefaultNetwork, HostConfig, Slot};
 
 pub const DROPIN_NAME: &str = "50-slot-os.conf";
 pub const NSPAWN_TEMPLATE_UNIT: &str = "/usr/lib/systemd/system/systemd-nspawn@.service";
 pub const MACHINES_TARGET: &str = "/usr/lib/systemd/system/machines.target";
+/// Accepts slot traffic in the FORWARD chain (units/slot-os-forward.service).
+pub const FORWARD_UNIT: &str = "slot-os-forward.service";
 /// Where `make install PREFIX=/usr` and the packages put the helper.
 pub const HELPER: &str = "/usr/bin/slot-os";
 
@@ -25,6 +27,11 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
     if !slot.nics.is_empty() {
         // The slot's extra veths join bridges that networkd creates.
         s.push_str("Wants=systemd-networkd.service\nAfter=systemd-networkd.service\n");
+    }
+    if !slot.nics.is_empty() || host.network != DefaultNetwork::None {
+        // Slot traffic crosses the FORWARD chain (routed, and bridged through
+        // br_netfilter); a DROP policy as Docker sets would cut it off.
+        let _ = write!(s, "Wants={FORWARD_UNIT}\nAfter={FORWARD_UNIT}\n");
     }
     s.push_str("\n[Service]\n");
     let r = &slot.resources;
