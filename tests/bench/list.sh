@@ -10,36 +10,11 @@
 # CARGO_TARGET_DIR, SLOT_OS_TEST_RUN (where the test host lives), see tests/testhost/README.md.
 # Goal (issue): slot-os list <= 0.5x machinectl list.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 runs=${1:-30}
 mode=${2:-hybrid}
 ((runs >= 20)) || { echo "list.sh: use at least 20 runs" >&2; exit 2; }
-export SLOT_OS_PROFILE=${SLOT_OS_PROFILE:-release}
-if [[ -z "${SLOT_OS_SKIP_BUILD:-}" ]]; then
-    if [[ "$SLOT_OS_PROFILE" == release ]]; then cargo build --release -q; else cargo build -q; fi
-fi
-# shellcheck source=../testhost/lib.sh
-source tests/testhost/lib.sh
-
-# On a machine whose PID 1 is not systemd, every nspawn started from the same cgroup puts its
-# container in the same "/payload" cgroup (cgroup2 and name=systemd): test hosts running at the
-# same time (other benchmarks, e2e runs) would share their slots' cgroups and time each other's
-# work. This run gets cgroups of its own; they are removed at exit.
-own_cgroups=()
-if [[ "$(cat /proc/1/comm)" != systemd ]]; then
-    for h in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
-        [[ -f "$h/cgroup.procs" && -w "$h/cgroup.procs" ]] || continue
-        d=$h/slot-os-bench-$$
-        mkdir -p "$d" && echo $$ >"$d/cgroup.procs" && own_cgroups+=("$d")
-    done
-fi
-leave_own_cgroups() {
-    local d
-    for d in ${own_cgroups[@]+"${own_cgroups[@]}"}; do
-        echo $$ >"$(dirname "$d")/cgroup.procs" 2>/dev/null || true
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done
-}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 H=benchlist
 NSLOTS=10
@@ -94,16 +69,10 @@ raw=$(th_run "$H" bash -c '
         echo "true $(t /bin/true)"
     done' _ "$runs")
 
-stats() { # KEY -> "median min max" in ms
-    printf '%s\n' "$raw" | awk -v k="$1" '$1 == k { print $2 }' | sort -n | awk '
-        { a[NR] = $1 }
-        END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-              printf "%.1f %.1f %.1f\n", m / 1000, a[1] / 1000, a[NR] / 1000 }'
-}
-read -r sos_med sos_min sos_max < <(stats sos)
-read -r mc_med mc_min mc_max < <(stats mc)
-read -r js_med js_min js_max < <(stats json)
-read -r tr_med tr_min tr_max < <(stats true)
+read -r sos_med sos_min sos_max < <(stats sos 1)
+read -r mc_med mc_min mc_max < <(stats mc 1)
+read -r js_med js_min js_max < <(stats json 1)
+read -r tr_med tr_min tr_max < <(stats true 1)
 echo
 echo "# $NSLOTS slots configured, $NRUNNING running; $mode cgroups; $runs runs each, interleaved; ms (median, min-max)"
 printf '%-26s %7s  %s\n' "slot-os list" "$sos_med" "($sos_min-$sos_max)"

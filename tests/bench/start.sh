@@ -11,35 +11,10 @@
 # Env: SLOT_OS_PROFILE (default release; built first unless SLOT_OS_SKIP_BUILD is set),
 # CARGO_TARGET_DIR, SLOT_OS_TEST_RUN, see tests/testhost/README.md.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 rounds=${1:-8}
 mode=${2:-hybrid}
-export SLOT_OS_PROFILE=${SLOT_OS_PROFILE:-release}
-if [[ -z "${SLOT_OS_SKIP_BUILD:-}" ]]; then
-    if [[ "$SLOT_OS_PROFILE" == release ]]; then cargo build --release -q; else cargo build -q; fi
-fi
-# shellcheck source=../testhost/lib.sh
-source tests/testhost/lib.sh
-
-# On a machine whose PID 1 is not systemd, every nspawn started from the same cgroup puts its
-# container in the same "/payload" cgroup (cgroup2 and name=systemd): test hosts running at the
-# same time (other benchmarks, e2e runs) would share their slots' cgroups and time each other's
-# work. This run gets cgroups of its own; they are removed at exit.
-own_cgroups=()
-if [[ "$(cat /proc/1/comm)" != systemd ]]; then
-    for h in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
-        [[ -f "$h/cgroup.procs" && -w "$h/cgroup.procs" ]] || continue
-        d=$h/slot-os-bench-$$
-        mkdir -p "$d" && echo $$ >"$d/cgroup.procs" && own_cgroups+=("$d")
-    done
-fi
-leave_own_cgroups() {
-    local d
-    for d in ${own_cgroups[@]+"${own_cgroups[@]}"}; do
-        echo $$ >"$(dirname "$d")/cgroup.procs" 2>/dev/null || true
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done
-}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 H=benchstart
 N=5
@@ -101,12 +76,6 @@ raw=$(th_run "$H" bash -c '
     done
     settle' _ "$rounds" $names)
 
-stats() { # KEY -> "median min max" in ms
-    printf '%s\n' "$raw" | awk -v k="$1" '$1 == k { print $2 }' | sort -n | awk '
-        { a[NR] = $1 }
-        END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-              printf "%.0f %.0f %.0f\n", m / 1000, a[1] / 1000, a[NR] / 1000 }'
-}
 read -r sos_med sos_min sos_max < <(stats sos)
 read -r mc_med mc_min mc_max < <(stats mc)
 echo "# $N slots, each run from all stopped, until booted (NotifyReady=yes); $mode cgroups; $rounds rounds, interleaved; ms (median, min-max)"
