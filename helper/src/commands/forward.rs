@@ -53,20 +53,19 @@ struct Tables {
 }
 
 impl Tables {
-    fn run(&self, args: &[&str]) -> anyhow::Result<bool> {
-        let out = Command::new(self.bin)
+    fn output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Command::new(self.bin)
             .arg("-w")
             .args(args)
             .output()
-            .with_context(|| format!("running {}", self.bin))?;
-        Ok(out.status.success())
+            .with_context(|| format!("running {}", self.bin))
+    }
+    /// True when the command succeeds (for the `-C`/`-S` checks).
+    fn run(&self, args: &[&str]) -> anyhow::Result<bool> {
+        Ok(self.output(args)?.status.success())
     }
     fn must(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new(self.bin)
-            .arg("-w")
-            .args(args)
-            .output()
-            .with_context(|| format!("running {}", self.bin))?;
+        let out = self.output(args)?;
         if !out.status.success() {
             bail!(
                 "{} {}: {}",
@@ -104,10 +103,7 @@ impl Tables {
     }
     fn status(&self) -> anyhow::Result<String> {
         let jump = self.run(&["-C", "FORWARD", "-j", CHAIN])?;
-        let out = Command::new(self.bin)
-            .args(["-w", "-S", "FORWARD"])
-            .output()
-            .with_context(|| format!("running {}", self.bin))?;
+        let out = self.output(&["-S", "FORWARD"])?;
         let policy = String::from_utf8_lossy(&out.stdout)
             .lines()
             .find_map(|l| l.strip_prefix("-P FORWARD ").map(str::to_string))
