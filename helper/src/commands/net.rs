@@ -147,10 +147,16 @@ pub fn add(
     let after = validated(ctx, &s, &text)?;
     write_atomic(&s.file, &text)?;
     let bus = Bus::system()?;
-    bus.daemon_reload()?;
-    bus.network_reload()?;
     let new = after.slot(&s.name).cloned().unwrap_or(s);
-    let live = apply_live(&bus, &new)?;
+    // The NIC is made in the running slot directly, so it need not wait for systemd and
+    // networkd to re-read the files (those matter for the next start and boot).
+    let (reloaded, live) = std::thread::scope(|sc| {
+        let r = sc.spawn(|| bus.daemon_reload().and_then(|()| bus.network_reload()));
+        let live = apply_live(&bus, &new);
+        (r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reload thread panicked"))), live)
+    });
+    reloaded?;
+    let live = live?;
     println!(
         "{}: eth{number} {cidr} on {}{}",
         new.name,
