@@ -282,7 +282,47 @@ pub fn swap_into_place(new: &Path, dest: &Path) -> anyhow::Result<()> {
     }
     renameat2(AT_FDCWD, new, AT_FDCWD, dest, RenameFlags::RENAME_EXCHANGE)
         .with_context(|| format!("exchanging {} with {}", new.display(), dest.display()))?;
-    remove_any(new)
+    remove_later(new)
+}
+
+/// Deletes the tree at `p` without making the caller wait: a subvolume at once (that is
+/// one ioctl), anything else is renamed to a hidden `.slot-os-trash-*` sibling and
+/// removed by a detached `rm`, since deleting a root file system file by file takes
+/// seconds on ext4. Trash an interrupted `rm` leaves is removed by the next call.
+pub fn remove_later(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    if is_subvolume(p) || !p.is_dir() {
+        return remove_any(p);
+    }
+    let trash = sibling(p, &format!(".slot-os-trash-{}-", std::process::id()));
+    fs::rename(p, &trash).with_context(|| format!("renaming {} to trash", p.display()))?;
+    let dir = trash.parent().unwrap_or(Path::new("/"));
+    let mut all: Vec<std::path::PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".slot-os-trash-"))
+        .map(|e| e.path())
+        .collect();
+    all.sort();
+    let mut rm = Command::new("rm");
+    rm.args(["-rf", "--one-file-system", "--"])
+        .args(&all)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches rm from our session so it
+    // outlives us and a terminal hangup.
+    unsafe {
+        rm.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    if rm.spawn().is_err() {
+        return remove_any(&trash);
+    }
+    Ok(())
 }
 
 /// Removes a tree whatever it is: a btrfs subvolume, a directory or a file.
