@@ -276,6 +276,9 @@ pub fn make_mount_points(image: &Path) -> anyhow::Result<()> {
 /// deleted afterwards.
 pub fn swap_into_place(new: &Path, dest: &Path) -> anyhow::Result<()> {
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    // The new tree must be on disk before a rename makes it the one in use: after a
+    // power cut a renamed directory of unwritten files would be neither tree.
+    sync_fs(new)?;
     if dest.symlink_metadata().is_err() {
         return fs::rename(new, dest)
             .with_context(|| format!("renaming {} to {}", new.display(), dest.display()));
@@ -323,6 +326,12 @@ pub fn remove_later(p: &Path) -> anyhow::Result<()> {
         return remove_any(&trash);
     }
     Ok(())
+}
+
+/// syncfs(2) on the file system holding `p`.
+pub fn sync_fs(p: &Path) -> anyhow::Result<()> {
+    let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    nix::unistd::syncfs(&f).with_context(|| format!("syncing the file system of {}", p.display()))
 }
 
 /// Removes a tree whatever it is: a btrfs subvolume, a directory or a file.

@@ -245,6 +245,7 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
         false => image::new_machine_id()?,
     };
     image::set_identity(&tmp, &new, Some(&id))?;
+    image::sync_fs(&tmp)?;
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;
