@@ -340,17 +340,26 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         if m.kind == SNAP {
             image::snapshot(&data, &new, false)
         } else {
-            let sum = sha256_file(&data)?;
-            if Some(&sum) != m.sha256.as_ref() {
-                return Err(anyhow::anyhow!(
+            // Unpacked and hashed in one pass: a mismatch is only known at the end, but
+            // the unpacked tree is beside the slot's root and is then thrown away.
+            let corrupted = |sum: String| {
+                anyhow::anyhow!(
                     "backup {name} is corrupted: its SHA-256 is {sum}, {} was recorded; refusing to restore, {} is unchanged",
                     m.sha256.as_deref().unwrap_or("none"),
                     s.name
-                ));
-            }
+                )
+            };
             image::create_image_dir(&new)
                 .map(|_| ())
-                .and_then(|()| untar_zstd(&data, &new))
+                .and_then(|()| match untar_zstd(&data, &new) {
+                    Ok(sum) if Some(&sum) == m.sha256.as_ref() => Ok(()),
+                    Ok(sum) => Err(corrupted(sum)),
+                    // zstd stops at a damaged frame: hash the whole file to say why.
+                    Err(e) => match sha256_file(&data) {
+                        Ok(sum) if Some(&sum) != m.sha256.as_ref() => Err(corrupted(sum)),
+                        _ => Err(e),
+                    },
+                })
         }
     };
     if let Err(e) = made {
@@ -387,22 +396,33 @@ fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<()> {
+/// `zstd -d | tar -x` of `file` into `dest`, the compressed stream fed (and hashed) by
+/// us on the way; returns its SHA-256, or why unpacking failed.
+pub(crate) fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<String> {
     let mut z = Command::new("zstd")
         .args(["-d", "-q", "-c", "-T0"])
-        .arg(file)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .context("running zstd")?;
-    let t = image::tar_extract(dest, "-".as_ref())
+    let mut t = image::tar_extract(dest, "-".as_ref())
         .stdin(z.stdout.take().context("zstd stdout")?)
-        .status()
+        .spawn()
         .context("running tar")?;
-    let zs = z.wait()?;
-    if !t.success() || !zs.success() {
-        bail!("unpacking {} failed", file.display());
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut h = Sha256::new();
+    let zin = z.stdin.take().context("zstd stdin")?;
+    // A damaged stream makes zstd stop reading: the broken pipe is reported below.
+    let pumped = image::pump(f, zin, "restored", |c| h.update(c));
+    let (zs, ts) = (z.wait()?, t.wait()?);
+    let sum = format!("{:x}", h.finalize());
+    if pumped.is_err() || !zs.success() || !ts.success() {
+        bail!(
+            "unpacking {} failed (zstd {zs}, tar {ts}); SHA-256 of what was read: {sum}",
+            file.display()
+        );
     }
-    Ok(())
+    Ok(sum)
 }
 
 #[cfg(test)]
