@@ -131,9 +131,24 @@ const TAR_KEEP: [&str; 4] = [
     "--acls",
 ];
 
+/// A child that dies with us: a helper killed midway must not leave a `tar` or `zstd`
+/// still writing into a tree the next command is about to remove or reuse.
+pub fn tool(program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    c
+}
+
 /// `tar --create` of `dir` to stdout; the caller adds excludes, then ".".
 pub fn tar_create(dir: &Path) -> Command {
-    let mut c = Command::new("tar");
+    let mut c = tool("tar");
     c.args(["--create", "--file=-", "--sparse"])
         .args(TAR_KEEP)
         .arg("--directory")
@@ -144,7 +159,7 @@ pub fn tar_create(dir: &Path) -> Command {
 /// `tar --extract` of `file` ("-" = stdin) into `dir`, owners and modes as stored.
 /// From a file GNU tar recognises gzip/xz/zstd by content.
 pub fn tar_extract(dir: &Path, file: &std::ffi::OsStr) -> Command {
-    let mut c = Command::new("tar");
+    let mut c = tool("tar");
     c.arg("--extract")
         .arg("--file")
         .arg(file)

@@ -95,7 +95,7 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
 /// it is written: the data passes through once, straight to its destination.
 pub(crate) fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Result<(u64, String)> {
     let mut tar = tar.stdout(Stdio::piped()).spawn().context("running tar")?;
-    let mut zstd = Command::new("zstd")
+    let mut zstd = image::tool("zstd")
         .args(["-T0", "-3", "-q", "-c"])
         .stdin(tar.stdout.take().context("tar stdout")?)
         .stdout(Stdio::piped())
@@ -384,7 +384,7 @@ fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
     if image::is_subvolume(src) && image::snapshot(src, dest, false).is_ok() {
         return Ok(());
     }
-    let st = Command::new("cp")
+    let st = image::tool("cp")
         .args(["-a", "--reflink=auto"])
         .arg(src)
         .arg(dest)
@@ -399,7 +399,7 @@ fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
 /// `zstd -d | tar -x` of `file` into `dest`, the compressed stream fed (and hashed) by
 /// us on the way; returns its SHA-256, or why unpacking failed.
 pub(crate) fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<String> {
-    let mut z = Command::new("zstd")
+    let mut z = image::tool("zstd")
         .args(["-d", "-q", "-c", "-T0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

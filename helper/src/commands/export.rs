@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -141,7 +141,7 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
 
 /// One member of the export, read from the front of the file only.
 fn read_member(file: &Path, member: &str) -> anyhow::Result<String> {
-    let out = Command::new("tar")
+    let out = image::tool("tar")
         .args(["--extract", "--to-stdout", "--occurrence=1", "--file"])
         .arg(file)
         .arg(member)
