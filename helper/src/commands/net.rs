@@ -212,7 +212,11 @@ pub fn add(
     let (reloaded, live) = std::thread::scope(|sc| {
         let r = sc.spawn(|| bus.daemon_reload().and_then(|()| bus.network_reload()));
         let live = apply_live(&bus, &after, &new);
-        (r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reload thread panicked"))), live)
+        (
+            r.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reload thread panicked"))),
+            live,
+        )
     });
     reloaded?;
     let live = live?;
