@@ -193,7 +193,7 @@ impl Ovs {
             return Ok(datapath.to_string());
         }
         // A bridge's own port: the internal interface the host's addresses go on.
-        self.commit(vec![
+        let made = self.commit(vec![
             json!({"op": "wait", "table": "Bridge", "where": [["name", "==", name]],
                 "columns": ["name"], "until": "==", "rows": [], "timeout": 0}),
             json!({"op": "insert", "table": "Interface", "uuid-name": "iface",
@@ -205,8 +205,14 @@ impl Ovs {
                         "external_ids": mark}}),
             json!({"op": "mutate", "table": "Open_vSwitch", "where": [],
                 "mutations": [["bridges", "insert", ["set", [named("br")]]]]}),
-        ])
-        .with_context(|| format!("creating OVS bridge {name}"))?;
+        ]);
+        if let Err(e) = made {
+            // Two slots starting at once may both find it missing; the `wait` lets only
+            // one create it.
+            if !self.bridges()?.iter().any(|x| x.name == name) {
+                return Err(e.context(format!("creating OVS bridge {name}")));
+            }
+        }
         Ok(datapath.to_string())
     }
 
@@ -266,13 +272,14 @@ impl Ovs {
     /// Returns their names.
     pub fn delete_ports(
         &mut self,
-        mut gone: impl FnMut(&OvsPort) -> bool,
+        mut gone: impl FnMut(&OvsPort) -> anyhow::Result<bool>,
     ) -> anyhow::Result<Vec<String>> {
-        let ports: Vec<OvsPort> = self
-            .ports()?
-            .into_iter()
-            .filter(|p| p.owner.is_some() && gone(p))
-            .collect();
+        let mut ports = Vec::new();
+        for p in self.ports()? {
+            if p.owner.is_some() && gone(&p)? {
+                ports.push(p);
+            }
+        }
         if ports.is_empty() {
             return Ok(Vec::new());
         }

@@ -128,10 +128,6 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
 /// Removes slot-os's OVS ports that no configured NIC accounts for, or whose veth has
 /// vanished (a slot that stopped without `net-release`, a reboot).
 pub fn prune_ovs_ports(o: &mut Ovs, cfg: &Config) -> anyhow::Result<()> {
-    let links: std::collections::BTreeSet<String> = netlink::addresses(None)?
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
     let wanted: std::collections::BTreeSet<(String, String)> = cfg
         .slots
         .iter()
@@ -142,9 +138,24 @@ pub fn prune_ovs_ports(o: &mut Ovs, cfg: &Config) -> anyhow::Result<()> {
                 .map(|n| (s.name.clone(), n.host_ifname(s.number)))
         })
         .collect();
+    // Links are listed after the ports are read: a slot starting meanwhile adds its port
+    // only once its veth exists, so that veth is in this list.
+    let mut links: Option<std::collections::BTreeSet<String>> = None;
     let gone = o.delete_ports(|p| {
         let owner = p.owner.clone().unwrap_or_default();
-        !links.contains(&p.name) || !wanted.contains(&(owner, p.name.clone()))
+        if !wanted.contains(&(owner, p.name.clone())) {
+            return Ok(true);
+        }
+        let links = match &mut links {
+            Some(l) => l,
+            None => links.insert(
+                netlink::addresses(None)?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
+            ),
+        };
+        Ok(!links.contains(&p.name))
     })?;
     if !gone.is_empty() {
         eprintln!("removed stale OVS ports: {}", gone.join(", "));
@@ -259,7 +270,7 @@ pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
         .iter()
         .any(|n| n.number == number && cfg.host.is_ovs(n.bridge))
     {
-        Ovs::connect()?.delete_ports(|p| p.name == host_if)?;
+        Ovs::connect()?.delete_ports(|p| Ok(p.name == host_if))?;
     }
     // Deleting the host end removes the pair, and with it the NIC inside the slot.
     netlink::delete_link(None, &host_if)?;
@@ -312,7 +323,7 @@ fn apply_host(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 /// `net-release SLOT` (the slot unit's ExecStopPost): its OVS ports go with its veths.
 pub fn release(slot: &str) -> anyhow::Result<ExitCode> {
-    let gone = Ovs::connect()?.delete_ports(|p| p.owner.as_deref() == Some(slot))?;
+    let gone = Ovs::connect()?.delete_ports(|p| Ok(p.owner.as_deref() == Some(slot)))?;
     if !gone.is_empty() {
         eprintln!("{slot}: removed OVS ports {}", gone.join(", "));
     }
