@@ -319,7 +319,11 @@ pub fn remove_later(p: &Path) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".slot-os-trash-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".slot-os-trash-")
+        })
         .map(|e| e.path())
         .collect();
     all.sort();

@@ -178,6 +178,18 @@ test_bad_input_changes_nothing() {
   assert_exit 2 sos net-add 0 10.88.0.3/24 2 || return 1   # slot01's address
   after=$(th_sh "$H" 'sha256sum /etc/slot-os/*.toml; ovs-vsctl show | grep -v ovs_version')
   assert_eq "$before" "$after" "config and OVSDB unchanged" || return 1
+  # Open vSwitch not running: refused before anything is written
+  before=$(th_sh "$H" 'sha256sum /etc/slot-os/*.toml')
+  assert_ok th_run "$H" systemctl stop ovsdb-server.service || return 1
+  local out rc
+  out=$(sos br-add 5 10.95.0.1/24 --backend ovs 2>&1); rc=$?
+  assert_eq 1 "$rc" "exit code without ovsdb-server" || return 1
+  assert_contains "$out" "cannot connect to ovsdb-server" "says why" || return 1
+  assert_contains "$out" "nothing was changed" "says nothing changed" || return 1
+  assert_eq "$before" "$(th_sh "$H" 'sha256sum /etc/slot-os/*.toml')" "config unchanged" || return 1
+  # OVS restarts with what OVSDB holds; the slots' ports forward again by themselves.
+  assert_ok th_run "$H" systemctl start openvswitch-switch.service || return 1
+  th_wait_for 20 slot_ping slot00 10.88.0.3 || { t_fail "no traffic after OVS restarted: $(th_run "$H" ovs-vsctl show)"; return 1; }
 }
 
 test_bridge_and_ports_survive_host_reboot() {

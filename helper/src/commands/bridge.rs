@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use slot_config::host::check_ifname;
 use slot_config::host::VxlanPeer;
 use slot_config::names::{bridge_ifname, vxlan_ifname, MAX_BRIDGE_NUMBER};
@@ -134,7 +133,9 @@ pub fn add(
     };
     // Refused before anything is written: an OVS bridge needs a running ovsdb-server.
     let mut ovs = match backend {
-        BridgeBackend::Ovs => Some(Ovs::connect().context("nothing was changed")?),
+        BridgeBackend::Ovs => {
+            Some(Ovs::connect().map_err(|e| anyhow::anyhow!("{e:#}; nothing was changed"))?)
+        }
         BridgeBackend::Networkd => None,
     };
     let mut doc = read_doc(&host_file(ctx))?;
@@ -245,7 +246,7 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     let text = doc.to_string();
     validated(ctx, &text)?;
     let mut ovs = if cfg.host.is_ovs(n) {
-        Some(Ovs::connect().context("nothing was changed")?)
+        Some(Ovs::connect().map_err(|e| anyhow::anyhow!("{e:#}; nothing was changed"))?)
     } else {
         None
     };
