@@ -164,6 +164,10 @@ pub enum Command {
         address_or_device: Option<String>,
         #[command(flatten)]
         vxlan: VxlanArgs,
+        /// Who makes the bridge: "networkd" (a Linux bridge, the default) or "ovs" (Open
+        /// vSwitch, through OVSDB). Only for a new bridge.
+        #[arg(long, value_name = "networkd | ovs")]
+        backend: Option<String>,
     },
     /// Delete a bridge.
     BrDel { number: String },
@@ -197,8 +201,13 @@ pub enum Command {
     },
     /// Bring a running slot's extra NICs up with their addresses (run by the slot's unit
     /// after every start).
+    /// `net-apply host`: the config's Open vSwitch bridges made to exist in OVSDB (run at
+    /// boot by slot-os-ovs.service).
     #[command(hide = true)]
     NetApply { slot: String },
+    /// Remove a stopped slot's Open vSwitch ports (run by the slot's unit after it stops).
+    #[command(hide = true)]
+    NetRelease { slot: String },
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd {
         device: String,

@@ -13,6 +13,8 @@ mod lock;
 mod netlink;
 mod notify;
 mod nsexec;
+mod ovs;
+mod ovsdb;
 mod targets;
 
 use std::process::ExitCode;

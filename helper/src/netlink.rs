@@ -79,25 +79,80 @@ pub fn delete_link(pid: Option<u32>, name: &str) -> anyhow::Result<()> {
     })
 }
 
+/// How the host end of a slot NIC is connected.
+pub enum Attach {
+    /// A port of this Linux bridge.
+    Bridge(String),
+    /// An Open vSwitch port (added by the caller). `tx_csum_off`: the userspace datapath
+    /// reads frames through AF_PACKET and forwards them with the checksum the slot's kernel
+    /// left for the NIC to fill in, so TCP is dropped by the receiver unless the slot end
+    /// computes checksums itself (`ethtool -K ethN tx off`).
+    Ovs { tx_csum_off: bool },
+}
+
+/// `ethtool -K NAME tx on|off` in this thread's network namespace, by the ETHTOOL_STXCSUM
+/// ioctl (the kernel maps it to the checksum feature bits, as ethtool's netlink call does).
+pub fn set_tx_checksum(name: &str, on: bool) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: an all-zero ifreq is valid; the name is copied in with its NUL kept.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new, valid descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both alive.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One NIC of a running slot, made whole: the host end `host_if` on `bridge` and up,
 /// the slot end named `slot_if` inside the slot with exactly `addresses`, and up.
+/// For an OVS port the host end is only set up here; the caller adds the OVSDB port.
 /// Creates the veth pair when the slot has none yet (a NIC added while it runs);
 /// otherwise completes what nspawn's VirtualEthernetExtra left down (systemd#15402).
 pub fn apply_nic(
     leader: u32,
     host_if: &str,
     slot_if: &str,
-    bridge: &str,
+    attach: Attach,
     addresses: &[Cidr],
 ) -> anyhow::Result<()> {
-    let (host_if, slot_if, bridge) = (host_if.to_string(), slot_if.to_string(), bridge.to_string());
+    let (host_if, slot_if) = (host_if.to_string(), slot_if.to_string());
     let addresses = addresses.to_vec();
-    let (h1, s1, b1) = (host_if.clone(), slot_if.clone(), bridge.clone());
+    let tx_csum_off = matches!(attach, Attach::Ovs { tx_csum_off: true });
+    let (h1, s1) = (host_if.clone(), slot_if.clone());
     in_netns(None, move |h| {
         Box::pin(async move {
-            let br = index_of(&h, &b1)
-                .await?
-                .ok_or_else(|| anyhow!("bridge {b1} does not exist on the host"))?;
+            let br = match &attach {
+                Attach::Bridge(b1) => Some(
+                    index_of(&h, b1)
+                        .await?
+                        .ok_or_else(|| anyhow!("bridge {b1} does not exist on the host"))?,
+                ),
+                Attach::Ovs { .. } => None,
+            };
             let host = match index_of(&h, &h1).await? {
                 Some(i) => i,
                 None => {
@@ -122,11 +177,22 @@ pub fn apply_nic(
                         .ok_or_else(|| anyhow!("veth {h1} vanished"))?
                 }
             };
-            h.link()
-                .set(LinkUnspec::new_with_index(host).controller(br).up().build())
-                .execute()
-                .await
-                .with_context(|| format!("attaching {h1} to {b1}"))?;
+            match (br, &attach) {
+                (Some(br), Attach::Bridge(b1)) => h
+                    .link()
+                    .set(LinkUnspec::new_with_index(host).controller(br).up().build())
+                    .execute()
+                    .await
+                    .with_context(|| format!("attaching {h1} to {b1}"))?,
+                // An OVS port is an OVSDB row (the caller adds it); a Linux bridge it may
+                // still be on from an earlier config would take its frames first.
+                _ => h
+                    .link()
+                    .set(LinkUnspec::new_with_index(host).nocontroller().up().build())
+                    .execute()
+                    .await
+                    .with_context(|| format!("setting {h1} up"))?,
+            }
             let _ = s1;
             Ok(())
         })
@@ -153,6 +219,10 @@ pub fn apply_nic(
                     p
                 }
             };
+            if tx_csum_off {
+                set_tx_checksum(&slot_if, false)
+                    .with_context(|| format!("turning off TX checksum offload on {slot_if}"))?;
+            }
             // Exactly the configured addresses: stale ones (a changed config) go.
             let current: Vec<(IpAddr, u8)> = h
                 .address()

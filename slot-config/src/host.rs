@@ -69,6 +69,40 @@ pub struct Bridge {
     pub devices: Vec<String>,
     /// A VXLAN port, so slots on several hosts share this bridge's L2 network.
     pub vxlan: Option<Vxlan>,
+    pub backend: BridgeBackend,
+}
+
+/// Who makes the bridge and its ports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BridgeBackend {
+    /// A Linux bridge from a generated `.netdev`; ports join it by networkd's `Bridge=`.
+    #[default]
+    Networkd,
+    /// An Open vSwitch bridge the helper keeps in OVSDB; networkd only puts the host's
+    /// addresses on its internal interface (docs/ovs.md).
+    Ovs,
+}
+
+impl BridgeBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BridgeBackend::Networkd => "networkd",
+            BridgeBackend::Ovs => "ovs",
+        }
+    }
+}
+
+impl std::str::FromStr for BridgeBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "networkd" => Ok(BridgeBackend::Networkd),
+            "ovs" => Ok(BridgeBackend::Ovs),
+            _ => Err(format!(
+                "{s:?} is not a bridge backend; use \"networkd\" or \"ovs\""
+            )),
+        }
+    }
 }
 
 /// `vxlan_*` keys of a `[[bridge]]`: rendered as an independent networkd VXLAN netdev
@@ -102,6 +136,16 @@ impl Bridge {
     }
 }
 
+impl HostConfig {
+    pub fn bridge(&self, number: u32) -> Option<&Bridge> {
+        self.bridges.iter().find(|b| b.number == number)
+    }
+    /// Whether bridge `number` is an Open vSwitch bridge.
+    pub fn is_ovs(&self, number: u32) -> bool {
+        self.bridge(number).map(|b| b.backend) == Some(BridgeBackend::Ovs)
+    }
+}
+
 pub const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
 pub const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
 pub const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
@@ -115,6 +159,7 @@ pub const BRIDGE_KEYS: &[&str] = &[
     "vxlan_group",
     "vxlan_local",
     "vxlan_port",
+    "backend",
 ];
 
 /// Parses the host file; `problems` receives everything wrong, and the result holds what
@@ -207,6 +252,19 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
             }
         }
         let vxlan = parse_vxlan(&mut b);
+        let backend = b.parsed::<BridgeBackend>("backend").unwrap_or_default();
+        if backend == BridgeBackend::Ovs && !devices.is_empty() {
+            b.problem(
+                "device",
+                "a host device on an Open vSwitch bridge is not supported; share it on a bridge with backend = \"networkd\"",
+            );
+        }
+        if backend == BridgeBackend::Ovs && vxlan.is_some() {
+            b.problem(
+                "vxlan_id",
+                "a VXLAN on an Open vSwitch bridge is not supported; use it on a bridge with backend = \"networkd\"",
+            );
+        }
         if let Some(number) = number {
             if host.bridges.iter().any(|x| x.number == number) {
                 b.problem("number", format!("bridge {number} is declared twice"));
@@ -216,6 +274,7 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
                     addresses,
                     devices,
                     vxlan,
+                    backend,
                 });
             }
         }

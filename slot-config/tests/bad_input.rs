@@ -106,6 +106,11 @@ fn cases() -> Vec<Case> {
         h("slot00.toml", "", "[[bridge]]\nnumber = 1\nvxlan_id = 5\nvxlan_remote = \"10.0.0.300\"", "slot-os.toml: bridge[0].vxlan_remote: \"10.0.0.300\" is not an IPv4 or IPv6 address"),
         h("slot00.toml", "", "[[bridge]]\nnumber = 1\nvxlan_id = 5\nvxlan_remote = \"10.0.0.2\"\nvxlan_port = 70000", "slot-os.toml: bridge[0].vxlan_port: 70000 is out of range; use 1 to 65535"),
         h("slot00.toml", "", "[[bridge]]\nnumber = 1\n[[bridge]]\nnumber = 1", "slot-os.toml: bridge[1].number: bridge 1 is declared twice"),
+        // Open vSwitch bridges
+        h("slot00.toml", "", "[[bridge]]\nnumber = 1\nbackend = \"linux\"", "slot-os.toml: bridge[0].backend: \"linux\" is not a bridge backend; use \"networkd\" or \"ovs\""),
+        h("slot00.toml", "", "[[bridge]]\nnumber = 1\nbackend = true", "slot-os.toml: bridge[0].backend: expected a string, found a boolean"),
+        h("slot00.toml", "", "[[bridge]]\nnumber = 1\nbackend = \"ovs\"\ndevice = \"eth0\"", "slot-os.toml: bridge[0].device: a host device on an Open vSwitch bridge is not supported; share it on a bridge with backend = \"networkd\""),
+        h("slot00.toml", "", "[[bridge]]\nnumber = 1\nbackend = \"ovs\"\nvxlan_id = 5\nvxlan_remote = \"10.0.0.2\"", "slot-os.toml: bridge[0].vxlan_id: a VXLAN on an Open vSwitch bridge is not supported; use it on a bridge with backend = \"networkd\""),
         h("slot00.toml", "", "[network]\ndefault = \"docker\"", "slot-os.toml: network.default: \"docker\" is not a default network; use \"nat\", \"veth\" or \"none\""),
         h("slot00.toml", "", "[network]\nnat_address = \"172.17.0.1\"", "slot-os.toml: network.nat_address: \"172.17.0.1\" has no prefix length; write an address with its mask, like \"192.168.18.2/24\" or \"fd00::2/64\""),
     ]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use slot_config::host::check_ifname;
 use slot_config::host::VxlanPeer;
 use slot_config::names::{bridge_ifname, vxlan_ifname, MAX_BRIDGE_NUMBER};
-use slot_config::{Cidr, Config, HOST_FILE};
+use slot_config::{BridgeBackend, Cidr, Config, HOST_FILE};
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
 use super::Ctx;
@@ -17,6 +17,7 @@ use crate::cli::VxlanArgs;
 use crate::config_edit::{read_doc, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::ovs::{self, Ovs};
 use crate::{lock, netlink};
 
 fn parse_bridge_number(s: &str) -> anyhow::Result<u32> {
@@ -92,14 +93,16 @@ fn commit(ctx: &Ctx, text: &str, wait_for: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn wait_for_link(name: &str) -> anyhow::Result<()> {
+    wait_for_link_by(name, "networkd", "systemd-networkd")
+}
+
+fn wait_for_link_by(name: &str, who: &str, daemon: &str) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while !netlink::link_exists(None, name)? {
         if t0.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!(
-                "networkd did not create {name} within 10 s (is systemd-networkd running?)"
-            );
+            anyhow::bail!("{who} did not create {name} within 10 s (is {daemon} running?)");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }
@@ -109,11 +112,37 @@ pub fn add(
     number: &str,
     what: Option<&str>,
     vx: &VxlanArgs,
+    backend: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let n = parse_bridge_number(number)?;
+    let backend = backend
+        .map(|b| b.parse::<BridgeBackend>().map_err(bad_input))
+        .transpose()?;
     let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let existing = cfg.host.bridge(n).map(|b| b.backend);
+    let backend = match (existing, backend) {
+        (Some(have), Some(want)) if have != want => {
+            return Err(bad_input(format!(
+                "bridge {n} has backend \"{}\"; br-del it first to change its backend; nothing was changed",
+                have.as_str()
+            )))
+        }
+        (Some(have), _) => have,
+        (None, want) => want.unwrap_or_default(),
+    };
+    // Refused before anything is written: an OVS bridge needs a running ovsdb-server.
+    let mut ovs = match backend {
+        BridgeBackend::Ovs => {
+            Some(Ovs::connect().map_err(|e| anyhow::anyhow!("{e:#}; nothing was changed"))?)
+        }
+        BridgeBackend::Networkd => None,
+    };
     let mut doc = read_doc(&host_file(ctx))?;
     let t = bridge_table(&mut doc, n)?;
+    if existing.is_none() && backend == BridgeBackend::Ovs {
+        t["backend"] = value(backend.as_str());
+    }
     let mut device = None;
     if let Some(what) = what {
         let is_address = what.contains('/') || what.parse::<std::net::IpAddr>().is_ok();
@@ -150,14 +179,26 @@ pub fn add(
         }
     }
     let text = doc.to_string();
-    validated(ctx, &text)?;
+    let after = validated(ctx, &text)?;
     let vxlan = vxlan_ifname(n);
     if vx.vxlan.is_some() {
         // networkd (252) does not apply a changed .netdev to an existing device:
         // remove it so the reload creates it anew.
         netlink::delete_link(None, &vxlan)?;
     }
-    commit(ctx, &text, Some(&bridge_ifname(n)))?;
+    match &mut ovs {
+        None => commit(ctx, &text, Some(&bridge_ifname(n)))?,
+        Some(o) => {
+            commit(ctx, &text, None)?;
+            let b = after
+                .host
+                .bridge(n)
+                .ok_or_else(|| anyhow::anyhow!("bridge {n} vanished from the config"))?;
+            o.ensure_bridge(b, ovs::datapath_type())?;
+            // networkd addresses the internal interface once ovs-vswitchd has made it.
+            wait_for_link_by(&bridge_ifname(n), "ovs-vswitchd", "ovs-vswitchd")?;
+        }
+    }
     if vx.vxlan.is_some() {
         wait_for_link(&vxlan)?;
     }
@@ -204,8 +245,17 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     }
     let text = doc.to_string();
     validated(ctx, &text)?;
+    let mut ovs = if cfg.host.is_ovs(n) {
+        Some(Ovs::connect().map_err(|e| anyhow::anyhow!("{e:#}; nothing was changed"))?)
+    } else {
+        None
+    };
     commit(ctx, &text, None)?;
-    // networkd (252) leaves a device in place when its .netdev goes.
+    if let Some(o) = &mut ovs {
+        o.delete_bridge(&bridge_ifname(n))?;
+    }
+    // networkd (252) leaves a device in place when its .netdev goes (ovs-vswitchd has
+    // removed an OVS bridge's internal interface already).
     netlink::delete_link(None, &vxlan_ifname(n))?;
     netlink::delete_link(None, &bridge_ifname(n))?;
     println!("bridge {n} removed");
@@ -215,9 +265,24 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
 pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let live = netlink::addresses(None)?;
+    let mut ovs = if cfg
+        .host
+        .bridges
+        .iter()
+        .any(|b| b.backend == BridgeBackend::Ovs)
+    {
+        Ovs::connect().ok()
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for b in &cfg.host.bridges {
         let name = b.ifname();
+        // What OVSDB holds for an OVS bridge (null: ovsdb-server cannot be reached).
+        let ports = match (&mut ovs, b.backend) {
+            (Some(o), BridgeBackend::Ovs) => serde_json::json!(o.port_names(&name)?),
+            _ => serde_json::Value::Null,
+        };
         let state = live.iter().find(|(n, _)| *n == name);
         let nics: Vec<String> = cfg
             .slots
@@ -232,6 +297,8 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
         out.push(serde_json::json!({
             "number": b.number,
             "name": name,
+            "backend": b.backend.as_str(),
+            "ovs_ports": ports,
             "addresses": b.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "devices": b.devices,
             "vxlan": b.vxlan.as_ref().map(|v| serde_json::json!({
@@ -250,8 +317,9 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         for b in out {
             println!(
-                "{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 b["name"].as_str().unwrap_or_default(),
+                b["backend"].as_str().unwrap_or_default(),
                 if b["exists"].as_bool() == Some(true) {
                     "up"
                 } else {
@@ -273,6 +341,7 @@ pub fn nic_add(ctx: &Ctx, device: &str, bridge: u32) -> anyhow::Result<ExitCode>
         &bridge.to_string(),
         Some(device),
         &VxlanArgs::default(),
+        None,
     )
 }
 

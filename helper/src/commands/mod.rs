@@ -117,7 +117,14 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
             number,
             address_or_device,
             vxlan,
-        } => bridge::add(ctx, &number, address_or_device.as_deref(), &vxlan),
+            backend,
+        } => bridge::add(
+            ctx,
+            &number,
+            address_or_device.as_deref(),
+            &vxlan,
+            backend.as_deref(),
+        ),
         Command::Forward { action } => forward::run(action),
         Command::BrDel { number } => bridge::del(ctx, &number),
         Command::BrInfo { json } => bridge::info(ctx, json),
@@ -130,6 +137,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::NetDel { slot, nic } => net::del(ctx, &slot, &nic),
         Command::NetInfo { name, json } => net::info(ctx, name.as_deref(), json),
         Command::NetApply { slot } => net::apply(ctx, &slot),
+        Command::NetRelease { slot } => net::release(&slot),
         Command::NetNicAdd { device, bridge } => bridge::nic_add(ctx, &device, bridge),
         Command::NetNicDel { device } => bridge::nic_del(ctx, &device),
     }

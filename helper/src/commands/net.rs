@@ -4,14 +4,16 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use slot_config::names::{bridge_ifname, MAX_NIC_NUMBER};
-use slot_config::{Cidr, Config, Slot};
+use slot_config::{BridgeBackend, Cidr, Config, Slot};
 use toml_edit::{value, Array, ArrayOfTables, Item, Table};
 
 use super::{running, Ctx};
 use crate::config_edit::{read_doc, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::ovs::{self, Ovs};
 use crate::{lock, netlink, targets};
 
 fn parse_nic_number(s: &str) -> anyhow::Result<u32> {
@@ -76,21 +78,89 @@ fn validated(ctx: &Ctx, slot: &Slot, text: &str) -> anyhow::Result<Config> {
     crate::config_edit::validate_change(ctx, &slot.file, text)
 }
 
-fn apply_live(bus: &Bus, slot: &Slot) -> anyhow::Result<bool> {
+fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
     let Some(leader) = running::leaders(bus, &[slot])?.pop().flatten() else {
         return Ok(false);
     };
+    let mut ovs: Option<Ovs> = None;
     for n in &slot.nics {
-        netlink::apply_nic(
-            leader,
-            &n.host_ifname(slot.number),
-            &n.slot_ifname(),
-            &bridge_ifname(n.bridge),
-            &n.addresses,
-        )
-        .map_err(|e| e.context(format!("{} NIC {}", slot.name, n.number)))?;
+        let host_if = n.host_ifname(slot.number);
+        let what = || format!("{} NIC {}", slot.name, n.number);
+        match cfg.host.bridge(n.bridge) {
+            Some(b) if b.backend == BridgeBackend::Ovs => {
+                let o = match &mut ovs {
+                    Some(o) => o,
+                    None => ovs.insert(Ovs::connect().with_context(what)?),
+                };
+                // Idempotent; it also brings back a bridge someone removed from OVSDB.
+                let dp = o
+                    .ensure_bridge(b, ovs::datapath_type())
+                    .with_context(what)?;
+                netlink::apply_nic(
+                    leader,
+                    &host_if,
+                    &n.slot_ifname(),
+                    netlink::Attach::Ovs {
+                        tx_csum_off: dp == "netdev",
+                    },
+                    &n.addresses,
+                )
+                .with_context(what)?;
+                o.ensure_port(&b.ifname(), &host_if, &slot.name)
+                    .with_context(what)?;
+            }
+            _ => netlink::apply_nic(
+                leader,
+                &host_if,
+                &n.slot_ifname(),
+                netlink::Attach::Bridge(bridge_ifname(n.bridge)),
+                &n.addresses,
+            )
+            .with_context(what)?,
+        }
+    }
+    if let Some(o) = &mut ovs {
+        prune_ovs_ports(o, cfg)?;
     }
     Ok(true)
+}
+
+/// Removes slot-os's OVS ports that no configured NIC accounts for, or whose veth has
+/// vanished (a slot that stopped without `net-release`, a reboot).
+pub fn prune_ovs_ports(o: &mut Ovs, cfg: &Config) -> anyhow::Result<()> {
+    let wanted: std::collections::BTreeSet<(String, String)> = cfg
+        .slots
+        .iter()
+        .flat_map(|s| {
+            s.nics
+                .iter()
+                .filter(|n| cfg.host.is_ovs(n.bridge))
+                .map(|n| (s.name.clone(), n.host_ifname(s.number)))
+        })
+        .collect();
+    // Links are listed after the ports are read: a slot starting meanwhile adds its port
+    // only once its veth exists, so that veth is in this list.
+    let mut links: Option<std::collections::BTreeSet<String>> = None;
+    let gone = o.delete_ports(|p| {
+        let owner = p.owner.clone().unwrap_or_default();
+        if !wanted.contains(&(owner, p.name.clone())) {
+            return Ok(true);
+        }
+        let links = match &mut links {
+            Some(l) => l,
+            None => links.insert(
+                netlink::addresses(None)?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
+            ),
+        };
+        Ok(!links.contains(&p.name))
+    })?;
+    if !gone.is_empty() {
+        eprintln!("removed stale OVS ports: {}", gone.join(", "));
+    }
+    Ok(())
 }
 
 pub fn add(
@@ -152,7 +222,7 @@ pub fn add(
     // networkd to re-read the files (those matter for the next start and boot).
     let (reloaded, live) = std::thread::scope(|sc| {
         let r = sc.spawn(|| bus.daemon_reload().and_then(|()| bus.network_reload()));
-        let live = apply_live(&bus, &new);
+        let live = apply_live(&bus, &after, &new);
         (
             r.join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("reload thread panicked"))),
@@ -195,18 +265,67 @@ pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     bus.daemon_reload()?;
     bus.network_reload()?;
+    let host_if = slot_config::names::nic_host_ifname(s.number, number);
+    if s.nics
+        .iter()
+        .any(|n| n.number == number && cfg.host.is_ovs(n.bridge))
+    {
+        Ovs::connect()?.delete_ports(|p| Ok(p.name == host_if))?;
+    }
     // Deleting the host end removes the pair, and with it the NIC inside the slot.
-    netlink::delete_link(None, &slot_config::names::nic_host_ifname(s.number, number))?;
+    netlink::delete_link(None, &host_if)?;
     println!("{}: NIC {number} removed", s.name);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn apply(ctx: &Ctx, slot: &str) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
+    if slot == "host" {
+        return apply_host(&cfg);
+    }
     let s = targets::resolve_one(&cfg, slot)?;
     let bus = Bus::system()?;
-    if !apply_live(&bus, s)? {
+    if !apply_live(&bus, &cfg, s)? {
         return Err(bad_input(format!("{} is not running", s.name)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `net-apply host` (slot-os-ovs.service, at boot): OVSDB made to match the config's
+/// OVS bridges: missing ones created, slot-os's bridges no longer configured removed, ports
+/// of veths that are gone removed.
+fn apply_host(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let wanted: Vec<&slot_config::Bridge> = cfg
+        .host
+        .bridges
+        .iter()
+        .filter(|b| b.backend == BridgeBackend::Ovs)
+        .collect();
+    let mut o = match Ovs::connect() {
+        Ok(o) => o,
+        // Without OVS bridges there is nothing to do, and OVS need not be installed.
+        Err(_) if wanted.is_empty() => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e),
+    };
+    let dp = ovs::datapath_type();
+    for b in &wanted {
+        o.ensure_bridge(b, dp)?;
+    }
+    for b in o.bridges()? {
+        if b.number.is_some() && !wanted.iter().any(|w| w.ifname() == b.name) {
+            o.delete_bridge(&b.name)?;
+            eprintln!("removed OVS bridge {} (not in the config)", b.name);
+        }
+    }
+    prune_ovs_ports(&mut o, cfg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `net-release SLOT` (the slot unit's ExecStopPost): its OVS ports go with its veths.
+pub fn release(slot: &str) -> anyhow::Result<ExitCode> {
+    let gone = Ovs::connect()?.delete_ports(|p| Ok(p.owner.as_deref() == Some(slot)))?;
+    if !gone.is_empty() {
+        eprintln!("{slot}: removed OVS ports {}", gone.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ pub use network::{
     render_nat_zone_network, render_nic_network, render_vxlan_netdev, render_vxlan_network,
 };
 pub use nspawn::render_nspawn;
-pub use unit::{render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT};
+pub use unit::{
+    render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT, OVS_UNIT, OVS_UNIT_PATH,
+};
 
 use std::path::PathBuf;
 
@@ -81,7 +83,8 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
                 content: Content::Link(NSPAWN_TEMPLATE_UNIT.into()),
             });
         }
-        for nic in &slot.nics {
+        // An OVS bridge's ports are OVSDB rows the helper adds, not networkd's `Bridge=`.
+        for nic in slot.nics.iter().filter(|n| !cfg.host.is_ovs(n.bridge)) {
             let ifname = nic.host_ifname(slot.number);
             out.push(text(
                 OutDir::Network,
@@ -108,13 +111,29 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
             render_nat_zone_network(address),
         ));
     }
+    if cfg
+        .host
+        .bridges
+        .iter()
+        .any(|b| b.backend == crate::BridgeBackend::Ovs)
+    {
+        // Makes OVSDB match the config at boot, before the slots start (units/).
+        out.push(Output {
+            dir: OutDir::Units,
+            path: format!("multi-user.target.wants/{OVS_UNIT}").into(),
+            content: Content::Link(OVS_UNIT_PATH.into()),
+        });
+    }
     for b in &cfg.host.bridges {
         let n = b.ifname();
-        out.push(text(
-            OutDir::Network,
-            format!("50-slot-os-{n}.netdev"),
-            render_bridge_netdev(b),
-        ));
+        // ovs-vswitchd makes an OVS bridge's internal interface; networkd only addresses it.
+        if b.backend == crate::BridgeBackend::Networkd {
+            out.push(text(
+                OutDir::Network,
+                format!("50-slot-os-{n}.netdev"),
+                render_bridge_netdev(b),
+            ));
+        }
         out.push(text(
             OutDir::Network,
             format!("50-slot-os-{n}.network"),

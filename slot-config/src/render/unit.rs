@@ -8,6 +8,9 @@ pub const NSPAWN_TEMPLATE_UNIT: &str = "/usr/lib/systemd/system/systemd-nspawn@.
 pub const MACHINES_TARGET: &str = "/usr/lib/systemd/system/machines.target";
 /// Accepts slot traffic in the FORWARD chain (units/slot-os-forward.service).
 pub const FORWARD_UNIT: &str = "slot-os-forward.service";
+/// The oneshot unit (units/) that puts the config's OVS bridges into OVSDB at boot.
+pub const OVS_UNIT: &str = "slot-os-ovs.service";
+pub const OVS_UNIT_PATH: &str = "/usr/lib/systemd/system/slot-os-ovs.service";
 /// Where `make install PREFIX=/usr` and the packages put the helper.
 pub const HELPER: &str = "/usr/bin/slot-os";
 
@@ -33,6 +36,11 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         // br_netfilter); a DROP policy as Docker sets would cut it off.
         let _ = write!(s, "Wants={FORWARD_UNIT}\nAfter={FORWARD_UNIT}\n");
     }
+    let on_ovs = slot.nics.iter().any(|n| host.is_ovs(n.bridge));
+    if on_ovs {
+        // Its OVS bridges are in OVSDB before it starts, and it stops before OVS does.
+        let _ = write!(s, "Wants={OVS_UNIT}\nAfter={OVS_UNIT}\n");
+    }
     s.push_str("\n[Service]\n");
     let r = &slot.resources;
     let _ = writeln!(s, "CPUQuota={}%", r.cpu_quota);
@@ -45,6 +53,10 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         // (systemd#15402); this completes them after every start, before the start job
         // ends. '-': a NIC that cannot be set up must not keep the slot from running.
         let _ = writeln!(s, "ExecStartPost=-{HELPER} net-apply %i");
+    }
+    if on_ovs {
+        // The veths vanish with the slot; their OVSDB ports would linger as errors.
+        let _ = writeln!(s, "ExecStopPost=-{HELPER} net-release %i");
     }
     if slot.image_name() != slot.name {
         let dir = host.machines_dir.join(slot.image_name());
