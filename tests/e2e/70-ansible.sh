@@ -53,9 +53,11 @@ scenario_setup() {
     venv=$(bash "$TH_REPO/tests/ansible/venv.sh") || return 1
     build_deb || return 1
     BTRFS_IMG=/var/tmp/slot-os-test-ansible-btrfs-$$.img
+    # shellcheck disable=SC2034 # read by th_boot
     TH_NSPAWN_ARGS=(--bind-ro="$venv:/mnt/ansible-core" --bind-ro="$TH_REPO/packaging/ansible:/mnt/ansible"
         --bind-ro="$DEB_DIR:/mnt/deb")
     th_boot "$H" unified || return 1
+    # shellcheck disable=SC2034
     TH_NSPAWN_ARGS=()
     th_boot "$R" unified || return 1
     cat >"$(th_root "$H")/root/site.yml" <<'EOF'
@@ -167,6 +169,7 @@ test_first_run_installs_and_builds_two_slots() {
     assert_eq 0 "$rc" "ansible-playbook exit code" || return 1
     assert_eq 0 "$(recap failed "$out")" "failed tasks" || return 1
     [[ "$(recap changed "$out")" -gt 0 ]] || { t_fail "first run reports no change"; return 1; }
+    # shellcheck disable=SC2016 # dpkg-query's format, not the shell's
     assert_contains "$(th_run "$H" dpkg-query -W -f='${Status}' slot-os)" "install ok installed" "package installed" || return 1
     assert_ok th_run "$H" slot-os check || return 1
 }
