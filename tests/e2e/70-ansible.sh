@@ -10,16 +10,25 @@ R=ansref
 DEB_DIR=$TH_RUN/ansible-deb
 BTRFS_IMG=""
 
-# A throwaway package: what `make install` puts in a host, as a .deb. SLOT_OS_TEST_DEB
-# names a real one instead (e.g. the output of `make deb`).
+# The package under test: SLOT_OS_TEST_DEB if set, else `make deb-only` (the packaging's own
+# target, without a rebuild) where the Makefile has it, else a throwaway .deb of what
+# `make install` puts in a host. The list of installed files is kept for th_pre_boot_hook.
 build_deb() {
-    local root=$DEB_DIR/root ver
+    local root=$DEB_DIR/root ver out deb
     rm -rf "$DEB_DIR" && mkdir -p "$root" || return 1
     make -C "$TH_REPO" install DESTDIR="$root" PREFIX=/usr PROFILE="$TH_PROFILE" >"$DEB_DIR/make.log" 2>&1 \
         || { cat "$DEB_DIR/make.log"; return 1; }
     (cd "$root" && find . -type f -printf '/%P\n') >"$DEB_DIR/files" || return 1
     if [[ -n "${SLOT_OS_TEST_DEB:-}" ]]; then
         cp "$SLOT_OS_TEST_DEB" "$DEB_DIR/slot-os.deb"
+        return
+    fi
+    if grep -q '^deb-only:' "$TH_REPO/Makefile"; then
+        out=$(make -s --no-print-directory -C "$TH_REPO" deb-only PROFILE="$TH_PROFILE" 2>&1) \
+            || { printf '%s\n' "$out"; return 1; }
+        deb=$(printf '%s\n' "$out" | tail -n 1)
+        [[ "$deb" == /* ]] || deb=$TH_REPO/$deb
+        cp "$deb" "$DEB_DIR/slot-os.deb"
         return
     fi
     ver=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$TH_REPO/Cargo.toml" | head -n 1)
@@ -36,7 +45,8 @@ EOF
     dpkg-deb --root-owner-group -Zgzip -z1 --build "$root" "$DEB_DIR/slot-os.deb" >/dev/null
 }
 
-# The host the role works on starts without slot-os: th_boot's `make install` is undone.
+# The host the role works on starts without slot-os (TH_INSTALL_PROJECT=0 where the harness
+# has it; otherwise th_boot's `make install` is undone here).
 # Its /var/lib/machines is btrfs, as on a real slot-os host: images are snapshots.
 th_pre_boot_hook() {
     [[ "$1" == "$H" ]] || return 0
@@ -56,7 +66,7 @@ scenario_setup() {
     # shellcheck disable=SC2034 # read by th_boot
     TH_NSPAWN_ARGS=(--bind-ro="$venv:/mnt/ansible-core" --bind-ro="$TH_REPO/packaging/ansible:/mnt/ansible"
         --bind-ro="$DEB_DIR:/mnt/deb")
-    th_boot "$H" unified || return 1
+    TH_INSTALL_PROJECT=0 th_boot "$H" unified || return 1
     # shellcheck disable=SC2034
     TH_NSPAWN_ARGS=()
     th_boot "$R" unified || return 1
