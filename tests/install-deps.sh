@@ -16,3 +16,7 @@ if ! command -v cargo >/dev/null; then
   echo "cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# ansible-core for tests/e2e/70-ansible.sh: a pinned venv in the test cache (python3-venv
+# from apt if missing); the scenario makes it too if this step was skipped.
+bash "$(dirname "$0")/ansible/venv.sh" >/dev/null

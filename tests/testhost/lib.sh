@@ -24,7 +24,7 @@ TH_SUITE=bookworm
 # Bump when the rootfs recipe changes in a way the hash below does not see.
 TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v1
 TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring)
-TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps
+TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps python3 python3-apt
     btrfs-progs iptables kmod less zstd attr)
 # Extra packages for the rootfs (comma or space separated); they change the cache key.
 if [[ -n "${SLOT_OS_TEST_EXTRA_PACKAGES:-}" ]]; then
