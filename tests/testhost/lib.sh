@@ -223,7 +223,8 @@ th_rootfs() {
         log=$TH_CACHE/rootfs-$key.build.log
         pkgs=${TH_ROOTFS_PACKAGES[*]}
         t0=$(th__now_ms)
-        th_note "building rootfs cache $dir (debootstrap $TH_SUITE, log: $log)"
+        # Notes to stderr: callers capture stdout, which is the path alone.
+        th_note "building rootfs cache $dir (debootstrap $TH_SUITE, log: $log)" >&2
         if ! debootstrap --variant=minbase --include="${pkgs// /,}" "$TH_SUITE" "$tmp" "$TH_MIRROR" \
             >"$log" 2>&1 || ! th__rootfs_setup "$tmp" >>"$log" 2>&1; then
             tail -n 30 "$log" >&2 || true
@@ -233,7 +234,7 @@ th_rootfs() {
             return 1
         fi
         mv -T -- "$tmp" "$dir" || { exec {lockfd}>&-; return 1; }
-        th_note "built rootfs cache in $(th__secs $(($(th__now_ms) - t0))) ($(du -sh "$dir" | cut -f1))"
+        th_note "built rootfs cache in $(th__secs $(($(th__now_ms) - t0))) ($(du -sh "$dir" | cut -f1))" >&2
     fi
     exec {lockfd}>&-
     printf '%s\n' "$dir"
