@@ -32,6 +32,14 @@ say machinectl list
 say slot-os resource -c 50 -n 0 -m 256M 1
 say systemctl show -p CPUQuotaPerSecUSec -p AllowedCPUs -p MemoryMax systemd-nspawn@slot01
 say cat /etc/slot-os/slot01.toml
+say slot-os br-add 1 192.168.18.1/24
+say slot-os net-add 0 192.168.18.2/24 1
+say slot-os net-add 1 192.168.18.3/24 1
+say slot-os exec 0 -- ping -c1 -W2 192.168.18.3
+say slot-os net-info
+say slot-os backup 0 demo
+say slot-os backup-list
+say journalctl -t slot-os SLOT=slot01 --no-pager -o cat
 say slot-os autostart on 0
 say slot-os stop all
 say slot-os list
