@@ -63,7 +63,12 @@ fn every_subcommand_of_help_is_in_the_manual_and_the_completions() {
     let page = read(&dir.join("man/slot-os.1"));
     let names = help_subcommands();
     assert!(names.len() > 30, "parsed too few subcommands: {names:?}");
-    for must in ["make-base-image", "backup-restore", "net-nic-del", "completions"] {
+    for must in [
+        "make-base-image",
+        "backup-restore",
+        "net-nic-del",
+        "completions",
+    ] {
         assert!(names.iter().any(|n| n == must), "{must} not in --help");
     }
     let bash = read(&dir.join("completions/slot-os.bash"));
@@ -75,7 +80,10 @@ fn every_subcommand_of_help_is_in_the_manual_and_the_completions() {
             "subcommand {n} has no section in slot-os(1)"
         );
         for (shell, text) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
-            assert!(text.contains(n.as_str()), "{n} missing from the {shell} completions");
+            assert!(
+                text.contains(n.as_str()),
+                "{n} missing from the {shell} completions"
+            );
         }
     }
     // hidden subcommands stay out of the manual, as they are out of --help

@@ -210,7 +210,10 @@ mod tests {
         );
         for r in KEYS {
             let keys = parser_keys(r.file, r.section).unwrap_or_else(|| {
-                panic!("row {:?} [{}] {}: no such section", r.file, r.section, r.key)
+                panic!(
+                    "row {:?} [{}] {}: no such section",
+                    r.file, r.section, r.key
+                )
             });
             assert!(
                 keys.contains(&r.key),
@@ -254,7 +257,10 @@ mod tests {
         };
         assert_eq!(find("defaults", "image"), format!("{:?}", d.image));
         assert_eq!(find("defaults", "memory"), format!("\"{}\"", d.memory));
-        assert_eq!(find("defaults", "cpu_quota"), format!("\"{}\"", d.cpu_quota));
+        assert_eq!(
+            find("defaults", "cpu_quota"),
+            format!("\"{}\"", d.cpu_quota)
+        );
         assert_eq!(
             find("storage", "machines"),
             format!("{:?}", d.machines_dir.display().to_string())

@@ -96,9 +96,7 @@ fn body(section: String) -> String {
 pub fn man_slot_os() -> anyhow::Result<String> {
     let mut cmd = Cli::command();
     cmd.build();
-    let man = Man::new(cmd.clone())
-        .source(version())
-        .manual(MANUAL);
+    let man = Man::new(cmd.clone()).source(version()).manual(MANUAL);
     let mut s = String::new();
     s.push_str(&roff_of(|w| man.render_title(w))?);
     s.push_str(NO_HYPHENATION);
