@@ -106,7 +106,7 @@ fn every_config_key_is_in_slot_os_toml_5() {
             assert!(page.contains(&heading), "{heading} missing");
         }
         for key in parser_keys(file, section).unwrap() {
-            let entry = format!(".TP\n\\fB{}\\fR (", key.replace('-', "\\-"));
+            let entry = format!(".TP\n\\fB{}\\fR\n", key.replace('-', "\\-"));
             assert!(
                 page.contains(&entry),
                 "{file:?} [{section}] {key} missing from slot-os.toml(5)"

@@ -197,10 +197,10 @@ fn section_heading(file: File, section: &str) -> String {
 
 fn key_entry(r: &KeyDoc) -> String {
     let mut s = format!(
-        ".TP\n\\fB{}\\fR (\\fI{}\\fR)\n{}\n.br\nDefault: {}\n",
+        ".TP\n\\fB{}\\fR\n{}\n.br\nType: {}\n.br\nDefault: {}\n",
         esc(r.key),
-        esc(r.ty),
         esc(r.description),
+        esc(r.ty),
         esc(r.default),
     );
     if r.maps_to != "-" {
