@@ -17,7 +17,8 @@ for want in "Version:        $version" \
     "%config(noreplace) /etc/slot-os/slot-os.toml" \
     "/usr/share/bash-completion/completions/slot-os" \
     "/usr/share/fish/vendor_completions.d/slot-os.fish" \
-    "Requires:       systemd-container"; do
+    "Requires:       systemd-container" \
+    "/usr/lib/systemd/system/slot-os-*"; do
     if ! grep -qF -- "$want" <<<"$out"; then
         echo "check-rpmspec: '$want' not in rpmspec -P output" >&2
         rc=1

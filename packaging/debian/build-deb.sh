@@ -45,7 +45,7 @@ size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SHLIBS@/$shlibs/" \
     -e "s/@SIZE@/$size/" "$here/control.in" >"$root/DEBIAN/control"
 install -m644 "$here/conffiles" "$root/DEBIAN/conffiles"
-install -m755 "$here/postinst" "$here/postrm" "$root/DEBIAN/"
+install -m755 "$here/postinst" "$here/prerm" "$here/postrm" "$root/DEBIAN/"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z |
     xargs -0 md5sum) >"$root/DEBIAN/md5sums"
 chmod 644 "$root/DEBIAN/md5sums"

@@ -99,6 +99,21 @@ pub const KEYS: &[KeyDoc] = &[
     row(Host, "bridge", "device", "string or array of strings (interface names)", "no device",
         "Bridge=slotbrN in /run/systemd/network/50-slot-os-slotbrN-DEV.network",
         "Host NICs enslaved to the bridge, so outside hosts reach the slots (net-nic-add)."),
+    row(Host, "bridge", "vxlan_id", "integer 1 to 16777215", "unset: no VXLAN",
+        "VNI= in /run/systemd/network/50-slot-os-slotvxN.netdev (Kind=vxlan), enslaved to slotbrN by 50-slot-os-slotvxN.network",
+        "VXLAN network identifier: the bridge gets a VXLAN port slotvxN, so slots on several hosts share one L2 network (br-add --vxlan). Needs vxlan_remote or vxlan_group."),
+    row(Host, "bridge", "vxlan_remote", "string (unicast IP address)", "unset",
+        "Remote= in [VXLAN] of 50-slot-os-slotvxN.netdev",
+        "The one peer host (point to point). Not together with vxlan_group."),
+    row(Host, "bridge", "vxlan_group", "string (multicast IP address)", "unset",
+        "Group= in [VXLAN] of 50-slot-os-slotvxN.netdev",
+        "A multicast group joined by any number of hosts. Not together with vxlan_remote."),
+    row(Host, "bridge", "vxlan_local", "string (IP address)", "unset: the kernel picks the source address",
+        "Local= in [VXLAN] of 50-slot-os-slotvxN.netdev",
+        "Source address of the encapsulated packets."),
+    row(Host, "bridge", "vxlan_port", "integer 1 to 65535", "4789",
+        "DestinationPort= in [VXLAN] of 50-slot-os-slotvxN.netdev",
+        "UDP port of the VXLAN traffic."),
     // ---- /etc/slot-os/NAME.toml
     row(Slot, "", "number", "integer 0 to 9999", "NN of a file named slotNN (required for other names)",
         "Description= in the unit drop-in; host-side NIC names vs-NUMBER-N",
@@ -268,6 +283,10 @@ mod tests {
         assert_eq!(
             find("storage", "backups"),
             format!("{:?}", d.backup_dir.display().to_string())
+        );
+        assert_eq!(
+            find("bridge", "vxlan_port"),
+            crate::host::DEFAULT_VXLAN_PORT.to_string()
         );
         assert_eq!(
             find("network", "nat_address"),

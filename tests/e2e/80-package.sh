@@ -49,6 +49,10 @@ test_make_deb() {
 test_host_starts_without_slot_os() {
   assert_ok th_sh "$H" '! command -v slot-os' || return 1
   assert_ok th_run "$H" test ! -e /usr/lib/systemd/system-generators/slot-os-generator || return 1
+  assert_ok th_run "$H" test ! -e /usr/lib/systemd/system/slot-os-forward.service || return 1
+  # scheduled backups stopped (they would call a missing helper), their links purged
+  assert_ok th_sh "$H" '! systemctl is-active -q slot-os-backup@slot00.timer' || return 1
+  assert_eq "" "$(th_sh "$H" 'ls /etc/systemd/system/*.wants/ | grep slot-os')" "no enablement link left" || return 1
   assert_ok th_run "$H" test ! -e /etc/slot-os || return 1
 }
 
@@ -65,7 +69,8 @@ test_apt_install() {
     /usr/share/man/man1/slot-os.1.gz /usr/share/man/man5/slot-os.toml.5.gz \
     /usr/share/man/man8/slot-os-generator.8.gz \
     /usr/share/bash-completion/completions/slot-os /usr/share/zsh/vendor-completions/_slot-os \
-    /usr/share/fish/vendor_completions.d/slot-os.fish /usr/share/doc/slot-os/copyright; do
+    /usr/share/fish/vendor_completions.d/slot-os.fish /usr/share/doc/slot-os/copyright \
+    /usr/lib/systemd/system/slot-os-forward.service /usr/lib/systemd/system/slot-os-backup@.timer; do
     assert_ok th_run "$H" test -s "$f" || { t_fail "$f not installed"; return 1; }
   done
   assert_contains "$(th_sh "$H" 'zcat /usr/share/man/man5/slot-os.toml.5.gz')" "nat_address" "slot-os.toml(5) documents the keys" || return 1
@@ -90,6 +95,9 @@ test_walkthrough_with_the_package() {
   assert_contains "$out" "slot01" "slot01 runs" || return 1
   assert_eq active "$(th_run "$H" systemctl show -P ActiveState systemd-nspawn@slot01)" "slot01 active" || return 1
   assert_eq slot00 "$(sos exec 0 -- hostname)" "slot00 is a booted machine" || return 1
+  # a scheduled backup, for the purge to clean up
+  assert_ok th_run "$H" systemctl enable --now slot-os-backup@slot00.timer || return 1
+  assert_eq active "$(th_run "$H" systemctl show -P ActiveState slot-os-backup@slot00.timer)" "backup timer active" || return 1
 }
 
 test_purge_removes_the_package_and_keeps_the_slots() {
@@ -105,6 +113,10 @@ test_purge_removes_the_package_and_keeps_the_slots() {
     assert_ok th_run "$H" test ! -e "$f" || { t_fail "$f left after purge"; return 1; }
   done <<<"$files"
   assert_ok th_run "$H" test ! -e /usr/lib/systemd/system-generators/slot-os-generator || return 1
+  assert_ok th_run "$H" test ! -e /usr/lib/systemd/system/slot-os-forward.service || return 1
+  # scheduled backups stopped (they would call a missing helper), their links purged
+  assert_ok th_sh "$H" '! systemctl is-active -q slot-os-backup@slot00.timer' || return 1
+  assert_eq "" "$(th_sh "$H" 'ls /etc/systemd/system/*.wants/ | grep slot-os')" "no enablement link left" || return 1
   # what the generator wrote at runtime is gone too, and systemd dropped the drop-ins
   assert_eq "" "$(th_sh "$H" 'ls /run/systemd/nspawn/*.nspawn /run/systemd/network/*slot-os* 2>/dev/null; ls -d /run/systemd/generator/systemd-nspawn@* 2>/dev/null')" "no generated file left" || return 1
   assert_not_contains "$(th_run "$H" systemctl show -P DropInPaths systemd-nspawn@slot00)" "slot-os" "no slot-os drop-in loaded" || return 1
