@@ -3,6 +3,8 @@
 # Never installs systemd-resolved: on a machine without systemd as PID 1 it breaks DNS.
 set -euo pipefail
 pkgs=(systemd-container debootstrap dbus iproute2 btrfs-progs make gcc pkg-config tar jq)
+# Packaging and manuals: make deb (dpkg-shlibdeps, strip), lintian, rpmspec -P, man -l.
+pkgs+=(dpkg-dev binutils lintian rpm man-db)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

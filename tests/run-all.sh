@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (as root, on a fresh Debian 12):
 #   1. installs what it needs (idempotent),
-#   2. checks formatting and lints,
+#   2. checks formatting and lints, and that the RPM spec parses,
 #   3. unit, golden and bad-input tests (cargo test),
 #   4. the end-to-end suite in real systemd test hosts (tests/run-e2e.sh),
 # and ends with one line: "N passed, N failed".
@@ -25,6 +25,9 @@ log "cargo fmt --check / clippy -D warnings"
 if cargo fmt --all -- --check; then passed=$((passed + 1)); echo "ok   fmt"; else failed=$((failed + 1)); echo "FAIL fmt"; fi
 if cargo clippy --all-targets --locked -- -D warnings; then passed=$((passed + 1)); echo "ok   clippy"; else failed=$((failed + 1)); echo "FAIL clippy"; fi
 
+log "packaging/rpm/slot-os.spec parses (rpmspec -P)"
+if bash tests/check-rpmspec.sh; then passed=$((passed + 1)); echo "ok   rpmspec"; else failed=$((failed + 1)); echo "FAIL rpmspec"; fi
+
 log "cargo test (unit, golden, bad-input)"
 cargo_out=$(mktemp)
 cargo test --locked 2>&1 | tee "$cargo_out"
@@ -45,6 +48,6 @@ if [ "$e2e_rc" != 0 ] && [ "$ef" = 0 ]; then ef=1; fi
 passed=$((passed + ep)); failed=$((failed + ef))
 
 echo
-echo "cargo: $cp passed, $cf failed; e2e: $ep passed, $ef failed; checks: fmt, clippy"
+echo "cargo: $cp passed, $cf failed; e2e: $ep passed, $ef failed; checks: fmt, clippy, rpmspec"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

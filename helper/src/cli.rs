@@ -216,4 +216,13 @@ pub enum Command {
     },
     /// Stop sharing a host NIC.
     NetNicDel { device: String },
+    /// Print a shell completion script: `slot-os completions bash > /etc/bash_completion.d/slot-os`.
+    Completions {
+        #[arg(value_name = "bash | zsh | fish | elvish | powershell")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages and completion scripts into DIR/man and DIR/completions
+    /// (used by `make` and the packages).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }

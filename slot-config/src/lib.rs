@@ -6,6 +6,7 @@
 pub mod error;
 pub mod facts;
 pub mod host;
+pub mod keys;
 pub mod load;
 pub mod names;
 pub mod paths;

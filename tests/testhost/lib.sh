@@ -332,7 +332,10 @@ th_boot() {
     cp -a --reflink=auto -- "$src" "$root" || { th__die "copying the rootfs to $root failed"; return 1; }
     t1=$(th__now_ms)
     th__set_identity "$root" "$name" || return 1
-    th__install_project "$name" "$root" || return 1
+    # TH_INSTALL_PROJECT=0: a host without slot-os, for scenarios that install a package.
+    if [[ "${TH_INSTALL_PROJECT:-1}" != 0 ]]; then
+        th__install_project "$name" "$root" || return 1
+    fi
     if declare -F th_pre_boot_hook >/dev/null; then
         th_pre_boot_hook "$name" "$root" || { th__die "th_pre_boot_hook $name failed"; return 1; }
     fi

@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod build;
 pub mod check;
 pub mod console;
+pub mod docs;
 pub mod exec;
 pub mod export;
 pub mod forward;
@@ -140,5 +141,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::NetRelease { slot } => net::release(&slot),
         Command::NetNicAdd { device, bridge } => bridge::nic_add(ctx, &device, bridge),
         Command::NetNicDel { device } => bridge::nic_del(ctx, &device),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::GenerateDocs { dir } => docs::generate(&dir),
     }
 }
