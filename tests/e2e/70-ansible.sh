@@ -11,10 +11,10 @@ DEB_DIR=$TH_RUN/ansible-deb
 BTRFS_IMG=""
 
 # The package under test: SLOT_OS_TEST_DEB if set, else `make deb-only` (the packaging's own
-# target, without a rebuild) where the Makefile has it, else a throwaway .deb of what
-# `make install` puts in a host. The list of installed files is kept for th_pre_boot_hook.
+# target, without a rebuild). The list of files `make install` puts in a host is kept for
+# th_pre_boot_hook.
 build_deb() {
-    local root=$DEB_DIR/root ver out deb
+    local root=$DEB_DIR/root out deb
     rm -rf "$DEB_DIR" && mkdir -p "$root" || return 1
     make -C "$TH_REPO" install DESTDIR="$root" PREFIX=/usr PROFILE="$TH_PROFILE" >"$DEB_DIR/make.log" 2>&1 \
         || { cat "$DEB_DIR/make.log"; return 1; }
@@ -23,26 +23,11 @@ build_deb() {
         cp "$SLOT_OS_TEST_DEB" "$DEB_DIR/slot-os.deb"
         return
     fi
-    if grep -q '^deb-only:' "$TH_REPO/Makefile"; then
-        out=$(make -s --no-print-directory -C "$TH_REPO" deb-only PROFILE="$TH_PROFILE" 2>&1) \
-            || { printf '%s\n' "$out"; return 1; }
-        deb=$(printf '%s\n' "$out" | tail -n 1)
-        [[ "$deb" == /* ]] || deb=$TH_REPO/$deb
-        cp "$deb" "$DEB_DIR/slot-os.deb"
-        return
-    fi
-    ver=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$TH_REPO/Cargo.toml" | head -n 1)
-    mkdir -p "$root/DEBIAN" || return 1
-    cat >"$root/DEBIAN/control" <<EOF
-Package: slot-os
-Version: ${ver:-0.0.0}~e2e
-Architecture: amd64
-Maintainer: slot-os tests <root@localhost>
-Depends: systemd, systemd-container
-Description: slot-os (throwaway package built by tests/e2e/70-ansible.sh)
-EOF
-    (cd "$root" && find etc -type f -printf '/%p\n') >"$root/DEBIAN/conffiles"
-    dpkg-deb --root-owner-group -Zgzip -z1 --build "$root" "$DEB_DIR/slot-os.deb" >/dev/null
+    out=$(make -s --no-print-directory -C "$TH_REPO" deb-only PROFILE="$TH_PROFILE" 2>&1) \
+        || { printf '%s\n' "$out"; return 1; }
+    deb=$(printf '%s\n' "$out" | tail -n 1)
+    [[ "$deb" == /* ]] || deb=$TH_REPO/$deb
+    cp "$deb" "$DEB_DIR/slot-os.deb"
 }
 
 # The host the role works on starts without slot-os (TH_INSTALL_PROJECT=0 where the harness
