@@ -17,35 +17,23 @@ use crate::cli::ForwardAction;
 const CHAIN: &str = "SLOT-OS-FORWARD";
 
 fn rules() -> Vec<Vec<String>> {
-    let zone = format!("vz-{NAT_ZONE}");
     let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    vec![
-        // Slots on one bridge, VXLAN included (bridged: in and out is the bridge).
-        v(&["-i", "slotbr+", "-o", "slotbr+", "-j", "ACCEPT"]),
-        // The NAT network and nspawn's host-only veths: out freely, replies back in.
-        v(&["-i", &zone, "-j", "ACCEPT"]),
-        v(&[
-            "-o",
-            &zone,
+    // Slots on one bridge, VXLAN included (bridged: in and out is the bridge).
+    let mut r = vec![v(&["-i", "slotbr+", "-o", "slotbr+", "-j", "ACCEPT"])];
+    // The NAT network and nspawn's host-only veths: out freely, replies back in.
+    for dev in [format!("vz-{NAT_ZONE}"), "ve-+".to_string()] {
+        let replies = [
             "-m",
             "conntrack",
             "--ctstate",
             "RELATED,ESTABLISHED",
             "-j",
             "ACCEPT",
-        ]),
-        v(&["-i", "ve-+", "-j", "ACCEPT"]),
-        v(&[
-            "-o",
-            "ve-+",
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "RELATED,ESTABLISHED",
-            "-j",
-            "ACCEPT",
-        ]),
-    ]
+        ];
+        r.push(v(&["-i", &dev, "-j", "ACCEPT"]));
+        r.push(v(&[&["-o", dev.as_str()][..], &replies].concat()));
+    }
+    r
 }
 
 struct Tables {
@@ -148,4 +136,22 @@ pub fn run(action: ForwardAction) -> anyhow::Result<ExitCode> {
         ForwardAction::Status => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rules_cover_bridges_the_nat_zone_and_veths() {
+        let r: Vec<String> = super::rules().iter().map(|x| x.join(" ")).collect();
+        assert_eq!(
+            r,
+            [
+                "-i slotbr+ -o slotbr+ -j ACCEPT",
+                "-i vz-slots -j ACCEPT",
+                "-o vz-slots -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-i ve-+ -j ACCEPT",
+                "-o ve-+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            ]
+        );
+    }
 }
