@@ -34,6 +34,26 @@ pub fn thaw_orphans(bus: &Bus, paths: &Paths) {
     }
 }
 
+/// Freezes the slot for capturing it (`what`: "backup", "export") if it is running, after
+/// thawing what a killed helper left frozen. Call with the helper lock held.
+pub fn for_capture<'b>(
+    bus: &'b Bus,
+    paths: &Paths,
+    slot: &slot_config::Slot,
+    what: &str,
+) -> anyhow::Result<Option<Frozen<'b>>> {
+    thaw_orphans(bus, paths);
+    if bus.unit_status(&slot.unit())?.active_state != "active" {
+        return Ok(None);
+    }
+    Frozen::new(bus, paths, &slot.unit()).map(Some).map_err(|e| {
+        e.context(format!(
+            "{} is running and cannot be frozen for a consistent {what}; stop it and run {what} again",
+            slot.name
+        ))
+    })
+}
+
 /// A unit frozen for a capture; thawed when dropped.
 pub struct Frozen<'b> {
     bus: &'b Bus,

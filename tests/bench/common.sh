@@ -36,3 +36,26 @@ stats() {
         END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
               f = "%." d "f %." d "f %." d "f\n"; printf f, m / 1000, a[1] / 1000, a[NR] / 1000 }'
 }
+
+# btrfs_slot_images ROOT IMGFILE COUNT: /var/lib/machines of a test host's ROOT on a loop
+# btrfs in IMGFILE, with slot00..slotCOUNT-1 as snapshots of one copy of the rootfs, each
+# with its own machine-id and hostname (fast set-up; use from th_pre_boot_hook).
+btrfs_slot_images() {
+    local root=$1 img=$2 n=$3 src s d
+    truncate -s 4G "$img"
+    mkfs.btrfs -q -f "$img"
+    mkdir -p "$root/var/lib/machines"
+    mount -o loop "$img" "$root/var/lib/machines"
+    src=$(th_rootfs)
+    btrfs subvolume create "$root/var/lib/machines/slot00" >/dev/null
+    cp -a --reflink=auto -- "$src/." "$root/var/lib/machines/slot00/"
+    for ((s = 1; s < n; s++)); do
+        btrfs subvolume snapshot "$root/var/lib/machines/slot00" \
+            "$root/var/lib/machines/$(printf 'slot%02d' "$s")" >/dev/null
+    done
+    for ((s = 0; s < n; s++)); do
+        d=$root/var/lib/machines/$(printf 'slot%02d' "$s")
+        systemd-id128 new >"$d/etc/machine-id"
+        printf 'slot%02d\n' "$s" >"$d/etc/hostname"
+    done
+}

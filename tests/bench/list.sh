@@ -22,24 +22,7 @@ NRUNNING=5
 img=$(mktemp -p /var/tmp slot-os-bench-list.XXXXXX)
 
 # /var/lib/machines on a loop btrfs: slot images are snapshots of one copy (fast set-up).
-th_pre_boot_hook() {
-    local root=$2 src s
-    truncate -s 4G "$img"
-    mkfs.btrfs -q -f "$img"
-    mkdir -p "$root/var/lib/machines"
-    mount -o loop "$img" "$root/var/lib/machines"
-    src=$(th_rootfs)
-    btrfs subvolume create "$root/var/lib/machines/slot00" >/dev/null
-    cp -a --reflink=auto -- "$src/." "$root/var/lib/machines/slot00/"
-    for ((s = 1; s < NRUNNING; s++)); do
-        btrfs subvolume snapshot "$root/var/lib/machines/slot00" "$root/var/lib/machines/$(printf 'slot%02d' "$s")" >/dev/null
-    done
-    for ((s = 0; s < NRUNNING; s++)); do
-        local d; d=$root/var/lib/machines/$(printf 'slot%02d' "$s")
-        systemd-id128 new >"$d/etc/machine-id"
-        printf 'slot%02d\n' "$s" >"$d/etc/hostname"
-    done
-}
+th_pre_boot_hook() { btrfs_slot_images "$2" "$img" "$NRUNNING"; }
 cleanup() {
     th_cleanup_all || true
     rm -f "$img"

@@ -22,7 +22,7 @@ use slot_config::Slot;
 use super::Ctx;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::freeze::{self, Frozen};
+use crate::freeze;
 use crate::{image, lock, notify, targets};
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
@@ -136,14 +136,8 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let tmp = dir.join(format!(".tmp-{full}.{}", std::process::id()));
 
     let bus = Bus::system()?;
-    freeze::thaw_orphans(&bus, &ctx.paths);
-    let running = bus.unit_status(&s.unit())?.active_state == "active";
-    let frozen = match running {
-        true => Some(Frozen::new(&bus, &ctx.paths, &s.unit()).map_err(|e| {
-            e.context(format!("{} is running and cannot be frozen for a consistent backup; stop it and run backup again", s.name))
-        })?),
-        false => None,
-    };
+    let frozen = freeze::for_capture(&bus, &ctx.paths, &s, "backup")?;
+    let running = frozen.is_some();
     let t0 = Instant::now();
     let mut kind = TAR;
     let captured = if try_snapshot && image::snapshot(&root, &tmp, true).is_ok() {
@@ -306,14 +300,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
-    let bus = Bus::system()?;
-    let st = bus.unit_status(&s.unit())?;
-    if st.active_state != "inactive" && st.active_state != "failed" {
-        return Err(bad_input(format!(
-            "{} is {}; stop it before restoring (slot-os stop {})",
-            s.name, st.active_state, s.number
-        )));
-    }
+    super::running::require_stopped(&Bus::system()?, &s, "before restoring")?;
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     let dest = machines.join(s.image_name());
     let new = image::sibling(&dest, ".slot-os-new-");

@@ -21,7 +21,7 @@ use super::Ctx;
 use crate::config_edit::{validate_change, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::freeze::{self, Frozen};
+use crate::freeze;
 use crate::{image, lock, targets};
 
 const FORMAT: u32 = 1;
@@ -103,17 +103,8 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
         .arg(".");
 
     let bus = Bus::system()?;
-    freeze::thaw_orphans(&bus, &ctx.paths);
-    let running = bus.unit_status(&s.unit())?.active_state == "active";
-    let frozen = match running {
-        true => Some(Frozen::new(&bus, &ctx.paths, &s.unit()).map_err(|e| {
-            e.context(format!(
-                "{} is running and cannot be frozen for a consistent export; stop it and export again",
-                s.name
-            ))
-        })?),
-        false => None,
-    };
+    let frozen = freeze::for_capture(&bus, &ctx.paths, &s, "export")?;
+    let running = frozen.is_some();
     let written = tar_zstd(tar, &tmp, "exported");
     drop(frozen);
     let _ = image::remove_tree(&meta);

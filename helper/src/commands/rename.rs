@@ -25,13 +25,7 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
         return Err(bad_input(format!("a slot named {new} already exists")));
     }
     let bus = Bus::system()?;
-    let st = bus.unit_status(&s.unit())?;
-    if st.active_state != "inactive" && st.active_state != "failed" {
-        return Err(bad_input(format!(
-            "{} is {}; stop it first (slot-os stop {})",
-            s.name, st.active_state, s.number
-        )));
-    }
+    super::running::require_stopped(&bus, &s, "first")?;
     let renames_image = s.image.is_none();
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     if renames_image && machines.join(new).exists() {

@@ -39,3 +39,16 @@ pub fn state_name(active_state: &str, freezer_state: &str) -> &'static str {
         _ => "STOPPED",
     }
 }
+
+/// Bad input unless the slot's unit is stopped (inactive or failed): for commands that
+/// replace or move its root. `before` completes "stop it …", e.g. "before restoring".
+pub fn require_stopped(bus: &Bus, slot: &Slot, before: &str) -> anyhow::Result<()> {
+    let st = bus.unit_status(&slot.unit())?;
+    if st.active_state != "inactive" && st.active_state != "failed" {
+        return Err(crate::error::bad_input(format!(
+            "{} is {}; stop it {before} (slot-os stop {})",
+            slot.name, st.active_state, slot.number
+        )));
+    }
+    Ok(())
+}
