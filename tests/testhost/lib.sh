@@ -19,7 +19,8 @@ TH_RUN=${SLOT_OS_TEST_RUN:-/var/tmp/slot-os-test}
 TH_PROFILE=${SLOT_OS_PROFILE:-debug}
 TH_BOOT_TIMEOUT=${SLOT_OS_TEST_BOOT_TIMEOUT:-60}
 TH_POWEROFF_TIMEOUT=${SLOT_OS_TEST_POWEROFF_TIMEOUT:-30}
-TH_MIRROR=${SLOT_OS_TEST_MIRROR:-http://deb.debian.org/debian}
+# Empty: debootstrap picks its own default mirror (we name none).
+TH_MIRROR=${SLOT_OS_TEST_MIRROR:-}
 TH_SUITE=bookworm
 # Bump when the rootfs recipe changes in a way the hash below does not see.
 TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v1
@@ -225,7 +226,7 @@ th_rootfs() {
         t0=$(th__now_ms)
         # Notes to stderr: callers capture stdout, which is the path alone.
         th_note "building rootfs cache $dir (debootstrap $TH_SUITE, log: $log)" >&2
-        if ! debootstrap --variant=minbase --include="${pkgs// /,}" "$TH_SUITE" "$tmp" "$TH_MIRROR" \
+        if ! debootstrap --variant=minbase --include="${pkgs// /,}" "$TH_SUITE" "$tmp" ${TH_MIRROR:+"$TH_MIRROR"} \
             >"$log" 2>&1 || ! th__rootfs_setup "$tmp" >>"$log" 2>&1; then
             tail -n 30 "$log" >&2 || true
             th__safe_rm "$tmp" || true
