@@ -158,7 +158,9 @@ pub fn upgrade_command(os_release: &str) -> Option<&'static str> {
     let ids = format!("{} {}", field("ID"), field("ID_LIKE"));
     let has = |w: &str| ids.split_whitespace().any(|x| x == w);
     if has("debian") || has("ubuntu") {
-        Some("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confold upgrade")
+        // --error-on=any: an unreachable repository fails the update instead of a warning
+        // followed by an "upgrade" against stale lists that reports success.
+        Some("apt-get update --error-on=any && DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confold upgrade")
     } else if has("fedora") || has("rhel") || has("centos") {
         Some("if command -v dnf >/dev/null; then dnf -y upgrade; else yum -y update; fi")
     } else if has("suse") || has("opensuse") {
