@@ -98,7 +98,7 @@ test_start_during_restore_fails_cleanly_and_the_restore_completes() {
   assert_ok sos backup 0 big || return 1
   local out
   out=$(th_sh "$H" 'slot-os backup-restore 0 slot00.big >/tmp/rs.out 2>&1 & p=$!
-    i=0; until [ -d /var/lib/machines/.slot-os-new-slot00 ]; do i=$((i+1)); [ $i -le 1200 ] || { echo "never unpacking"; exit 3; }; sleep 0.05; done
+    i=0; until [ -d /var/lib/machines/.slot-os-new-slot00 ]; do i=$((i+1)); [ $i -le 1200 ] || { echo "never unpacking"; wait $p; cat /tmp/rs.out; exit 3; }; sleep 0.05; done
     machinectl start slot00; echo "start=$?"
     wait $p; echo "restore=$?"; cat /tmp/rs.out')
   echo "$out"
@@ -117,7 +117,7 @@ test_restore_of_a_slot_that_holds_its_image_is_refused() {
   local out rc
   out=$(th_sh "$H" 'systemd-nspawn --quiet --register=no --private-network -D /var/lib/machines/slot00 /bin/sleep 30 >/dev/null 2>&1 & p=$!
     i=0; until ls /run/systemd/nspawn/locks/ 2>/dev/null | grep -q inode-; do i=$((i+1)); [ $i -le 200 ] || { echo "nspawn never locked"; exit 3; }; sleep 0.05; done
-    slot-os backup-restore 0 slot00.big; echo "rc=$?"; kill $p; wait $p')
+    slot-os backup-restore 0 slot00.big 2>&1; echo "rc=$?"; kill $p; wait $p')
   echo "$out"
   assert_contains "$out" "rc=2" "bad input while the image is in use" || return 1
   assert_contains "$out" "is in use" "clear message" || return 1
@@ -137,7 +137,7 @@ chmod +x /etc/systemd/system-generators/zz-hold' || return 1
   local out
   out=$(th_sh "$H" ': > /run/hold-reload; rm -f /run/hold-reload-reached
     slot-os rename slot00 web >/tmp/rn.out 2>&1 & p=$!
-    i=0; until [ -e /run/hold-reload-reached ]; do i=$((i+1)); [ $i -le 1200 ] || { echo "never reloading"; rm -f /run/hold-reload; exit 3; }; sleep 0.05; done
+    i=0; until [ -e /run/hold-reload-reached ]; do i=$((i+1)); [ $i -le 1200 ] || { echo "never reloading"; rm -f /run/hold-reload; wait $p; cat /tmp/rn.out; exit 3; }; sleep 0.05; done
     systemd-nspawn --quiet --register=no --private-network -D /var/lib/machines/web /bin/true 2>&1; echo "nspawn=$?"
     rm -f /run/hold-reload
     wait $p; echo "rename=$?"; cat /tmp/rn.out')
