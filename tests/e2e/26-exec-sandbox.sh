@@ -64,7 +64,10 @@ test_booted_slot_exec_runs_in_its_cgroup_with_its_bounding_set() {
 }
 
 test_booted_slot_exec_passes_stdio_and_exit_code() {
-  local out err rc
+  local out err rc t0
+  t0=$(date +%s%N)
+  assert_ok sos exec 0 -- true || return 1
+  echo "measured: exec 0 -- true took $(( ($(date +%s%N) - t0) / 1000000 )) ms (th_run included)"
   assert_eq hi "$(echo hi | sos exec 0 -- cat)" "stdin to stdout" || return 1
   out=$(sos exec 0 -- sh -c 'echo out; echo err >&2; exit 7' 2>/dev/null); rc=$?
   assert_eq 7 "$rc" "exit code" || return 1
