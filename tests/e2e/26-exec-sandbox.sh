@@ -35,17 +35,17 @@ capbnd() { sed -n 's/^CapBnd:[[:space:]]*//p'; }
 # the checks for slot N: cgroup and bounding set of `exec` against the slot's PID 1
 check_limits() {
   local n=$1 mine pid1 cap1 capx
+  capx=$($SOS exec "$n" -- cat /proc/self/status | capbnd)
+  cap1=$($SOS exec "$n" -- cat /proc/1/status | capbnd)
+  echo "slot $n: exec CapBnd $capx, PID 1 CapBnd $cap1"
+  assert_eq "$cap1" "$capx" "exec's CapBnd is the slot PID 1's" || return 1
+  (( ((0x$capx >> 16) & 1) == 0 )) || { t_fail "exec keeps CAP_SYS_MODULE: $capx"; return 1; }
   mine=$($SOS exec "$n" -- cat /proc/self/cgroup) || { t_fail "exec $n failed"; return 1; }
   pid1=$($SOS exec "$n" -- cat /proc/1/cgroup) || return 1
   echo "slot $n: exec cgroup: $mine; PID 1 cgroup: $pid1"
   # Paths are relative to the slot's cgroup namespace: one outside it starts with /..
   assert_not_contains "$mine" "/.." "exec's cgroup inside the slot's subtree" || return 1
   assert_contains "$mine" "0::/" "unified cgroup line" || return 1
-  capx=$($SOS exec "$n" -- cat /proc/self/status | capbnd)
-  cap1=$($SOS exec "$n" -- cat /proc/1/status | capbnd)
-  echo "slot $n: exec CapBnd $capx, PID 1 CapBnd $cap1"
-  assert_eq "$cap1" "$capx" "exec's CapBnd is the slot PID 1's" || return 1
-  (( ((0x$capx >> 16) & 1) == 0 )) || { t_fail "exec keeps CAP_SYS_MODULE: $capx"; return 1; }
 }
 
 test_helper_runs_with_cap_sys_module() {
