@@ -208,6 +208,10 @@ pub enum Command {
     /// Remove a stopped slot's Open vSwitch ports (run by the slot's unit after it stops).
     #[command(hide = true)]
     NetRelease { slot: String },
+    /// Thaw the slots a killed capture (backup, export) left frozen (run by
+    /// slot-os-backup@.service after every run, also a killed one).
+    #[command(hide = true)]
+    ThawLeftovers { slot: Option<String> },
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd {
         device: String,

@@ -1,15 +1,25 @@
 //! Freezing a running slot while its root is captured (backup, export), so the copy is
-//! crash-consistent, with a marker in /run/slot-os/frozen that outlives a killed helper:
-//! markers are only written under the helper lock, so one found by the next lock holder
-//! belongs to a dead helper, and its slot is thawed. A slot frozen by `suspend` has no
-//! marker and stays frozen.
+//! crash-consistent, and making sure it is always thawed:
+//! - on return or error, by [`Frozen`]'s drop;
+//! - on SIGINT, SIGTERM or SIGHUP (Ctrl-C, `systemctl stop`, the unit's timeout), by a
+//!   signal thread that thaws, then exits non-zero;
+//! - after SIGKILL, from a marker in /run/slot-os/frozen: markers are only written under
+//!   the helper lock, so one found by the next lock holder belongs to a dead helper, and its
+//!   slot is thawed. The backup unit's ExecStopPost (`thaw-leftovers`) is such a holder,
+//!   and so is every later capture.
+//!
+//! A slot frozen by `suspend` has no marker and stays frozen.
 
 use std::fs;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Mutex, Once};
 
 use anyhow::Context;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slot_config::Paths;
 
+use crate::commands::Ctx;
 use crate::dbus::Bus;
 
 fn marker_dir(paths: &Paths) -> PathBuf {
@@ -34,6 +44,16 @@ pub fn thaw_orphans(bus: &Bus, paths: &Paths) {
     }
 }
 
+/// `thaw-leftovers`: [`thaw_orphans`] under the helper lock (waiting for it: the holder is
+/// a live helper whose own freeze, if any, it thaws itself).
+pub fn thaw_leftovers(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let _lock = crate::lock::exclusive(&ctx.paths)?;
+    if fs::read_dir(marker_dir(&ctx.paths)).is_ok_and(|mut d| d.next().is_some()) {
+        thaw_orphans(&Bus::system()?, &ctx.paths);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Freezes the slot for capturing it (`what`: "backup", "export") if it is running, after
 /// thawing what a killed helper left frozen. Call with the helper lock held.
 pub fn for_capture<'b>(
@@ -54,6 +74,66 @@ pub fn for_capture<'b>(
     })
 }
 
+/// The unit frozen now and its marker, for the signal thread.
+static FROZEN_NOW: Mutex<Option<(String, PathBuf)>> = Mutex::new(None);
+
+fn set_frozen_now(v: Option<(String, PathBuf)>) {
+    *FROZEN_NOW.lock().unwrap_or_else(|e| e.into_inner()) = v;
+}
+
+/// From the first freeze on, SIGINT, SIGTERM and SIGHUP end the helper through a thread
+/// that first thaws what is frozen. Outside a freeze it only exits (as the default action
+/// would, with 128 + the signal): tar and zstd die with us (PR_SET_PDEATHSIG), and what a
+/// capture left half-written is swept by the next one.
+fn guard_signals() -> anyhow::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut err = None;
+    ONCE.call_once(|| {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => {
+                err = Some(e);
+                return;
+            }
+        };
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = match sig {
+                    SIGINT => "SIGINT",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                let held = FROZEN_NOW.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some((unit, marker)) = held {
+                    let thawed = Bus::system().and_then(|b| {
+                        b.thaw_units(std::slice::from_ref(&unit))
+                            .pop()
+                            .unwrap_or(Ok(()))
+                    });
+                    match thawed {
+                        Ok(()) => {
+                            let _ = fs::remove_file(&marker);
+                            eprintln!("slot-os: interrupted ({name}) while {unit} was frozen for a capture; thawed it, nothing was kept");
+                        }
+                        Err(e) => eprintln!(
+                            "slot-os: interrupted ({name}) while {unit} was frozen; thawing failed ({e:#}); `slot-os thaw-leftovers` or the next backup thaws it"
+                        ),
+                    }
+                } else {
+                    eprintln!("slot-os: interrupted ({name})");
+                }
+                std::process::exit(128 + sig);
+            }
+        });
+    });
+    match err {
+        Some(e) => {
+            Err(e).context("installing the signal handlers that thaw an interrupted capture")
+        }
+        None => Ok(()),
+    }
+}
+
 /// A unit frozen for a capture; thawed when dropped.
 pub struct Frozen<'b> {
     bus: &'b Bus,
@@ -63,13 +143,16 @@ pub struct Frozen<'b> {
 
 impl<'b> Frozen<'b> {
     pub fn new(bus: &'b Bus, paths: &Paths, unit: &str) -> anyhow::Result<Self> {
+        guard_signals()?;
         let dir = marker_dir(paths);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let marker = dir.join(unit);
         // The marker goes first: a helper killed right after freezing must leave one.
         fs::write(&marker, std::process::id().to_string())
             .with_context(|| format!("writing {}", marker.display()))?;
+        set_frozen_now(Some((unit.to_string(), marker.clone())));
         if let Some(Err(e)) = bus.freeze_units(&[unit.to_string()]).pop() {
+            set_frozen_now(None);
             let _ = fs::remove_file(&marker);
             return Err(e);
         }
@@ -86,6 +169,7 @@ impl Drop for Frozen<'_> {
         match self.bus.thaw_units(std::slice::from_ref(&self.unit)).pop() {
             Some(Err(e)) => eprintln!("slot-os: warning: thawing {}: {e:#}", self.unit),
             _ => {
+                set_frozen_now(None);
                 let _ = fs::remove_file(&self.marker);
             }
         }

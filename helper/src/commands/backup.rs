@@ -300,9 +300,13 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
-    super::running::require_stopped(&Bus::system()?, &s, "before restoring")?;
+    let bus = Bus::system()?;
+    super::running::require_stopped(&bus, &s, "before restoring")?;
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     let dest = machines.join(s.image_name());
+    // Held until the new root is in place: nspawn cannot boot it meanwhile.
+    let _image = lock::ImageLock::images(&[&dest], "stop it before restoring")?;
+    super::running::require_stopped(&bus, &s, "before restoring")?;
     let new = image::sibling(&dest, ".slot-os-new-");
     let _ = image::remove_any(&new);
     let dir = backup_dir(ctx);

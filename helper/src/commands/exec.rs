@@ -1,7 +1,9 @@
-//! `exec NAME -- CMD...` (OverC's `cube-ctl NAME:CMD`): run a command in a running slot;
-//! its exit code is ours.
+//! `exec NAME -- CMD...` (OverC's `cube-ctl NAME:CMD`): run a command in a running slot,
+//! within its limits (see nsexec); its exit code is ours.
 
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use super::{running, Ctx};
 use crate::dbus::Bus;
@@ -11,8 +13,15 @@ pub fn run(ctx: &Ctx, slot: &str, command: &[String]) -> anyhow::Result<ExitCode
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, slot)?;
     let bus = Bus::system()?;
-    let leader = running::leader(&bus, s)?;
+    let leader = running::pinned_leader(&bus, s)?;
     drop(bus);
-    let st = nsexec::run(leader, command)?;
-    Ok(ExitCode::from(nsexec::exit_code(&st).clamp(0, 255) as u8))
+    let code = if s.boot {
+        nsexec::run_in_slot_manager(&leader, command, nsexec::Stdio3::inherit()?)?
+    } else {
+        let st = nsexec::command(&leader, command)?
+            .status()
+            .with_context(|| format!("running {:?} in the slot", command[0]))?;
+        nsexec::exit_code(&st)
+    };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

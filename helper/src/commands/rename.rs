@@ -31,6 +31,11 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     if renames_image && machines.join(new).exists() {
         return Err(bad_input(format!("an image named {new} already exists")));
     }
+    // The image under both names, until the rename is complete: nspawn can boot neither.
+    let old_dir = machines.join(s.image_name());
+    let new_dir = machines.join(new);
+    let _image = lock::ImageLock::images(&[&old_dir, &new_dir], "stop it first")?;
+    super::running::require_stopped(&bus, &s, "first")?;
 
     // 1. The new file, still booting the old image; the number is kept explicitly since
     //    a name like `web` does not imply one.
@@ -44,8 +49,15 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     fs::remove_file(&s.file).with_context(|| format!("removing {}", s.file.display()))?;
     // 3. The image follows, and the new file stops naming the old image.
     if renames_image {
-        bus.rename_image(&s.name, new)
-            .with_context(|| format!("renaming image {} to {new}", s.name))?;
+        // Not machined's RenameImage: it takes the image lock itself, which we hold.
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &old_dir,
+            nix::fcntl::AT_FDCWD,
+            &new_dir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .with_context(|| format!("renaming image {} to {new}", s.name))?;
         let _ = fs::write(machines.join(new).join("etc/hostname"), format!("{new}\n"));
         doc.remove("image");
         write_doc(&new_file, &doc)?;

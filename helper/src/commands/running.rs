@@ -3,6 +3,7 @@
 use slot_config::Slot;
 
 use crate::dbus::Bus;
+use crate::nsexec::Leader;
 
 /// Leader PID per slot, `None` for slots that are not running.
 pub fn leaders(bus: &Bus, slots: &[&Slot]) -> anyhow::Result<Vec<Option<u32>>> {
@@ -25,6 +26,15 @@ pub fn leader(bus: &Bus, slot: &Slot) -> anyhow::Result<u32> {
             "slot {} is not running; start it first (slot-os start {})",
             slot.name, slot.number
         ))
+    })
+}
+
+/// The slot's leader pinned by a pidfd (see nsexec): machined must name the same PID
+/// after the pidfd is open. Bad input if the slot is not running.
+pub fn pinned_leader(bus: &Bus, slot: &Slot) -> anyhow::Result<Leader> {
+    let pid = leader(bus, slot)?;
+    Leader::pin(pid, || {
+        Ok(leaders(bus, &[slot])?.pop().flatten() == Some(pid))
     })
 }
 

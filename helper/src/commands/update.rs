@@ -11,6 +11,7 @@ use slot_config::Slot;
 use super::{running, Ctx};
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::nsexec::Leader;
 use crate::{notify, nsexec, targets};
 
 /// One slot's outcome: exit code of the command, or why it could not run.
@@ -104,27 +105,48 @@ fn run_one(
     argv_for: &(impl Fn(&Slot, u32) -> Result<Vec<String>, String> + Sync),
     out: &Mutex<()>,
 ) -> Outcome {
-    let leader = leader.ok_or_else(|| "not running".to_string())?;
-    let argv = argv_for(s, leader)?;
-    let mut cmd = nsexec::command(leader, &argv).map_err(|e| format!("{e:#}"))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
-    let so = child.stdout.take();
-    let se = child.stderr.take();
+    let pid = leader.ok_or_else(|| "not running".to_string())?;
+    let leader = Leader::pin(pid, || Ok(still_leader(s, pid))).map_err(|e| format!("{e:#}"))?;
+    let argv = argv_for(s, leader.pid())?;
+    // Close-on-exec: a child another slot's thread spawns must not hold our write ends.
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    let (so_r, so_w) = pipe()?;
+    let (se_r, se_w) = pipe()?;
+    let stdin = std::fs::File::open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?
+        .into();
     std::thread::scope(|inner| {
-        if let Some(so) = so {
-            inner.spawn(|| prefix_lines(so, &s.name, out, false));
+        inner.spawn(|| prefix_lines(std::fs::File::from(so_r), &s.name, out, false));
+        inner.spawn(|| prefix_lines(std::fs::File::from(se_r), &s.name, out, true));
+        // The write ends are moved in and closed when the command is done (or could not
+        // start), so the readers above reach EOF.
+        if s.boot {
+            let stdio = nsexec::Stdio3 {
+                stdin,
+                stdout: so_w,
+                stderr: se_w,
+            };
+            nsexec::run_in_slot_manager(&leader, &argv, stdio).map_err(|e| format!("{e:#}"))
+        } else {
+            let mut cmd = nsexec::command(&leader, &argv).map_err(|e| format!("{e:#}"))?;
+            cmd.stdin(Stdio::from(stdin))
+                .stdout(Stdio::from(so_w))
+                .stderr(Stdio::from(se_w));
+            let st = cmd
+                .status()
+                .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+            drop(cmd);
+            Ok(nsexec::exit_code(&st))
         }
-        if let Some(se) = se {
-            inner.spawn(|| prefix_lines(se, &s.name, out, true));
-        }
-    });
-    let st = child.wait().map_err(|e| e.to_string())?;
-    Ok(nsexec::exit_code(&st))
+    })
+}
+
+/// machined still names `pid` as the slot's leader (on a connection of this thread's own).
+fn still_leader(s: &Slot, pid: u32) -> bool {
+    Bus::system()
+        .and_then(|b| running::leaders(&b, &[s]))
+        .is_ok_and(|mut l| l.pop().flatten() == Some(pid))
 }
 
 /// `update-prog (all | N...) : CMD` — a single argument with spaces runs through sh -c.
