@@ -94,12 +94,24 @@ fn fifo_device_symlink_and_huge_file_are_skipped_without_hanging() {
         .unwrap_or_default();
     let _ = fs::remove_dir_all(&r);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    assert!(good, "the regular slot still gets its units; stderr: {stderr}");
+    assert!(
+        good,
+        "the regular slot still gets its units; stderr: {stderr}"
+    );
     assert_eq!(written, ["slot00.nspawn"], "only the regular file's slot");
     for (file, why) in [
-        ("slot01.toml", "cannot be read: it is a FIFO, not a regular file"),
-        ("slot02.toml", "cannot be read: it is a symbolic link, not a regular file"),
-        ("slot-os.toml", "cannot be read: it is a FIFO, not a regular file"),
+        (
+            "slot01.toml",
+            "cannot be read: it is a FIFO, not a regular file",
+        ),
+        (
+            "slot02.toml",
+            "cannot be read: it is a symbolic link, not a regular file",
+        ),
+        (
+            "slot-os.toml",
+            "cannot be read: it is a FIFO, not a regular file",
+        ),
         (
             "slot04.toml",
             "cannot be read: it is larger than 1 MiB, more than a config file may be",
@@ -112,7 +124,9 @@ fn fifo_device_symlink_and_huge_file_are_skipped_without_hanging() {
     }
     if is_root {
         assert!(
-            stderr.contains("slot03.toml: cannot be read: it is a character device, not a regular file"),
+            stderr.contains(
+                "slot03.toml: cannot be read: it is a character device, not a regular file"
+            ),
             "{stderr}"
         );
     }
