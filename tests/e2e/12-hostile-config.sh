@@ -168,3 +168,31 @@ device = $dev"
   done
   th_run "$H" rm -f /etc/slot-os/slot-os.toml
 }
+
+# Item 10 in a real systemd: daemon-reload waits for generators.
+test_fifo_named_toml_does_not_hold_up_daemon_reload() {
+  th_sh "$H" 'mkfifo /etc/slot-os/fifo.toml && ln -sf /dev/zero /etc/slot-os/zero.toml' || return 1
+  assert_ok th_run "$H" timeout 60 systemctl daemon-reload || { t_fail "daemon-reload did not return"; return 1; }
+  assert_ok th_run "$H" test -f /run/systemd/nspawn/slot20.nspawn || return 1
+  local j
+  j=$(th_run "$H" journalctl -b --no-pager -o cat -t slot-os-generator 2>/dev/null)
+  assert_contains "$j" "/etc/slot-os/fifo.toml: cannot be read: it is a FIFO, not a regular file" "FIFO logged" || return 1
+  assert_contains "$j" "/etc/slot-os/zero.toml: cannot be read: it is a symbolic link, not a regular file" "symlink logged" || return 1
+  th_run "$H" rm -f /etc/slot-os/fifo.toml /etc/slot-os/zero.toml
+}
+
+test_unreadable_config_dir_keeps_generated_files() {
+  assert_ok th_run "$H" systemctl daemon-reload || return 1
+  local before
+  before=$(th_run "$H" cat /run/systemd/nspawn/slot20.nspawn) || return 1
+  th_sh "$H" 'mv /etc/slot-os /etc/slot-os.saved && echo not-a-dir > /etc/slot-os' || return 1
+  assert_ok th_run "$H" systemctl daemon-reload || return 1
+  local after
+  after=$(th_run "$H" cat /run/systemd/nspawn/slot20.nspawn 2>&1)
+  th_sh "$H" 'rm -f /etc/slot-os && mv /etc/slot-os.saved /etc/slot-os'
+  assert_eq "$before" "$after" "slot20.nspawn kept while the config dir cannot be listed" || return 1
+  local j
+  j=$(th_run "$H" journalctl -b --no-pager -o cat -t slot-os-generator 2>/dev/null)
+  assert_contains "$j" "config directory unreadable: generated files left as they are" "logged" || return 1
+  assert_ok th_run "$H" systemctl daemon-reload || return 1
+}
