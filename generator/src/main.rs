@@ -59,6 +59,15 @@ fn run(paths: &Paths, dirs: &Dirs, log: &Log) {
     for p in &cfg.problems {
         log.log(Level::Error, &p.to_string());
     }
+    if cfg.dir_unreadable {
+        // Not knowing the slots is not "no slots": removing their files would stop every
+        // slot at the next start. What is already in /run stays as it is.
+        log.log(
+            Level::Error,
+            "config directory unreadable: generated files left as they are, nothing written or removed",
+        );
+        return;
+    }
     if cfg.host_skipped {
         log.log(
             Level::Warning,

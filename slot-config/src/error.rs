@@ -27,11 +27,13 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
+        // A hostile file or key name must not be able to forge log lines.
+        let line = if self.key.is_empty() {
+            format!("{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
-        }
+            format!("{}: {}: {}", self.file.display(), self.key, self.message)
+        };
+        f.write_str(&crate::syntax::printable(&line))
     }
 }
 

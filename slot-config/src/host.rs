@@ -361,7 +361,7 @@ fn parse_vxlan(b: &mut Fields<'_, '_>) -> Option<Vxlan> {
 
 fn absolute_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
     let s = f.string(k)?;
-    match check_abs_path(&s) {
+    match crate::syntax::check_path(&s, crate::syntax::PathUse::Exec) {
         Ok(()) => Some(PathBuf::from(s)),
         Err(e) => {
             f.problem(k, e);
@@ -370,35 +370,12 @@ fn absolute_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
     }
 }
 
-/// An absolute, normalised path: no `..`, no empty or `.` components.
+/// An absolute, normalised path that a `.nspawn` `Bind=` can carry (syntax::check_path).
 pub fn check_abs_path(s: &str) -> Result<(), String> {
-    if !s.starts_with('/') {
-        return Err(format!("{s:?} is not an absolute path; start it with '/'"));
-    }
-    if s.split('/').any(|c| c == ".." || c == ".") {
-        return Err(format!(
-            "{s:?} contains '.' or '..'; write the path without them"
-        ));
-    }
-    if s.contains(['\n', ':']) {
-        return Err(format!(
-            "{s:?} contains ':' or a newline, which systemd-nspawn cannot take in a path"
-        ));
-    }
-    Ok(())
+    crate::syntax::check_path(s, crate::syntax::PathUse::Bind)
 }
 
-/// A Linux interface name: 1 to 15 characters, no '/', whitespace or ':'.
+/// A host interface name, taken literally by networkd (syntax::check_ifname).
 pub fn check_ifname(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 15 || s == "." || s == ".." {
-        return Err(format!(
-            "{s:?} is not an interface name; use 1 to 15 characters"
-        ));
-    }
-    if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(format!(
-            "{s:?} is not an interface name; it may not contain '/', ':' or spaces"
-        ));
-    }
-    Ok(())
+    crate::syntax::check_ifname(s)
 }

@@ -12,6 +12,7 @@ pub mod names;
 pub mod paths;
 pub mod render;
 pub mod slot;
+pub mod syntax;
 pub mod table;
 pub mod values;
 

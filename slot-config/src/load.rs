@@ -21,6 +21,10 @@ pub struct Config {
     pub skipped: Vec<String>,
     /// Whether the host file had problems (its settings were then replaced by defaults).
     pub host_skipped: bool,
+    /// The config dir exists but could not be listed (EACCES, EIO, not a directory):
+    /// nothing is known about the slots, which is not the same as "no slots", so the
+    /// generator must leave what it generated before.
+    pub dir_unreadable: bool,
 }
 
 impl Config {
@@ -39,15 +43,23 @@ pub struct SourceFile {
     pub text: Result<String, String>,
 }
 
+/// What `read_dir` found: the host file (if any) and the slot files, sorted by name.
+pub type DirFiles = (Option<SourceFile>, Vec<SourceFile>);
+
 /// Lists the config dir: the host file (if any) and every slot file, sorted by name.
 /// Hidden files and editor leftovers (`.slot00.toml.swp`, `slot00.toml~`) are not slots.
-pub fn read_dir(dir: &Path) -> (Option<SourceFile>, Vec<SourceFile>) {
+/// A missing dir is an empty config; any other error listing it is returned.
+pub fn read_dir(dir: &Path) -> std::io::Result<DirFiles> {
     let mut host = None;
     let mut slots = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (None, slots);
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, slots)),
+        Err(e) => return Err(e),
     };
-    for e in entries.flatten() {
+    for e in entries {
+        // An error in the middle of the listing leaves slots unknown, like an unreadable dir.
+        let e = e?;
         let fname = e.file_name();
         let Some(fname) = fname.to_str() else {
             continue;
@@ -75,11 +87,75 @@ pub fn read_dir(dir: &Path) -> (Option<SourceFile>, Vec<SourceFile>) {
         h.text = read_text(&h.path);
     }
     for_each_parallel(&mut slots, |f| f.text = read_text(&f.path));
-    (host, slots)
+    Ok((host, slots))
 }
 
+/// Largest config file read; a slot file is a few hundred bytes.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Reads one config file, which must be a regular file (not a symlink, FIFO or device:
+/// the generator runs at boot, and boot waits for it) of at most MAX_FILE_SIZE bytes.
+/// O_NONBLOCK makes opening a FIFO return at once, so fstat can refuse it.
 fn read_text(path: &Path) -> Result<String, String> {
-    fs::read_to_string(path).map_err(|err| format!("cannot be read: {err}"))
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("cannot be read: it is a symbolic link, not a regular file".into())
+        }
+        Err(e) => return Err(format!("cannot be read: {e}")),
+    };
+    let meta = f.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "something else"
+        };
+        return Err(format!("cannot be read: it is {what}, not a regular file"));
+    }
+    let too_big =
+        || "cannot be read: it is larger than 1 MiB, more than a config file may be".to_string();
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if buf.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_big());
+    }
+    String::from_utf8(buf).map_err(|_| "cannot be read: it is not UTF-8 text".to_string())
+}
+
+/// The dir's listing, or a config that says it could not be listed.
+fn listed(dir: &Path) -> Result<DirFiles, Box<Config>> {
+    read_dir(dir).map_err(|e| {
+        Box::new(Config {
+            problems: vec![Problem::new(
+                dir,
+                "",
+                format!("cannot list the config directory: {e}"),
+            )],
+            dir_unreadable: true,
+            ..Config::default()
+        })
+    })
 }
 
 /// Runs `f` over `items` on as many threads as there are CPUs: with a thousand slots,
@@ -103,8 +179,10 @@ fn for_each_parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
 
 /// Loads and validates everything. Never fails: problems are collected in the result.
 pub fn load_dir(paths: &Paths, facts: &HostFacts) -> Config {
-    let (host_file, slot_files) = read_dir(&paths.config_dir());
-    load_files(host_file, slot_files, facts)
+    match listed(&paths.config_dir()) {
+        Ok((host_file, slot_files)) => load_files(host_file, slot_files, facts),
+        Err(cfg) => *cfg,
+    }
 }
 
 /// Loads the config as it would be with some files replaced (`Some(text)`), added, or
@@ -114,7 +192,10 @@ pub fn load_dir_with(
     facts: &HostFacts,
     changes: &[(PathBuf, Option<String>)],
 ) -> Config {
-    let (mut host_file, mut slot_files) = read_dir(&paths.config_dir());
+    let (mut host_file, mut slot_files) = match listed(&paths.config_dir()) {
+        Ok(files) => files,
+        Err(cfg) => return *cfg,
+    };
     for (path, text) in changes {
         let Some(name) = path
             .file_name()

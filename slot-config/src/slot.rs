@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use toml::Table;
 
-use crate::host::check_abs_path;
 use crate::names::{
     check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name, MAX_BRIDGE_NUMBER,
     MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
 };
+use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
 use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
 
@@ -132,8 +132,11 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
     let base_image = image_name(&mut f, "base_image");
     let autostart = f.boolean("autostart").unwrap_or(false);
     let boot = f.boolean("boot").unwrap_or(true);
-    let command = f.strings("command").unwrap_or_default();
-    if !boot && command.is_empty() {
+    let command = f.strings("command");
+    // A command refused for its content is not also reported as missing.
+    let refused = command.is_none() && f.get("command").is_some();
+    let command = command.unwrap_or_default();
+    if !boot && command.is_empty() && !refused {
         f.problem("command", "missing; a slot with `boot = false` runs `command` (e.g. [\"/bin/sh\", \"-c\", \"...\"]) as its only process");
     }
     if boot && !command.is_empty() {
@@ -141,9 +144,6 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
             "command",
             "only used with `boot = false`; a booted slot runs its own init",
         );
-    }
-    if command.iter().any(|c| c.contains('\n')) {
-        f.problem("command", "arguments may not contain newlines");
     }
     let cpu_quota = f.parsed_or_int("cpu_quota");
     let cpus = match f.string("cpus") {
@@ -177,13 +177,12 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
                 continue;
             }
             match v {
-                toml::Value::String(s) if !s.contains('\n') => {
-                    environment.insert(k.clone(), s.clone());
-                }
-                toml::Value::String(_) => {
-                    f.problems
-                        .push(Problem::new(file, key, "values may not contain newlines"))
-                }
+                toml::Value::String(s) => match check_text(s) {
+                    Ok(()) => {
+                        environment.insert(k.clone(), s.clone());
+                    }
+                    Err(e) => f.problems.push(Problem::new(file, key, e)),
+                },
                 _ => f
                     .problems
                     .push(Problem::new(file, key, "expected a string")),
@@ -299,7 +298,7 @@ fn bind_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
         }
         return None;
     };
-    match check_abs_path(&s) {
+    match check_path(&s, PathUse::Bind) {
         Ok(()) if s == "/" && k == "target" => {
             f.problem(k, "cannot bind over the slot's root directory");
             None

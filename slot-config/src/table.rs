@@ -78,9 +78,17 @@ impl<'a, 'p> Fields<'a, 'p> {
         self.table.get(k)
     }
 
+    /// A string without control characters (syntax::check_text): every string of the
+    /// config may end up in a generated file.
     pub fn string(&mut self, k: &str) -> Option<String> {
         match self.table.get(k)? {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => match crate::syntax::check_text(s) {
+                Ok(()) => Some(s.clone()),
+                Err(e) => {
+                    self.problem(k, e);
+                    None
+                }
+            },
             v => {
                 self.wrong_type(k, v, "a string");
                 None
@@ -145,15 +153,24 @@ impl<'a, 'p> Fields<'a, 'p> {
         }
     }
 
-    /// A string or an array of strings (`address = "a"` or `address = ["a", "b"]`).
+    /// A string or an array of strings (`address = "a"` or `address = ["a", "b"]`),
+    /// without control characters. A refused element makes the whole key refused.
     pub fn strings(&mut self, k: &str) -> Option<Vec<String>> {
         match self.table.get(k)? {
-            Value::String(s) => Some(vec![s.clone()]),
+            Value::String(_) => self.string(k).map(|s| vec![s]),
             Value::Array(a) => {
                 let mut out = Vec::with_capacity(a.len());
+                let mut refused = false;
                 for (i, v) in a.iter().enumerate() {
                     match v {
-                        Value::String(s) => out.push(s.clone()),
+                        Value::String(s) => match crate::syntax::check_text(s) {
+                            Ok(()) => out.push(s.clone()),
+                            Err(e) => {
+                                refused = true;
+                                let key = format!("{}[{i}]", self.key(k));
+                                self.problems.push(Problem::new(self.file, key, e));
+                            }
+                        },
                         v => {
                             let key = format!("{}[{i}]", self.key(k));
                             self.problems.push(Problem::new(
@@ -164,7 +181,7 @@ impl<'a, 'p> Fields<'a, 'p> {
                         }
                     }
                 }
-                Some(out)
+                (!refused).then_some(out)
             }
             v => {
                 self.wrong_type(k, v, "a string or an array of strings");

@@ -163,36 +163,3 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
     out.sort_by(|a, b| (a.dir, &a.path).cmp(&(b.dir, &b.path)));
     out
 }
-
-/// Quotes a word for `.nspawn` word splitting (`Environment=`, `Parameters=`). Unlike
-/// unit files, `.nspawn` files expand no `%` specifiers and no `$` variables.
-pub(crate) fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
-    {
-        return s.to_string();
-    }
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('"');
-    for c in s.chars() {
-        if matches!(c, '"' | '\\') {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push('"');
-    q
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quoting() {
-        assert_eq!(super::quote("abc"), "abc");
-        assert_eq!(super::quote("a b"), "\"a b\"");
-        assert_eq!(super::quote("a\"b"), "\"a\\\"b\"");
-        assert_eq!(super::quote(""), "\"\"");
-    }
-}

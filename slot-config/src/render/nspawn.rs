@@ -1,7 +1,8 @@
 use std::fmt::Write;
 
-use super::{header, quote, slot_source};
+use super::{header, slot_source};
 use crate::host::NAT_ZONE;
+use crate::syntax::{bind_word, strv_word};
 use crate::{DefaultNetwork, Slot};
 
 /// `/run/systemd/nspawn/<slot>.nspawn`. Only what differs from the stock
@@ -15,20 +16,25 @@ pub fn render_nspawn(slot: &Slot, network: &DefaultNetwork) -> String {
         s.push_str("NotifyReady=yes\n");
     } else {
         s.push_str("Boot=no\n");
-        let args: Vec<String> = slot.command.iter().map(|a| quote(a)).collect();
+        let args: Vec<String> = slot.command.iter().map(|a| strv_word(a)).collect();
         let _ = writeln!(s, "Parameters={}", args.join(" "));
     }
     if slot.privileged {
         s.push_str("PrivateUsers=no\n");
     }
     for (k, v) in &slot.environment {
-        let _ = writeln!(s, "Environment={}", quote(&format!("{k}={v}")));
+        let _ = writeln!(s, "Environment={}", strv_word(&format!("{k}={v}")));
     }
     if !slot.binds.is_empty() {
         s.push_str("\n[Files]\n");
         for b in &slot.binds {
             let key = if b.read_only { "BindReadOnly" } else { "Bind" };
-            let _ = writeln!(s, "{key}={}:{}", b.source.display(), b.target.display());
+            let _ = writeln!(
+                s,
+                "{key}={}:{}",
+                bind_word(&b.source.to_string_lossy()),
+                bind_word(&b.target.to_string_lossy())
+            );
         }
     }
     // Any [Network] section replaces the unit's --network-veth, so the default NIC is

@@ -60,9 +60,8 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
     }
     if slot.image_name() != slot.name {
         let dir = host.machines_dir.join(slot.image_name());
-        // Unit files expand `%` specifiers; a path is taken literally.
-        let dir = dir.display().to_string().replace('%', "%%");
-        let _ = write!(s, "ExecStart=\nExecStart={STOCK_EXEC} --directory={dir}\n");
+        let dir = crate::syntax::exec_word(&format!("--directory={}", dir.display()));
+        let _ = write!(s, "ExecStart=\nExecStart={STOCK_EXEC} {dir}\n");
     }
     s
 }
