@@ -87,10 +87,6 @@ impl Root {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn io(&self, what: &'static str, rel: &str, e: Errno) -> Error {
         Error::Io {
             what,
@@ -211,11 +207,7 @@ impl Root {
         let fd = rfs::openat(
             &dir,
             tmp.as_str(),
-            OFlags::CREATE
-                | OFlags::EXCL
-                | OFlags::WRONLY
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )
         .map_err(|e| self.io("creating", rel, e))?;
@@ -263,7 +255,13 @@ impl Root {
         std::fs::File::from(fd)
             .take(max)
             .read_to_end(&mut out)
-            .map_err(|e| self.io("reading", rel, Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+            .map_err(|e| {
+                self.io(
+                    "reading",
+                    rel,
+                    Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                )
+            })?;
         Ok(Some(out))
     }
 
@@ -280,7 +278,8 @@ impl Root {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(self.io("stat", rel, e)),
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                let c = std::ffi::CString::new(name).map_err(|_| self.refused(rel, "NUL in name"))?;
+                let c =
+                    std::ffi::CString::new(name).map_err(|_| self.refused(rel, "NUL in name"))?;
                 remove_tree_at(dir.as_fd(), &c, 0).map_err(|e| self.io("removing", rel, e))?;
                 Ok(true)
             }
@@ -372,9 +371,9 @@ fn walk_devices(
         }
         let path = format!("{at}/{}", n.to_string_lossy());
         let ty = match e.file_type() {
-            FileType::Unknown => FileType::from_raw_mode(
-                rfs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-            ),
+            FileType::Unknown => {
+                FileType::from_raw_mode(rfs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
+            }
             t => t,
         };
         match ty {
@@ -416,10 +415,8 @@ mod tests {
 
     impl Tree {
         fn new(tag: &str) -> Tree {
-            let base = std::env::temp_dir().join(format!(
-                "slot-os-inroot-{tag}-{}",
-                std::process::id()
-            ));
+            let base =
+                std::env::temp_dir().join(format!("slot-os-inroot-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&base);
             fs::create_dir_all(base.join("host/etc")).unwrap();
             fs::create_dir_all(base.join("root/etc")).unwrap();
@@ -463,7 +460,9 @@ mod tests {
     fn write_replaces_an_absolute_symlink_instead_of_following_it() {
         let t = Tree::new("abs");
         symlink(t.host().join("etc/shadow"), t.root().join("etc/hostname")).unwrap();
-        t.open().write_file("etc/hostname", b"slot01\n", 0o644).unwrap();
+        t.open()
+            .write_file("etc/hostname", b"slot01\n", 0o644)
+            .unwrap();
         t.host_unchanged();
         let p = t.root().join("etc/hostname");
         assert!(p.symlink_metadata().unwrap().is_file());
@@ -482,14 +481,22 @@ mod tests {
         assert!(!r.remove("var/lib/dbus/machine-id").unwrap());
         t.host_unchanged();
         // a write through it fails (what it names does not exist inside the root)...
-        assert!(r.write_file("var/lib/dbus/machine-id", b"x\n", 0o444).is_err());
+        assert!(r
+            .write_file("var/lib/dbus/machine-id", b"x\n", 0o444)
+            .is_err());
         t.host_unchanged();
         // ...and once it does, lands there, inside the root
-        let inside = t.root().join(t.host().join("etc").strip_prefix("/").unwrap());
+        let inside = t
+            .root()
+            .join(t.host().join("etc").strip_prefix("/").unwrap());
         fs::create_dir_all(&inside).unwrap();
-        r.write_file("var/lib/dbus/machine-id", b"x\n", 0o444).unwrap();
+        r.write_file("var/lib/dbus/machine-id", b"x\n", 0o444)
+            .unwrap();
         t.host_unchanged();
-        assert_eq!(fs::read_to_string(inside.join("machine-id")).unwrap(), "x\n");
+        assert_eq!(
+            fs::read_to_string(inside.join("machine-id")).unwrap(),
+            "x\n"
+        );
     }
 
     #[test]
@@ -501,7 +508,11 @@ mod tests {
         let via = format!("etc/up{}", hostrel.display());
         // reading through it reads the root's own (absent) file, not the host's
         assert_eq!(r.read_file(&via, 100).unwrap(), None);
-        assert_eq!(r.read_file("../../../../../../etc/machine-id", 100).unwrap(), None);
+        assert_eq!(
+            r.read_file("../../../../../../etc/machine-id", 100)
+                .unwrap(),
+            None
+        );
         r.write_file(&via, b"mine\n", 0o600).unwrap();
         t.host_unchanged();
         r.mkdir_p("etc/up/../../x/y", 0o755).unwrap();
@@ -603,6 +614,17 @@ mod tests {
         let mut d = t.open().devices().unwrap();
         d.sort();
         assert_eq!(d, ["/dev/mem", "/etc/null", "/etc/sda"]);
+    }
+
+    /// `SLOT_OS_WALK=/path/to/a/root cargo test -- --ignored devices_walk_timing`: the
+    /// cost the import's device check adds, on a real root.
+    #[test]
+    #[ignore]
+    fn devices_walk_timing() {
+        let p = std::env::var("SLOT_OS_WALK").expect("SLOT_OS_WALK");
+        let t0 = std::time::Instant::now();
+        let found = Root::open(Path::new(&p)).unwrap().devices().unwrap();
+        eprintln!("devices walk of {p}: {:?}, found {found:?}", t0.elapsed());
     }
 
     #[test]

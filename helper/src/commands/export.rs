@@ -148,7 +148,30 @@ fn read_member(file: &Path, member: &str) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("{member} is not UTF-8"))
 }
 
-pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<ExitCode> {
+/// Keys of an imported slot.toml that give the slot the host (a privileged slot's root
+/// is the host's root; a bind mounts any host path into it): the file is untrusted, so
+/// they need `--trust-config`.
+fn host_access(s: &slot_config::Slot) -> Vec<String> {
+    let mut keys = Vec::new();
+    if s.privileged {
+        keys.push("privileged = true".to_string());
+    }
+    for b in &s.binds {
+        keys.push(format!(
+            "[[bind]] source = {:?} (host path, mounted at {:?})",
+            b.source.display().to_string(),
+            b.target.display().to_string()
+        ));
+    }
+    keys
+}
+
+pub fn import(
+    ctx: &Ctx,
+    file: &Path,
+    name: Option<&str>,
+    trust_config: bool,
+) -> anyhow::Result<ExitCode> {
     if !file.is_file() {
         return Err(bad_input(format!("{} is not a file", file.display())));
     }
@@ -194,8 +217,28 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
     } else {
         doc["number"] = value(i64::from(number));
     }
+    // Starting at boot is the admin's decision, not the file's: not carried over.
+    let dropped_autostart = !trust_config
+        && doc
+            .get("autostart")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+    if !trust_config {
+        doc.remove("autostart");
+    }
     let text = doc.to_string();
-    validate_change(ctx, &new_file, &text)?;
+    let after = validate_change(ctx, &new_file, &text)?;
+    if !trust_config {
+        let asks = after.slot(&new).map(host_access).unwrap_or_default();
+        if !asks.is_empty() {
+            return Err(bad_input(format!(
+                "{}: its slot.toml asks for access to the host:\n  {}\nan export file is not trusted; if you trust this one, run: slot-os import --trust-config {} {new}\nnothing was changed",
+                file.display(),
+                asks.join("\n  "),
+                file.display()
+            )));
+        }
+    }
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     let dest = machines.join(&new);
     if dest.symlink_metadata().is_ok() {
@@ -227,6 +270,10 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
             );
         }
     }
+    if let Err(e) = image::refuse_devices(&tmp, &file.display().to_string()) {
+        let _ = image::remove_any(&tmp);
+        return Err(e.context("nothing was changed"));
+    }
     // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
     // new machine and needs its own (networkd and nspawn derive MACs from it).
     let id = match new == manifest.slot {
@@ -251,5 +298,8 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
         manifest.slot,
         manifest.created_unix
     );
+    if dropped_autostart {
+        println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
+    }
     Ok(ExitCode::SUCCESS)
 }
