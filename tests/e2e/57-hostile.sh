@@ -92,6 +92,8 @@ import_leaves_host_alone() {
   after=$(host_state)
   echo "    import $name: rc=$LAST_RC: $LAST_OUT"
   same_host "$before" "$after" "importing $name" || return 1
+  # failing is fine, failing halfway is not
+  [[ $LAST_RC -eq 0 ]] || assert_eq "$SLOTS_BEFORE" "$(slot_state)" "failed import $name left nothing" || return 1
 }
 
 # A refused import changes nothing at all: no config, no image, no temporary left.

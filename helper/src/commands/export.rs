@@ -270,20 +270,22 @@ pub fn import(
             );
         }
     }
-    if let Err(e) = image::refuse_devices(&tmp, &file.display().to_string()) {
+    // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
+    // new machine and needs its own (networkd and nspawn derive MACs from it).
+    let prepared = image::refuse_devices(&tmp, &file.display().to_string()).and_then(|()| {
+        let id = match new == manifest.slot {
+            true => image::machine_id(&tmp)
+                .map(Ok)
+                .unwrap_or_else(image::new_machine_id)?,
+            false => image::new_machine_id()?,
+        };
+        image::set_identity(&tmp, &new, Some(&id))?;
+        image::sync_fs(&tmp)
+    });
+    if let Err(e) = prepared {
         let _ = image::remove_any(&tmp);
         return Err(e.context("nothing was changed"));
     }
-    // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
-    // new machine and needs its own (networkd and nspawn derive MACs from it).
-    let id = match new == manifest.slot {
-        true => image::machine_id(&tmp)
-            .map(Ok)
-            .unwrap_or_else(image::new_machine_id)?,
-        false => image::new_machine_id()?,
-    };
-    image::set_identity(&tmp, &new, Some(&id))?;
-    image::sync_fs(&tmp)?;
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;
