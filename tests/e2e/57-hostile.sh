@@ -9,8 +9,14 @@ H=hostile
 
 scenario_setup() {
   th_boot "$H" unified || return 1
-  th_copy_slot_image "$H" slot00 || return 1
   th_copy_slot_image "$H" slot01 || return 1
+  # slot00 only exists to be exported: a small root (export and import never boot it)
+  # keeps every crafted file a few kilobytes. /dev has the nodes a real root has.
+  th_sh "$H" 'r=/var/lib/machines/slot00 && mkdir -p $r/etc $r/var/lib/dbus $r/root $r/usr/bin $r/dev &&
+    echo slot00 > $r/etc/hostname && echo 0123456789abcdef0123456789abcdef > $r/etc/machine-id &&
+    ln -s /etc/machine-id $r/var/lib/dbus/machine-id && echo secret > $r/root/f &&
+    for d in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0" "console 5 1" "ptmx 5 2"; do
+      set -- $d && mknod -m 666 $r/dev/$1 c $2 $3 || exit 1; done' || return 1
   th_sh "$H" 'mkdir -p /etc/slot-os /root/target && echo host-file > /root/target/file &&
     : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload' || return 1
   # The base export every hostile one is made from, unpacked once.
@@ -108,6 +114,16 @@ drop_slot09() {
 }
 
 # ---- suite 1: hostile export files
+
+test_export_unchanged_imports() {
+  # The control: the base export, repacked by the same code with no change, imports.
+  hostile_export plain 'pass' || return 1
+  local LAST_RC LAST_OUT SLOTS_BEFORE
+  import_leaves_host_alone plain || return 1
+  assert_eq 0 "$LAST_RC" "the unmodified export imports" || return 1
+  assert_eq slot09 "$(th_run "$H" cat /var/lib/machines/slot09/etc/hostname)" "identity set" || return 1
+  drop_slot09
+}
 
 test_export_etc_symlink_to_host_dir() {
   # rootfs/etc is a symlink to a host directory: identity files must not land there.
