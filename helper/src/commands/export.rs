@@ -284,7 +284,7 @@ pub fn import(
     });
     if let Err(e) = prepared {
         let _ = image::remove_any(&tmp);
-        return Err(e.context("nothing was changed"));
+        return Err(e.context(format!("importing {}; nothing was changed", file.display())));
     }
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
