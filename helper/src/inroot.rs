@@ -564,7 +564,7 @@ mod tests {
         let t = Tree::new("fifo");
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &t.root().join("etc/machine-id"),
+            t.root().join("etc/machine-id"),
             FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,
@@ -578,7 +578,7 @@ mod tests {
         let t = Tree::new("owner");
         fs::create_dir_all(t.root().join("etc")).unwrap();
         rustix::fs::chown(
-            &t.root().join("etc"),
+            t.root().join("etc"),
             Some(rfs::Uid::from_raw(4242)),
             Some(rfs::Gid::from_raw(4343)),
         )
@@ -600,7 +600,7 @@ mod tests {
         let mk = |p: &str, ty, maj, min| {
             rustix::fs::mknodat(
                 rustix::fs::CWD,
-                &t.root().join(p),
+                t.root().join(p),
                 ty,
                 Mode::from_raw_mode(0o666),
                 rustix::fs::makedev(maj, min),
