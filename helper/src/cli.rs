@@ -154,7 +154,15 @@ pub enum Command {
     /// Write a slot (image and config) to one file, to move it to another host.
     Export { slot: String, file: PathBuf },
     /// Create a slot from a file written by `export`.
-    Import { file: PathBuf, name: Option<String> },
+    Import {
+        file: PathBuf,
+        name: Option<String>,
+        /// Keep what the file's slot.toml asks for that reaches the host (privileged,
+        /// bind mounts) or starts it unasked (autostart). Without it those keys are
+        /// refused (autostart: not carried over).
+        #[arg(long)]
+        trust_config: bool,
+    },
     /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`, optionally with a VXLAN
     /// port so slots on several hosts share its network.
     BrAdd {

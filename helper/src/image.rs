@@ -4,11 +4,12 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+
+use crate::inroot;
 
 /// `struct btrfs_ioctl_vol_args` of linux/btrfs.h.
 #[repr(C)]
@@ -229,45 +230,35 @@ pub fn new_machine_id() -> anyhow::Result<String> {
 }
 
 /// Gives an image its own identity: machine ID (clones would otherwise share one, and
-/// with it journal directories and networkd's MAC addresses) and hostname.
+/// with it journal directories and networkd's MAC addresses) and hostname. Every path is
+/// resolved inside the image (`inroot`): the image's root user may have made any of
+/// them a symlink to a host file.
 pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> anyhow::Result<()> {
-    let etc = image.join("etc");
-    fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
-    write_file(
-        &etc.join("machine-id"),
-        &machine_id.map(|m| format!("{m}\n")).unwrap_or_default(),
-    )?;
-    let dbus_id = image.join("var/lib/dbus/machine-id");
-    if dbus_id.symlink_metadata().is_ok() {
-        fs::remove_file(&dbus_id).with_context(|| format!("removing {}", dbus_id.display()))?;
-    }
-    write_file(&etc.join("hostname"), &format!("{hostname}\n"))
+    let root = inroot::Root::open(image)?;
+    // Removed first: where var/lib/dbus is a symlink to /etc, its machine-id is the
+    // image's own /etc/machine-id, which is written next.
+    root.remove("var/lib/dbus/machine-id")?;
+    let id = machine_id.map(|m| format!("{m}\n")).unwrap_or_default();
+    root.write_file("etc/machine-id", id.as_bytes(), 0o444)?;
+    root.write_file("etc/hostname", format!("{hostname}\n").as_bytes(), 0o644)?;
+    Ok(())
 }
 
-/// The machine ID an image currently has, if any.
+/// The machine ID an image currently has, if any (read inside the image: a symlink
+/// there must not hand it the host's ID).
 pub fn machine_id(image: &Path) -> Option<String> {
-    let s = fs::read_to_string(image.join("etc/machine-id")).ok()?;
+    let bytes = inroot::Root::open(image)
+        .ok()?
+        .read_file("etc/machine-id", 64)
+        .ok()??;
+    let s = String::from_utf8(bytes).ok()?;
     let s = s.trim();
     (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_string())
 }
 
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    // The image's /etc may hold a symlink here (e.g. to /run/...); replace it rather
-    // than write through it onto the host.
-    if path
-        .symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
-        fs::remove_file(path)?;
-    }
-    let mut f = File::create(path).with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Directories a bootable root must have even though their content was not copied.
 pub fn make_mount_points(image: &Path) -> anyhow::Result<()> {
+    let root = inroot::Root::open(image)?;
     for (d, mode) in [
         ("proc", 0o555),
         ("sys", 0o555),
@@ -277,10 +268,23 @@ pub fn make_mount_points(image: &Path) -> anyhow::Result<()> {
         ("var/tmp", 0o1777),
         ("var/lib/machines", 0o700),
     ] {
-        let p = image.join(d);
-        fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", p.display()))?;
+        root.mkdir_mode(d, mode)?;
+    }
+    Ok(())
+}
+
+/// Refuses a tree that holds device nodes other than the harmless ones of /dev: nspawn
+/// gives a slot its own /dev, so a node anywhere else is only a way to a host device.
+pub fn refuse_devices(image: &Path, what: &str) -> anyhow::Result<()> {
+    let found = inroot::Root::open(image)?.devices()?;
+    if !found.is_empty() {
+        let mut list = found.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if found.len() > 5 {
+            list.push_str(&format!(" and {} more", found.len() - 5));
+        }
+        return Err(crate::error::bad_input(format!(
+            "{what} holds device nodes ({list}); a slot gets its own /dev from nspawn, other device nodes are refused"
+        )));
     }
     Ok(())
 }

@@ -361,7 +361,10 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let id = image::machine_id(&dest)
         .map(Ok)
         .unwrap_or_else(image::new_machine_id)?;
-    image::set_identity(&new, &s.name, Some(&id))?;
+    if let Err(e) = image::set_identity(&new, &s.name, Some(&id)) {
+        let _ = image::remove_any(&new);
+        return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
     image::swap_into_place(&new, &dest)?;
     println!(
         "{}: restored from {name} in {:.2} s",

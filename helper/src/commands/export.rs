@@ -148,7 +148,30 @@ fn read_member(file: &Path, member: &str) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("{member} is not UTF-8"))
 }
 
-pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<ExitCode> {
+/// Keys of an imported slot.toml that give the slot the host (a privileged slot's root
+/// is the host's root; a bind mounts any host path into it): the file is untrusted, so
+/// they need `--trust-config`.
+fn host_access(s: &slot_config::Slot) -> Vec<String> {
+    let mut keys = Vec::new();
+    if s.privileged {
+        keys.push("privileged = true".to_string());
+    }
+    for b in &s.binds {
+        keys.push(format!(
+            "[[bind]] source = {:?} (host path, mounted at {:?})",
+            b.source.display().to_string(),
+            b.target.display().to_string()
+        ));
+    }
+    keys
+}
+
+pub fn import(
+    ctx: &Ctx,
+    file: &Path,
+    name: Option<&str>,
+    trust_config: bool,
+) -> anyhow::Result<ExitCode> {
     if !file.is_file() {
         return Err(bad_input(format!("{} is not a file", file.display())));
     }
@@ -194,8 +217,28 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
     } else {
         doc["number"] = value(i64::from(number));
     }
+    // Starting at boot is the admin's decision, not the file's: not carried over.
+    let dropped_autostart = !trust_config
+        && doc
+            .get("autostart")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+    if !trust_config {
+        doc.remove("autostart");
+    }
     let text = doc.to_string();
-    validate_change(ctx, &new_file, &text)?;
+    let after = validate_change(ctx, &new_file, &text)?;
+    if !trust_config {
+        let asks = after.slot(&new).map(host_access).unwrap_or_default();
+        if !asks.is_empty() {
+            return Err(bad_input(format!(
+                "{}: its slot.toml asks for access to the host:\n  {}\nan export file is not trusted; if you trust this one, run: slot-os import --trust-config {} {new}\nnothing was changed",
+                file.display(),
+                asks.join("\n  "),
+                file.display()
+            )));
+        }
+    }
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     let dest = machines.join(&new);
     if dest.symlink_metadata().is_ok() {
@@ -229,14 +272,20 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
     }
     // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
     // new machine and needs its own (networkd and nspawn derive MACs from it).
-    let id = match new == manifest.slot {
-        true => image::machine_id(&tmp)
-            .map(Ok)
-            .unwrap_or_else(image::new_machine_id)?,
-        false => image::new_machine_id()?,
-    };
-    image::set_identity(&tmp, &new, Some(&id))?;
-    image::sync_fs(&tmp)?;
+    let prepared = image::refuse_devices(&tmp, &file.display().to_string()).and_then(|()| {
+        let id = match new == manifest.slot {
+            true => image::machine_id(&tmp)
+                .map(Ok)
+                .unwrap_or_else(image::new_machine_id)?,
+            false => image::new_machine_id()?,
+        };
+        image::set_identity(&tmp, &new, Some(&id))?;
+        image::sync_fs(&tmp)
+    });
+    if let Err(e) = prepared {
+        let _ = image::remove_any(&tmp);
+        return Err(e.context(format!("importing {}; nothing was changed", file.display())));
+    }
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;
@@ -251,5 +300,8 @@ pub fn import(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<Exit
         manifest.slot,
         manifest.created_unix
     );
+    if dropped_autostart {
+        println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
+    }
     Ok(ExitCode::SUCCESS)
 }

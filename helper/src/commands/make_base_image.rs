@@ -79,7 +79,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     };
     let prepared = made.and_then(|bytes| {
         image::make_mount_points(&tmp)?;
-        std::fs::create_dir_all(tmp.join("etc/slot-os"))?;
+        crate::inroot::Root::open(&tmp)?.mkdir_p("etc/slot-os", 0o755)?;
         image::set_identity(&tmp, &name, None)?;
         Ok(bytes)
     });

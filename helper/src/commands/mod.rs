@@ -113,7 +113,11 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::BackupDel { image } => backup::del(ctx, &image),
         Command::BackupRestore { slot, image } => backup::restore(ctx, &slot, &image),
         Command::Export { slot, file } => export::export(ctx, &slot, &file),
-        Command::Import { file, name } => export::import(ctx, &file, name.as_deref()),
+        Command::Import {
+            file,
+            name,
+            trust_config,
+        } => export::import(ctx, &file, name.as_deref(), trust_config),
         Command::BrAdd {
             number,
             address_or_device,

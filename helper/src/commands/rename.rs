@@ -58,7 +58,12 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
             nix::fcntl::RenameFlags::RENAME_NOREPLACE,
         )
         .with_context(|| format!("renaming image {} to {new}", s.name))?;
-        let _ = fs::write(machines.join(new).join("etc/hostname"), format!("{new}\n"));
+        // Inside the image: its etc/hostname may be a symlink to a host file.
+        if let Err(e) = crate::inroot::Root::open(&machines.join(new))
+            .and_then(|r| r.write_file("etc/hostname", format!("{new}\n").as_bytes(), 0o644))
+        {
+            eprintln!("warning: {new}: hostname not changed: {e}");
+        }
         doc.remove("image");
         write_doc(&new_file, &doc)?;
     }
