@@ -87,6 +87,25 @@ impl Root {
         })
     }
 
+    /// The root directory of a running process (`/proc/PID/root`), e.g. a slot's leader.
+    /// That path is a magic link the kernel owns, so it is followed (unlike `open`); every
+    /// path below it is then resolved inside it.
+    pub fn open_process_root(pid: u32) -> Result<Root> {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+        let fd = rfs::open(
+            &path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Io {
+            what: "opening",
+            root: path.display().to_string(),
+            path: String::new(),
+            source: e.into(),
+        })?;
+        Ok(Root { fd, path })
+    }
+
     fn io(&self, what: &'static str, rel: &str, e: Errno) -> Error {
         Error::Io {
             what,

@@ -276,3 +276,17 @@ test_slot_rename_export_netadd_stay_inside() {
   same_host "$before" "$after" "importing the hostile slot" || return 1
   drop_slot09
 }
+
+test_slot_os_release_links_do_not_reach_the_host() {
+  # The slot's root points its os-release at /dev/zero (a device: read without limit, the
+  # helper would eat the host's memory) and a FIFO (a read would hang): `update` must
+  # refuse both quickly and read nothing outside the slot.
+  local out rc
+  assert_ok sos start slot02 || return 1
+  th_run "$H" slot-os exec slot02 -- sh -c 'ln -sfn /dev/zero /etc/os-release && rm -f /usr/lib/os-release && mkfifo /usr/lib/os-release' \
+    || { t_fail "planting the links in slot02"; return 1; }
+  out=$(th_run "$H" timeout 20 slot-os update slot02 --dry-run 2>&1); rc=$?; echo "    update: rc=$rc: $out"
+  assert_eq 1 "$rc" "update fails for that slot (not killed by the timeout, 124)" || return 1
+  assert_contains "$out" "not a regular file" "says why" || return 1
+  assert_ok sos stop slot02 || return 1
+}

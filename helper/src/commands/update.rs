@@ -201,11 +201,18 @@ pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<Exit
     let slots = targets::resolve(&cfg, t)?;
     let bus = Bus::system()?;
     let pick = |s: &Slot, leader: u32| -> Result<Vec<String>, String> {
-        let path = format!("/proc/{leader}/root/etc/os-release");
-        let alt = format!("/proc/{leader}/root/usr/lib/os-release");
-        let text = std::fs::read_to_string(&path)
-            .or_else(|_| std::fs::read_to_string(&alt))
-            .map_err(|e| format!("cannot read the slot's os-release: {e}"))?;
+        // Read inside the slot's root: its os-release may be a symlink to a host file,
+        // a FIFO or /dev/zero.
+        let root = crate::inroot::Root::open_process_root(leader)
+            .map_err(|e| format!("cannot open the slot's root: {e}"))?;
+        let read = |rel: &str| root.read_file(rel, 64 * 1024);
+        let bytes = match read("etc/os-release") {
+            Ok(Some(b)) => b,
+            _ => read("usr/lib/os-release")
+                .map_err(|e| format!("cannot read the slot's os-release: {e}"))?
+                .ok_or_else(|| "the slot has no os-release".to_string())?,
+        };
+        let text = String::from_utf8_lossy(&bytes);
         let cmd = upgrade_command(&text)
             .ok_or_else(|| format!("{}: unknown distribution, no package manager known", s.name))?;
         if dry_run {
