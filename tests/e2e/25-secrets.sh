@@ -58,26 +58,26 @@ secrets_found_in() {
     for k in /etc/ssh/ssh_host_*_key; do sed -n 2p "$k"; done >> "$pats"
     grep -rlaF -f "$pats" "$dir" 2>/dev/null
     rm -f "$pats"
-  ' sh "$1" "$M_IDRSA" "$M_HOME" "$M_TLS" "$M_MAIL" FAKEHASHMARKER
+  ' "$1" "$M_IDRSA" "$M_HOME" "$M_TLS" "$M_MAIL" FAKEHASHMARKER
 }
 
-fingerprint() { th_sh "$H" 'ssh-keygen -lf "$1" | cut -d" " -f2' sh "$1"; }
+fingerprint() { th_sh "$H" 'ssh-keygen -lf "$1" | cut -d" " -f2' "$1"; }
 
 test_make_base_image_leaves_host_secrets_behind() {
   local out img=/var/lib/machines/slot-os
   out=$(sos make-base-image 2>&1) || { t_fail "make-base-image: $out"; return 1; }
   assert_eq "" "$(secrets_found_in "$img")" "files in the image holding a host secret" || return 1
-  assert_eq "" "$(th_sh "$H" 'find "$1/root" "$1/home" "$1/etc/ssl/private" -mindepth 1; ls "$1"/etc/ssh/ssh_host_* "$1"/etc/shadow- "$1"/etc/gshadow- "$1"/var/mail/* 2>/dev/null' sh "$img")" \
+  assert_eq "" "$(th_sh "$H" 'find "$1/root" "$1/home" "$1/etc/ssl/private" -mindepth 1; ls "$1"/etc/ssh/ssh_host_* "$1"/etc/shadow- "$1"/etc/gshadow- "$1"/var/mail/* 2>/dev/null' "$img")" \
     "/root, /home and /etc/ssl/private empty, no host keys, no shadow backups" || return 1
   assert_eq "700 0:0" "$(th_run "$H" stat -c '%a %u:%g' "$img/root")" "/root kept as an empty 0700 dir" || return 1
   assert_ok th_run "$H" test -d "$img/home" || return 1
-  assert_eq "" "$(th_sh "$H" 'ls "$1"/var/lib/systemd/random-seed "$1"/var/lib/systemd/credential.secret 2>/dev/null; cat "$1"/etc/machine-id' sh "$img")" \
+  assert_eq "" "$(th_sh "$H" 'ls "$1"/var/lib/systemd/random-seed "$1"/var/lib/systemd/credential.secret 2>/dev/null; cat "$1"/etc/machine-id' "$img")" \
     "no random seed, credential secret or machine-id from the host" || return 1
   # root has no password in the image (locked, not empty: an empty one logs in without one)
-  assert_eq '!*' "$(th_sh "$H" 'awk -F: "\$1==\"root\"{print \$2}" "$1/etc/shadow"' sh "$img")" "root is locked" || return 1
-  assert_eq "" "$(th_sh "$H" 'awk -F: "\$2!=\"*\" && \$2!=\"!*\"" "$1/etc/shadow" "$1/etc/gshadow"' sh "$img")" "every hash locked" || return 1
+  assert_eq '!*' "$(th_sh "$H" 'awk -F: "\$1==\"root\"{print \$2}" "$1/etc/shadow"' "$img")" "root is locked" || return 1
+  assert_eq "" "$(th_sh "$H" 'awk -F: "\$2!=\"*\" && \$2!=\"!*\"" "$1/etc/shadow" "$1/etc/gshadow"' "$img")" "every hash locked" || return 1
   # the shape stays: same accounts, same groups, shadow readable only by root and shadow
-  assert_eq "$(th_sh "$H" 'cut -d: -f1 /etc/shadow')" "$(th_sh "$H" 'cut -d: -f1 "$1/etc/shadow"' sh "$img")" "same accounts" || return 1
+  assert_eq "$(th_sh "$H" 'cut -d: -f1 /etc/shadow')" "$(th_sh "$H" 'cut -d: -f1 "$1/etc/shadow"' "$img")" "same accounts" || return 1
   assert_eq "$(th_run "$H" stat -c '%a %U:%G' /etc/shadow)" "$(th_run "$H" stat -c '%a %U:%G' "$img/etc/shadow")" "shadow's mode and owner" || return 1
 }
 
@@ -91,8 +91,8 @@ test_build_gives_each_slot_its_own_ssh_keys_and_machine_id() {
       assert_eq "644 0:0" "$(th_run "$H" stat -c '%a %u:%g' "/var/lib/machines/$s/etc/ssh/ssh_host_${t}_key.pub")" "$s $t public key" || return 1
     done
     # the public key is the private key's (ssh-keygen -y derives it)
-    assert_eq "$(th_sh "$H" 'cut -d" " -f1,2 "$1.pub"' sh "/var/lib/machines/$s/etc/ssh/ssh_host_ed25519_key")" \
-      "$(th_run "$H" ssh-keygen -y -f "/var/lib/machines/$s/etc/ssh/ssh_host_ed25519_key")" "$s key pair matches" || return 1
+    assert_eq "$(th_sh "$H" 'cut -d" " -f1,2 "$1.pub"' "/var/lib/machines/$s/etc/ssh/ssh_host_ed25519_key")" \
+      "$(th_sh "$H" 'ssh-keygen -y -f "$1" | cut -d" " -f1,2' "/var/lib/machines/$s/etc/ssh/ssh_host_ed25519_key")" "$s key pair matches" || return 1
     assert_eq "" "$(secrets_found_in "/var/lib/machines/$s")" "host secrets in $s" || return 1
     fps+="$(fingerprint "/var/lib/machines/$s/etc/ssh/ssh_host_ed25519_key.pub") "
   done
@@ -132,10 +132,10 @@ test_slot_cloned_by_hand_makes_its_keys_at_first_boot() {
 test_keep_users_keeps_hashes_and_homes() {
   local out img=/var/lib/machines/kept
   out=$(sos make-base-image --keep-users --name kept 2>&1) || { t_fail "make-base-image --keep-users: $out"; return 1; }
-  assert_eq "$HASH" "$(th_sh "$H" 'awk -F: "\$1==\"root\"{print \$2}" "$1/etc/shadow"' sh "$img")" "root's hash kept" || return 1
+  assert_eq "$HASH" "$(th_sh "$H" 'awk -F: "\$1==\"root\"{print \$2}" "$1/etc/shadow"' "$img")" "root's hash kept" || return 1
   assert_eq "$M_HOME" "$(th_run "$H" cat "$img/home/alice/secret")" "alice's home kept" || return 1
   # still no host identity or root's own files
-  assert_eq "" "$(th_sh "$H" 'find "$1/root" -mindepth 1; ls "$1"/etc/ssh/ssh_host_* 2>/dev/null' sh "$img")" "no /root content or host keys with --keep-users" || return 1
+  assert_eq "" "$(th_sh "$H" 'find "$1/root" -mindepth 1; ls "$1"/etc/ssh/ssh_host_* 2>/dev/null' "$img")" "no /root content or host keys with --keep-users" || return 1
   th_run "$H" machinectl remove kept
 }
 
@@ -153,8 +153,8 @@ test_from_tar_and_bootstrap_paths_are_scrubbed_too() {
   local out img=/var/lib/machines/fromtar
   out=$(sos make-base-image --from-tar /var/tmp/fakeroot.tar --name fromtar 2>&1) || { t_fail "make-base-image --from-tar: $out"; return 1; }
   assert_eq "" "$(secrets_found_in "$img")" "host secrets in the image from a tarball" || return 1
-  assert_eq "" "$(th_sh "$H" 'find "$1/root" "$1/home" "$1/etc/ssl/private" -mindepth 1; ls "$1"/etc/ssh/ssh_host_* 2>/dev/null' sh "$img")" "tarball image scrubbed" || return 1
-  assert_eq '!*' "$(th_sh "$H" 'awk -F: "\$1==\"root\"{print \$2}" "$1/etc/shadow"' sh "$img")" "root locked in the tarball image" || return 1
+  assert_eq "" "$(th_sh "$H" 'find "$1/root" "$1/home" "$1/etc/ssl/private" -mindepth 1; ls "$1"/etc/ssh/ssh_host_* 2>/dev/null' "$img")" "tarball image scrubbed" || return 1
+  assert_eq '!*' "$(th_sh "$H" 'awk -F: "\$1==\"root\"{print \$2}" "$1/etc/shadow"' "$img")" "root locked in the tarball image" || return 1
   th_sh "$H" 'machinectl remove fromtar; rm -rf /var/tmp/fakeroot /var/tmp/fakeroot.tar'
 }
 
@@ -162,10 +162,10 @@ test_backups_and_exports_are_root_only() {
   local out d=/var/lib/slot-os/backups
   out=$(sos backup 1 priv 2>&1) || { t_fail "backup: $out"; return 1; }
   assert_eq "700" "$(th_run "$H" stat -c '%a' "$d")" "backup dir" || return 1
-  assert_eq "600 600" "$(th_sh "$H" 'stat -c %a "$1/slot01.priv.tar.zst" "$1/slot01.priv.json" | xargs' sh "$d")" "backup data and metadata" || return 1
+  assert_eq "600 600" "$(th_sh "$H" 'stat -c %a "$1/slot01.priv.tar.zst" "$1/slot01.priv.json" | xargs' "$d")" "backup data and metadata" || return 1
   assert_exit 1 th_run "$H" setpriv --reuid=65534 --regid=65534 --clear-groups cat "$d/slot01.priv.tar.zst" || return 1
   # an existing backup dir that others can read is fixed by the next backup
-  th_sh "$H" 'chmod 755 "$1"; chmod 644 "$1/slot01.priv.json"' sh "$d"
+  th_sh "$H" 'chmod 755 "$1"; chmod 644 "$1/slot01.priv.json"' "$d"
   out=$(sos backup 1 priv2 2>&1) || { t_fail "second backup: $out"; return 1; }
   assert_contains "$out" "0755" "the fix is reported" || return 1
   assert_eq "700 600" "$(th_run "$H" stat -c '%a' "$d" "$d/slot01.priv.json" | xargs)" "backup dir and old metadata fixed" || return 1
