@@ -229,8 +229,13 @@ pub fn new_machine_id() -> anyhow::Result<String> {
 }
 
 /// Gives an image its own identity: machine ID (clones would otherwise share one, and
-/// with it journal directories and networkd's MAC addresses) and hostname.
-pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> anyhow::Result<()> {
+/// with it journal directories and networkd's MAC addresses), hostname and SSH host keys.
+pub fn set_identity(
+    image: &Path,
+    hostname: &str,
+    machine_id: Option<&str>,
+    keys: crate::hostkeys::HostKeys,
+) -> anyhow::Result<()> {
     let etc = image.join("etc");
     fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
     write_file(
@@ -241,7 +246,8 @@ pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> a
     if dbus_id.symlink_metadata().is_ok() {
         fs::remove_file(&dbus_id).with_context(|| format!("removing {}", dbus_id.display()))?;
     }
-    write_file(&etc.join("hostname"), &format!("{hostname}\n"))
+    write_file(&etc.join("hostname"), &format!("{hostname}\n"))?;
+    crate::hostkeys::apply(image, hostname, keys)
 }
 
 /// The machine ID an image currently has, if any.

@@ -49,13 +49,13 @@ scenario_teardown() {
 sos() { th_run "$H" slot-os "$@"; }
 
 # Lines of the host's secrets that must not be in DIR (inside the test host): markers, the
-# hashes, and the body of each SSH host private key.
+# hashes, and a line of each SSH host private key past the header all keys of a type share.
 secrets_found_in() {
   th_sh "$H" '
     dir=$1; shift
     pats=$(mktemp)
     printf "%s\n" "$@" > "$pats"
-    for k in /etc/ssh/ssh_host_*_key; do sed -n 2p "$k"; done >> "$pats"
+    for k in /etc/ssh/ssh_host_*_key; do sed -n 3p "$k"; done >> "$pats"
     grep -rlaF -f "$pats" "$dir" 2>/dev/null
     rm -f "$pats"
   ' "$1" "$M_IDRSA" "$M_HOME" "$M_TLS" "$M_MAIL" FAKEHASHMARKER
