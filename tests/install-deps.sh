@@ -5,6 +5,9 @@ set -euo pipefail
 pkgs=(systemd-container debootstrap dbus iproute2 btrfs-progs make gcc pkg-config tar jq)
 # Packaging and manuals: make deb (dpkg-shlibdeps, strip), lintian, rpmspec -P, man -l.
 pkgs+=(dpkg-dev binutils lintian rpm man-db)
+# tests/e2e/25-secrets.sh: a terminal around `slot-os console` (tmux), host keys for the
+# test host made by the machine's ssh-keygen (openssh-client).
+pkgs+=(tmux openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

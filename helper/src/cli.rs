@@ -93,10 +93,14 @@ pub enum Command {
     },
     /// Show (no option) or set the CPU%, CPU set and memory of slots, live and persisted.
     Resource(crate::commands::resource::Args),
-    /// Log in on a slot's console.
+    /// A root shell in a running slot (no password needed; ^] three times to leave).
     Console {
         #[arg(value_name = "NUMBER | NAME")]
         slot: String,
+        /// Log in on the slot's getty instead (machinectl login): for slots whose users
+        /// have passwords of their own.
+        #[arg(long)]
+        login: bool,
     },
     /// Upgrade the packages of slots with each slot's own package manager.
     Update {

@@ -230,10 +230,15 @@ pub fn new_machine_id() -> anyhow::Result<String> {
 }
 
 /// Gives an image its own identity: machine ID (clones would otherwise share one, and
-/// with it journal directories and networkd's MAC addresses) and hostname. Every path is
-/// resolved inside the image (`inroot`): the image's root user may have made any of
-/// them a symlink to a host file.
-pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> anyhow::Result<()> {
+/// with it journal directories and networkd's MAC addresses), hostname and SSH host keys.
+/// Every path is resolved inside the image (`inroot`): the image's root user may have made
+/// any of them a symlink to a host file.
+pub fn set_identity(
+    image: &Path,
+    hostname: &str,
+    machine_id: Option<&str>,
+    keys: crate::hostkeys::HostKeys,
+) -> anyhow::Result<()> {
     let root = inroot::Root::open(image)?;
     // Removed first: where var/lib/dbus is a symlink to /etc, its machine-id is the
     // image's own /etc/machine-id, which is written next.
@@ -241,7 +246,7 @@ pub fn set_identity(image: &Path, hostname: &str, machine_id: Option<&str>) -> a
     let id = machine_id.map(|m| format!("{m}\n")).unwrap_or_default();
     root.write_file("etc/machine-id", id.as_bytes(), 0o444)?;
     root.write_file("etc/hostname", format!("{hostname}\n").as_bytes(), 0o644)?;
-    Ok(())
+    crate::hostkeys::apply(image, hostname, keys)
 }
 
 /// The machine ID an image currently has, if any (read inside the image: a symlink

@@ -247,6 +247,22 @@ impl Root {
         Ok(())
     }
 
+    /// Makes `rel` a symlink to `target` (a path the slot resolves, never the helper),
+    /// replacing whatever is there the way `write_file` does: made under a temporary name
+    /// in the resolved parent and renamed over the name.
+    pub fn symlink(&self, rel: &str, target: &str) -> Result<()> {
+        let (parent, name) = self.split(rel)?;
+        let dir = self.mkdir_p(parent, 0o755)?;
+        let tmp = format!(".{name}.slot-os-{}", std::process::id());
+        let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        rfs::symlinkat(target, &dir, tmp.as_str()).map_err(|e| self.io("linking", rel, e))?;
+        if let Err(e) = rfs::renameat(&dir, tmp.as_str(), &dir, name) {
+            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+            return Err(self.io("linking", rel, e));
+        }
+        Ok(())
+    }
+
     /// The content of a regular file inside the root, at most `max` bytes; None if it
     /// does not exist. FIFOs and devices are refused without being opened for reading
     /// (O_PATH first), so a planted FIFO cannot hang the helper.

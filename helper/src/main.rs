@@ -7,6 +7,7 @@ mod config_edit;
 mod dbus;
 mod error;
 mod freeze;
+mod hostkeys;
 mod image;
 mod inroot;
 mod journal;

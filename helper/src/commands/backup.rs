@@ -10,6 +10,7 @@
 //! beside the old one and swaps them by rename.
 
 use std::fs::{self, File};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use super::Ctx;
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::freeze;
+use crate::hostkeys::HostKeys;
 use crate::{image, lock, notify, targets};
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
@@ -72,6 +74,72 @@ fn sweep(dir: &Path) {
     }
 }
 
+/// The backup dir holds every file of every slot, their keys included: root only. A dir
+/// an older slot-os or an admin left open to others is closed, and that is said.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("creating {}", dir.display()))
+        }
+        _ => {}
+    }
+    let mode = fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+        println!(
+            "{}: mode was {mode:04o}, now 0700 (backups are for root only)",
+            dir.display()
+        );
+    }
+    let mut fixed = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600))?;
+            fixed += 1;
+        }
+    }
+    if fixed > 0 {
+        println!("{fixed} file(s) in {} now mode 0600", dir.display());
+    }
+    Ok(())
+}
+
+/// `write_atomic` for the backup dir: mode 0600 from creation, under a `.tmp-` name that
+/// `sweep` removes if we are interrupted.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().context("backup path has no directory")?;
+    let name = path.file_name().context("no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".tmp-{name}.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let r = (|| -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", path.display()))
+}
+
 fn read_meta(dir: &Path) -> Vec<Meta> {
     let mut out: Vec<Meta> = fs::read_dir(dir)
         .into_iter()
@@ -102,7 +170,13 @@ pub(crate) fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Res
         .spawn()
         .context("running zstd (install the zstd package)")?;
     let mut from = zstd.stdout.take().context("zstd stdout")?;
-    let mut f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    // Root only from the first byte: a backup or export holds every file of a slot.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
     let mut h = Sha256::new();
     let total = image::pump(&mut from, &mut f, label, |c| h.update(c))?;
     f.sync_all()?;
@@ -120,7 +194,7 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
     let full = format!("{}.{name}", s.name);
     let dir = backup_dir(ctx);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir)?;
     sweep(&dir);
     if meta_path(&dir, &full).exists() {
         return Err(bad_input(format!(
@@ -170,7 +244,7 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         sha256: sha,
         freeze_ms: running.then_some(frozen_ms),
     };
-    crate::config_edit::write_atomic(
+    write_private(
         &meta_path(&dir, &full),
         &serde_json::to_string_pretty(&meta)?,
     )?;
@@ -311,7 +385,8 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let _ = image::remove_any(&new);
     let dir = backup_dir(ctx);
     let t0 = Instant::now();
-    let made = if name == cfg.host.image || name == "slot-os" {
+    let reset = name == cfg.host.image || name == "slot-os";
+    let made = if reset {
         // Fulcon's reset: a fresh copy of the base image, with the slot's identity.
         let base = machines.join(&cfg.host.image);
         if !base.is_dir() {
@@ -357,11 +432,13 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         let _ = image::remove_any(&new);
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
     }
-    // Keep the slot's own identity across restores.
+    // Keep the slot's own identity across restores; a reset to the base image makes new
+    // SSH host keys (the base image has none), a backup of the slot has the slot's own.
     let id = image::machine_id(&dest)
         .map(Ok)
         .unwrap_or_else(image::new_machine_id)?;
-    if let Err(e) = image::set_identity(&new, &s.name, Some(&id)) {
+    let keys = if reset { HostKeys::New } else { HostKeys::Keep };
+    if let Err(e) = image::set_identity(&new, &s.name, Some(&id), keys) {
         let _ = image::remove_any(&new);
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
     }

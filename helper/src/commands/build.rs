@@ -15,6 +15,7 @@ use super::Ctx;
 use crate::config_edit::write_atomic;
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::hostkeys::HostKeys;
 use crate::{image, lock};
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -168,7 +169,7 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
 /// A fresh clone gets its own machine-id and hostname; if that fails it is removed.
 fn give_identity(bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
     let id = image::new_machine_id()?;
-    if let Err(e) = image::set_identity(&machines.join(name), name, Some(&id)) {
+    if let Err(e) = image::set_identity(&machines.join(name), name, Some(&id), HostKeys::New) {
         let _ = bus.remove_image(name);
         return Err(e);
     }

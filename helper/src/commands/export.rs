@@ -8,6 +8,7 @@
 //! to unpack. Both directions write under a temporary name and rename when complete.
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +23,7 @@ use crate::config_edit::{validate_change, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::freeze;
+use crate::hostkeys::HostKeys;
 use crate::{image, lock, targets};
 
 const FORMAT: u32 = 1;
@@ -71,7 +73,13 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
         .run_dir()
         .join(format!("export-{}", std::process::id()));
     let _ = image::remove_tree(&meta);
-    fs::create_dir_all(meta.join(META_DIR))?;
+    fs::create_dir_all(ctx.paths.run_dir())?;
+    // The slot's TOML may hold secrets (environment): root only, as the export itself.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(meta.join(META_DIR))
+        .with_context(|| format!("creating {}", meta.display()))?;
     let manifest = Manifest {
         format: FORMAT,
         slot: s.name.clone(),
@@ -273,13 +281,16 @@ pub fn import(
     // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
     // new machine and needs its own (networkd and nspawn derive MACs from it).
     let prepared = image::refuse_devices(&tmp, &file.display().to_string()).and_then(|()| {
-        let id = match new == manifest.slot {
-            true => image::machine_id(&tmp)
-                .map(Ok)
-                .unwrap_or_else(image::new_machine_id)?,
-            false => image::new_machine_id()?,
+        let (id, keys) = match new == manifest.slot {
+            true => (
+                image::machine_id(&tmp)
+                    .map(Ok)
+                    .unwrap_or_else(image::new_machine_id)?,
+                HostKeys::Keep,
+            ),
+            false => (image::new_machine_id()?, HostKeys::New),
         };
-        image::set_identity(&tmp, &new, Some(&id))?;
+        image::set_identity(&tmp, &new, Some(&id), keys)?;
         image::sync_fs(&tmp)
     });
     if let Err(e) = prepared {

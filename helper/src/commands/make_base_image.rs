@@ -1,7 +1,16 @@
 //! `make-base-image`: the image every slot is cloned from, made from the host's own root
 //! filesystem (Fulcon), a root filesystem tarball, or a distribution bootstrap.
+//!
+//! Whatever the source, the image leaves the host's secrets and identity behind (every
+//! slot is cloned from it, and a slot's root can read all of it): root's files, users'
+//! homes and mail, SSH host keys, private keys and credentials of the system, and every
+//! password hash is locked. `--keep-users` keeps accounts' hashes and homes for an admin
+//! who wants Fulcon's "same composition" of users. From the host they are never copied;
+//! from a tarball or a bootstrap they are removed after unpacking.
 
-use std::io::Read;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -11,6 +20,7 @@ use slot_config::names::check_slot_name;
 
 use super::Ctx;
 use crate::error::bad_input;
+use crate::hostkeys::{self, HostKeys};
 use crate::{image, lock};
 
 #[derive(clap::Args, Debug)]
@@ -27,7 +37,55 @@ pub struct Args {
     /// Name of the image (default: `image` in slot-os.toml, "slot-os").
     #[arg(long)]
     pub name: Option<String>,
+    /// Keep password hashes (shadow, gshadow) and the contents of /home, /var/mail and
+    /// users' crontabs. Root's files, SSH host keys and system secrets are left out anyway.
+    #[arg(long)]
+    pub keep_users: bool,
 }
+
+/// Host secrets and host identity, relative to the root: never in an image. A last
+/// component may be a glob (`*` matches dot files too). Why each:
+const SECRETS: &[&str] = &[
+    // root's SSH keys, shell history, mail and whatever else the admin keeps there
+    "root/*",
+    // the host's SSH identity: every slot would impersonate the host (and each other)
+    "etc/ssh/ssh_host_*",
+    // earlier copies of the password files, with earlier hashes
+    "etc/shadow-",
+    "etc/gshadow-",
+    "var/backups/*shadow*",
+    // systemd: the seed of the host's entropy pool, the key of its encrypted credentials
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/credential.secret",
+    // TLS private keys (ssl-cert's snakeoil key included), certbot's keys and account
+    "etc/ssl/private/*",
+    "etc/letsencrypt",
+    // Kerberos host keytab, IPsec and PPP secrets, WireGuard keys
+    "etc/krb5.keytab",
+    "etc/ipsec.secrets",
+    "etc/ppp/chap-secrets",
+    "etc/ppp/pap-secrets",
+    "etc/wireguard/*",
+    // NetworkManager connections (Wi-Fi PSKs, VPN passwords) and its address secret
+    "etc/NetworkManager/system-connections/*",
+    "var/lib/NetworkManager/secret_key",
+    // credentials for package repositories
+    "etc/apt/auth.conf",
+    "etc/apt/auth.conf.d/*",
+    // SSSD's cached credentials and secrets
+    "var/lib/sss/db/*",
+    "var/lib/sss/secrets/*",
+    // DHCP leases and DUID: the host's addresses and identity on the network
+    "var/lib/dhcp/*",
+    // who logged in from where; btmp holds what was typed as user names (passwords too)
+    "var/log/btmp",
+    "var/log/wtmp",
+    "var/log/lastlog",
+    "var/log/auth.log*",
+];
+
+/// Users' own data: kept with `--keep-users`.
+const USER_DATA: &[&str] = &["home/*", "var/mail/*", "var/spool/cron/crontabs/*"];
 
 /// Paths (relative to the root) that are not part of an image: API file systems, other
 /// machines, slot-os's own state and config, caches and logs.
@@ -75,12 +133,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     } else if let Some(suite) = &a.bootstrap {
         bootstrap(suite, a.mirror.as_deref(), &tmp)
     } else {
-        copy_host(ctx.paths.root(), &tmp)
+        copy_host(ctx.paths.root(), &tmp, a.keep_users)
     };
     let prepared = made.and_then(|bytes| {
+        scrub(&tmp, a.keep_users)?;
         image::make_mount_points(&tmp)?;
         crate::inroot::Root::open(&tmp)?.mkdir_p("etc/slot-os", 0o755)?;
-        image::set_identity(&tmp, &name, None)?;
+        image::set_identity(&tmp, &name, None, HostKeys::Strip)?;
+        install_keygen_unit(&tmp)?;
         Ok(bytes)
     });
     let bytes = match prepared {
@@ -98,6 +158,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "  left out: /root, SSH host keys, system secrets and machine-id{}",
+        if a.keep_users {
+            "; password hashes and /home kept (--keep-users)"
+        } else {
+            ", /home; every password locked (--keep-users keeps them)"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,11 +175,19 @@ fn tar_extract_cmd(dir: &Path) -> Command {
 
 /// Streams `tar -c` of the root into `tar -x` of the new image through this process,
 /// counting bytes for the progress line.
-fn copy_host(root: &Path, dest: &Path) -> anyhow::Result<u64> {
+fn copy_host(root: &Path, dest: &Path, keep_users: bool) -> anyhow::Result<u64> {
     let mut create = image::tar_create(root);
     create.arg("--one-file-system");
     for x in EXCLUDES {
         create.arg(format!("--exclude={x}"));
+    }
+    // Secrets are not even copied (deleted files stay readable on the disk for a while);
+    // `scrub` runs afterwards all the same, for what a pattern of tar's misses.
+    for x in SECRETS
+        .iter()
+        .chain(if keep_users { &[][..] } else { USER_DATA })
+    {
+        create.arg(format!("--exclude=./{x}"));
     }
     create
         .arg(".")
@@ -177,4 +253,155 @@ fn bootstrap(suite: &str, mirror: Option<&str>, dest: &Path) -> anyhow::Result<u
         bail!("debootstrap {suite} failed ({st})");
     }
     Ok(0)
+}
+
+/// Removes what `SECRETS` (and, without `keep_users`, `USER_DATA`) name, keeps an empty
+/// /root (0700) and /home, and locks every password.
+fn scrub(root: &Path, keep_users: bool) -> anyhow::Result<()> {
+    for pattern in SECRETS
+        .iter()
+        .chain(if keep_users { &[][..] } else { USER_DATA })
+    {
+        for p in matches(root, pattern)? {
+            image::remove_any(&p)?;
+        }
+    }
+    let home = root.join("root");
+    if home.symlink_metadata().is_err() {
+        fs::create_dir(&home).with_context(|| format!("creating {}", home.display()))?;
+    }
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", home.display()))?;
+    fs::create_dir_all(root.join("home"))?;
+    if !keep_users {
+        for f in ["etc/shadow", "etc/gshadow"] {
+            lock_passwords(&root.join(f))?;
+        }
+    }
+    Ok(())
+}
+
+/// Paths in `root` that `pattern` names; only its last component may be a glob, and no
+/// component on the way may be a symlink (a tarball's tree is not followed out of itself).
+fn matches(root: &Path, pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
+    let mut at = root.to_path_buf();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        at.push(part);
+        match at.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(Vec::new()),
+        }
+    }
+    let glob = glob::Pattern::new(name).with_context(|| format!("pattern {pattern}"))?;
+    if !name.contains(['*', '?', '[']) {
+        let p = at.join(name);
+        return Ok(p
+            .symlink_metadata()
+            .is_ok()
+            .then_some(p)
+            .into_iter()
+            .collect());
+    }
+    let mut out = Vec::new();
+    for e in fs::read_dir(&at).with_context(|| format!("reading {}", at.display()))? {
+        let e = e?;
+        if glob.matches(&e.file_name().to_string_lossy()) {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
+}
+
+/// The password field of every entry becomes `*` (already locked: kept) or `!*`: no
+/// account can log in with a password; the file keeps its accounts, mode and owner.
+fn lock_passwords(path: &Path) -> anyhow::Result<()> {
+    let Ok(meta) = path.symlink_metadata() else {
+        return Ok(());
+    };
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let locked = locked_text(&text);
+    let tmp = path.with_extension("slot-os-tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.mode() & 0o7777)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+    f.write_all(locked.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+fn locked_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        match line.split_once(':') {
+            Some((user, rest)) if !line.starts_with('#') => {
+                let (pw, tail) = rest.split_once(':').unwrap_or((rest, ""));
+                let pw = if pw == "*" { "*" } else { "!*" };
+                out.push_str(user);
+                out.push(':');
+                out.push_str(pw);
+                if rest.contains(':') {
+                    out.push(':');
+                    out.push_str(tail);
+                }
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// With openssh-server in the image, the unit that gives a hand-made copy its own keys.
+fn install_keygen_unit(root: &Path) -> anyhow::Result<()> {
+    let ssh = hostkeys::open_dir_in(root, "etc/ssh")?;
+    if !hostkeys::has_sshd(root, ssh.as_ref()) {
+        return Ok(());
+    }
+    // A --from-tar image is as untrusted as a slot: its etc/systemd may be a symlink.
+    let r = crate::inroot::Root::open(root)?;
+    let unit = format!("etc/systemd/system/{}", hostkeys::KEYGEN_UNIT_NAME);
+    r.write_file(&unit, hostkeys::KEYGEN_UNIT.as_bytes(), 0o644)?;
+    r.symlink(
+        &format!(
+            "etc/systemd/system/multi-user.target.wants/{}",
+            hostkeys::KEYGEN_UNIT_NAME
+        ),
+        &format!("/{unit}"),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locked_text;
+
+    #[test]
+    fn every_hash_is_locked_and_the_shape_kept() {
+        let shadow = "root:$6$salt$hash:20000:0:99999:7:::\n\
+                      daemon:*:20000:0:99999:7:::\n\
+                      nopw::20000:0:99999:7:::\n\
+                      locked:!$6$x$y:20000::::::\n\
+                      odd\n";
+        assert_eq!(
+            locked_text(shadow),
+            "root:!*:20000:0:99999:7:::\n\
+             daemon:*:20000:0:99999:7:::\n\
+             nopw:!*:20000:0:99999:7:::\n\
+             locked:!*:20000::::::\n\
+             odd\n"
+        );
+        assert_eq!(
+            locked_text("adm:x:root,alice:alice\n"),
+            "adm:!*:root,alice:alice\n"
+        );
+    }
 }

@@ -59,7 +59,7 @@ fn logged(cmd: &Command) -> Option<(&'static str, &str)> {
         Command::Rename { old, .. } => ("rename", old),
         Command::NetAdd { slot, .. } => ("net-add", slot),
         Command::NetDel { slot, .. } => ("net-del", slot),
-        Command::Console { slot } => ("console", slot),
+        Command::Console { slot, .. } => ("console", slot),
         _ => return None,
     })
 }
@@ -100,7 +100,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Resume(t) => lifecycle::run(ctx, lifecycle::Action::Resume, &t.targets),
         Command::Autostart { args } => autostart::run(ctx, &args),
         Command::Resource(a) => resource::run(ctx, a),
-        Command::Console { slot } => console::run(ctx, &slot),
+        Command::Console { slot, login } => console::run(ctx, &slot, login),
         Command::Update { targets, dry_run } => update::run_update(ctx, &targets, dry_run),
         Command::UpdateProg { args } => update::run_prog(ctx, &args),
         Command::UpdateDeploy { args } => update::run_deploy(ctx, &args),
