@@ -544,6 +544,7 @@ th__start() {
     # fds >2 (the runner's output, logs, locks) are not handed to nspawn
     "${envcmd[@]}" systemd-nspawn -D "$dir/root" -b --register=no --keep-unit --console=pipe \
         --network-namespace-path="/run/netns/$(th__netns_names "$dir" | cut -d' ' -f1)" \
+        --capability=CAP_NET_ADMIN \
         -M "$name" ${args[@]+"${args[@]}"} \
         </dev/null >>"$dir/console.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     pid=$!
