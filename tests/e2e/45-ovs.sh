@@ -35,7 +35,7 @@ ports() { th_run "$H" ovs-vsctl list-ports slotbr2 | tr '\n' ' '; }
 # their time): each test waits for the state it needs, then checks the behaviour.
 # ovs-vswitchd has the port: an OpenFlow port number and its link up.
 port_ready() {
-  th_sh "$H" 'o=$(ovs-vsctl get interface "$1" ofport) && [ "$o" -gt 0 ] && [ "$(ovs-vsctl get interface "$1" link_state)" = up ]' sh "$1"
+  th_sh "$H" 'o=$(ovs-vsctl get interface "$1" ofport) && [ "$o" -gt 0 ] && [ "$(ovs-vsctl get interface "$1" link_state)" = up ]' "$1"
 }
 wait_port() { th_wait_for 30 port_ready "$1" || { t_fail "OVS port $1 not ready: $(th_run "$H" ovs-vsctl list interface "$1" 2>&1 | grep -E '^(ofport|link_state|error) ')"; return 1; }; }
 # the host's bridge port has ADDR (networkd configures it)

@@ -31,7 +31,7 @@ TH_SUITE=$TH_RELEASE # old name, kept for scenarios that read it
 TH_HOSTS=${SLOT_OS_TEST_HOSTS:-$TH_RUN}
 # Bump when the debootstrap step changes in a way the hash below does not see.
 TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v2
-TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring)
+TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring iputils-ping)
 # What the tests need in every host (and slot image made from it) ...
 TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps python3 python3-apt
     btrfs-progs iptables kmod less zstd attr)
@@ -370,7 +370,7 @@ th__slot_ready() {
     systemctl --root="$r" enable systemd-networkd.service >/dev/null 2>&1 || return 1
     systemctl --root="$r" disable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
     rm -f "$r"/etc/ssh/ssh_host_*
-    if [[ -d "$r/etc/ssh" ]]; then chroot "$r" ssh-keygen -q -A || return 1; fi
+    if [[ -d "$r/etc/ssh" ]]; then chroot "$r" ssh-keygen -q -A >/dev/null || return 1; fi
 }
 
 # ---------------------------------------------------------------------------------------------
