@@ -105,7 +105,7 @@ for file in "${scenarios[@]}"; do
     grep -q '^#[[:space:]]*releases:' "$file" && multi=1
     for r in $rels; do
         inst_file+=("$file") inst_rel+=("$r")
-        if [[ -n "$multi" ]]; then inst_label+=("$sname[$r]") inst_log+=("$sname.$r"); else inst_label+=("$sname") inst_log+=("$sname"); fi
+        if [[ -n "$multi" ]]; then inst_label+=("${sname}[$r]") inst_log+=("$sname.$r"); else inst_label+=("$sname") inst_log+=("$sname"); fi
     done
 done
 ((${#inst_file[@]})) || early_fail "no scenario runs on the releases asked for (SLOT_OS_TEST_RELEASES=${SLOT_OS_TEST_RELEASES:-})"

@@ -27,7 +27,8 @@ TH_MIRROR=${SLOT_OS_TEST_MIRROR:-}
 # The release th_boot boots unless told otherwise (th_boot's 3rd argument, TH_RELEASE).
 TH_RELEASE=${TH_RELEASE:-bookworm}
 TH_RELEASES=(bookworm trixie)
-TH_SUITE=$TH_RELEASE # old name, kept for scenarios that read it
+# shellcheck disable=SC2034 # old name, kept for scenarios that read it
+TH_SUITE=$TH_RELEASE
 TH_HOSTS=${SLOT_OS_TEST_HOSTS:-$TH_RUN}
 # Bump when the debootstrap step changes in a way the hash below does not see.
 TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v2
