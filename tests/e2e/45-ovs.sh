@@ -53,10 +53,11 @@ ping_ok() { th_wait_for 20 slot_ping "$1" "$2" || { t_fail "$1 cannot ping $2"; 
 # ms that `slot-os ARGS` takes, measured inside the test host
 timed_sos() { th_sh "$H" 's=$(date +%s%N); slot-os "$@" >/dev/null || exit 1; e=$(date +%s%N); echo $(((e - s) / 1000000))' "$@"; }
 # TCP: a python3 echo server in slot $1's netns on $2:$4, a client in $3's netns sends
-# 256 KiB (many full-size segments) and must get all of it back.
+# 256 KiB (many full-size segments) and must get all of it back. (A double-quoted script:
+# \$ is for the shell in the test host.)
 tcp_exchange() {
   local srv=$1 addr=$2 cli=$3 port=$4
-  th_sh "$H" "nsenter -t $(leader_of "$srv") -n timeout 20 python3 -c '
+  th_sh "$H" "nsenter -t $(leader_of "$srv") -n timeout 60 python3 -c '
 import socket
 s = socket.socket(socket.AF_INET6 if \":\" in \"$addr\" else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -68,7 +69,8 @@ while True:
     c.sendall(b)
 c.close()
 ' >/dev/null 2>&1 &
-    sleep 0.5
+    # the client starts once the server listens (under load python takes its time)
+    i=0; until nsenter -t $(leader_of "$srv") -n ss -Hltn \"sport = :$port\" | grep -q .; do i=\$((i + 1)); [ \$i -lt 200 ] || exit 1; sleep 0.1; done
     $([[ $cli == host ]] && echo "" || echo "nsenter -t $(leader_of "$cli") -n") timeout 15 python3 -c '
 import socket, sys
 data = bytes(range(256)) * 1024
