@@ -126,21 +126,32 @@ declare -A running=()  # pid -> instance index
 declare -A busy_file=() # file -> 1 while one of its runs is running
 declare -A inst_t0=()
 
+run_inst() { # I: the scenario run's own process (bash), with a time limit
+    local i=$1 log=${inst_log[$1]}
+    # shellcheck disable=SC2016  # $1/$2 are expanded by the inner bash
+    TH_RESULTS=$TH_RUN/results/$log.txt TH_DONE_MARKER=$TH_RUN/results/$log.done \
+        TH_CRASH_MARKER=$TH_RUN/results/$log.crashed \
+        TH_RELEASE=${inst_rel[$i]} TH_SCENARIO_LABEL=${inst_label[$i]} TH_LOG_NAME=$log \
+        SLOT_OS_TEST_HOSTS=$TH_RUN/hosts/$log \
+        exec timeout --kill-after=30 "${SLOT_OS_SCENARIO_TIMEOUT:-900}" \
+        bash -c 'set -uo pipefail; source "$1"; t_run_scenario "$2"' scenario \
+        "$here/testhost/lib.sh" "${inst_file[$i]}" </dev/null
+}
+
 start_inst() { # I
     local i=$1 log=${inst_log[$1]} out
     results=$TH_RUN/results/$log.txt
     rm -f "$results" "$TH_RUN/results/$log.done" "$TH_RUN/results/$log.crashed"
     : >"$results"
-    out=/dev/stdout
-    if ((JOBS > 1)); then out=$TH_RUN/results/$log.out; : >"$out"; else echo "# scenario ${inst_label[$i]}"; fi
     inst_t0[$i]=$(th__now_ms)
-    # shellcheck disable=SC2016  # $1/$2 are expanded by the inner bash
-    TH_RESULTS=$results TH_DONE_MARKER=$TH_RUN/results/$log.done TH_CRASH_MARKER=$TH_RUN/results/$log.crashed \
-        TH_RELEASE=${inst_rel[$i]} TH_SCENARIO_LABEL=${inst_label[$i]} TH_LOG_NAME=$log \
-        SLOT_OS_TEST_HOSTS=$TH_RUN/hosts/$log \
-        timeout --kill-after=30 "${SLOT_OS_SCENARIO_TIMEOUT:-900}" \
-        bash -c 'set -uo pipefail; source "$1"; t_run_scenario "$2"' scenario \
-        "$here/testhost/lib.sh" "${inst_file[$i]}" </dev/null >>"$out" 2>&1 &
+    if ((JOBS > 1)); then
+        # its output is shown in one piece when it ends
+        out=$TH_RUN/results/$log.out
+        run_inst "$i" >"$out" 2>&1 &
+    else
+        echo "# scenario ${inst_label[$i]}"
+        run_inst "$i" &
+    fi
     running[$!]=$i
     busy_file[${inst_file[$i]}]=1
 }
