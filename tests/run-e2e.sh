@@ -67,9 +67,33 @@ for f in "$TH_RUN"/.owned.*; do
     [[ -n "$(th__proc_id "${f##*.}")" ]] || rm -f "$f"
 done
 
-t0=$(th__now_ms)
-rootfs=$(th_rootfs) || early_fail "building the test host rootfs failed"
-echo "# rootfs: $rootfs ($(th__secs $(($(th__now_ms) - t0))))"
+# Each scenario runs once per release named in its "# releases: bookworm trixie" line
+# (default: bookworm only), reported as "30-walkthrough[trixie]". SLOT_OS_TEST_RELEASES
+# (space separated) limits the releases run.
+inst_file=() inst_rel=() inst_label=() inst_log=()
+for file in "${scenarios[@]}"; do
+    sname=$(basename "$file" .sh)
+    line=$(sed -n 's/^#[[:space:]]*releases:[[:space:]]*//p' "$file" | head -n 1)
+    # shellcheck disable=SC2206 # a space separated list
+    rels=(${line:-bookworm})
+    for r in "${rels[@]}"; do
+        th__check_release "$r" 2>/dev/null || early_fail "$sname: unknown release '$r' in its releases line"
+        [[ -z "${SLOT_OS_TEST_RELEASES:-}" || " $SLOT_OS_TEST_RELEASES " == *" $r "* ]] || continue
+        inst_file+=("$file") inst_rel+=("$r")
+        if [[ -n "$line" ]]; then inst_label+=("${sname}[$r]") inst_log+=("$sname.$r"); else inst_label+=("$sname") inst_log+=("$sname"); fi
+    done
+done
+((${#inst_file[@]})) || early_fail "no scenario runs on the releases asked for (SLOT_OS_TEST_RELEASES=${SLOT_OS_TEST_RELEASES:-})"
+
+# Each release's root, built (once; cached) while cargo builds: debootstrap waits on the
+# network and the disk, cargo on the CPU.
+mkdir -p "$TH_RUN/results"
+rootfs_t0=$(th__now_ms)
+declare -A rootfs_pid=()
+for r in $(printf '%s\n' "${inst_rel[@]}" | sort -u); do
+    th_rootfs "$r" >"$TH_RUN/results/rootfs-$r.path" 2>"$TH_RUN/results/rootfs-$r.log" &
+    rootfs_pid[$r]=$!
+done
 
 if [[ -z "${SLOT_OS_SKIP_BUILD:-}" ]]; then
     command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin:/root/.cargo/bin
@@ -79,46 +103,17 @@ if [[ -z "${SLOT_OS_SKIP_BUILD:-}" ]]; then
     (cd "$TH_REPO" && "${build[@]}") >&2 || early_fail "${build[*]} failed"
     echo "# ${build[*]}: $(th__secs $(($(th__now_ms) - t0)))"
 fi
+for r in "${!rootfs_pid[@]}"; do
+    if ! wait "${rootfs_pid[$r]}"; then
+        cat "$TH_RUN/results/rootfs-$r.log" >&2
+        early_fail "building the $r test host rootfs failed"
+    fi
+    grep '^# built' "$TH_RUN/results/rootfs-$r.log" || true
+    echo "# rootfs $r: $(cat "$TH_RUN/results/rootfs-$r.path") (ready after $(th__secs $(($(th__now_ms) - rootfs_t0))))"
+done
 th__check_binaries || early_fail "the binaries to test are missing"
 
 results=
-# Each scenario runs once per release named in its "# releases: bookworm trixie" line
-# (default: bookworm only), reported as "30-walkthrough[trixie]". SLOT_OS_TEST_RELEASES
-# (space separated) limits the releases run.
-releases_of() { # FILE -> the releases to run it on, one line
-    local line want=() r keep=()
-    line=$(sed -n 's/^#[[:space:]]*releases:[[:space:]]*//p' "$1" | head -n 1)
-    # shellcheck disable=SC2206
-    want=(${line:-})
-    for r in "${want[@]}"; do th__check_release "$r" 2>/dev/null || early_fail "$1: unknown release '$r' in its releases line"; done
-    ((${#want[@]})) || want=(bookworm)
-    for r in "${want[@]}"; do
-        [[ -z "${SLOT_OS_TEST_RELEASES:-}" || " $SLOT_OS_TEST_RELEASES " == *" $r "* ]] && keep+=("$r")
-    done
-    printf '%s\n' "${keep[*]}"
-}
-inst_file=() inst_rel=() inst_label=() inst_log=()
-for file in "${scenarios[@]}"; do
-    sname=$(basename "$file" .sh)
-    rels=$(releases_of "$file")
-    multi=
-    grep -q '^#[[:space:]]*releases:' "$file" && multi=1
-    for r in $rels; do
-        inst_file+=("$file") inst_rel+=("$r")
-        if [[ -n "$multi" ]]; then inst_label+=("${sname}[$r]") inst_log+=("$sname.$r"); else inst_label+=("$sname") inst_log+=("$sname"); fi
-    done
-done
-((${#inst_file[@]})) || early_fail "no scenario runs on the releases asked for (SLOT_OS_TEST_RELEASES=${SLOT_OS_TEST_RELEASES:-})"
-
-# Hosts built before the scenarios start: each release's root once (in parallel they would
-# only wait for each other's lock).
-for r in $(printf '%s\n' "${inst_rel[@]}" | sort -u); do
-    [[ "$r" == "$TH_RELEASE" ]] && continue
-    t0=$(th__now_ms)
-    rootfs=$(th_rootfs "$r") || early_fail "building the $r test host rootfs failed"
-    echo "# rootfs: $rootfs ($(th__secs $(($(th__now_ms) - t0))))"
-done
-
 JOBS=${SLOT_OS_E2E_JOBS:-1}
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || early_fail "SLOT_OS_E2E_JOBS must be a positive number, not '$JOBS'"
 mkdir -p "$TH_RUN/results" "$TH_RUN/hosts"
