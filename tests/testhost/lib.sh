@@ -384,8 +384,10 @@ th__set_identity() {
 th__slot_ready() {
     local r=$1
     printf '# slot image: no file systems of its own\n' >"$r/etc/fstab" || return 1
-    printf 'source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n' \
-        >"$r/etc/network/interfaces" || return 1
+    if [[ -d "$r/etc/network" ]]; then
+        printf 'source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n' \
+            >"$r/etc/network/interfaces" || return 1
+    fi
     systemctl --root="$r" enable systemd-networkd.service >/dev/null 2>&1 || return 1
     systemctl --root="$r" disable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
     rm -f "$r"/etc/ssh/ssh_host_*
