@@ -2,7 +2,7 @@
 # Everything the build and the test suite need on a fresh Debian 12 (idempotent).
 # Never installs systemd-resolved: on a machine without systemd as PID 1 it breaks DNS.
 set -euo pipefail
-pkgs=(systemd-container debootstrap dbus iproute2 btrfs-progs make gcc pkg-config tar jq)
+pkgs=(systemd-container debootstrap dbus iproute2 btrfs-progs iputils-ping make gcc pkg-config tar jq)
 # Packaging and manuals: make deb (dpkg-shlibdeps, strip), lintian, rpmspec -P, man -l.
 pkgs+=(dpkg-dev binutils lintian rpm man-db)
 # tests/e2e/25-secrets.sh: a terminal around `slot-os console` (tmux), host keys for the

@@ -1,6 +1,7 @@
 # start / stop / suspend / resume / list on a real systemd test host (unified cgroups, so
 # the cgroup freezer works), with three slots; asserted against what systemd and machined
 # report. The hybrid-mode refusal of `suspend` is 21-hybrid-cgroups.sh.
+# releases: bookworm trixie
 
 H=life
 

@@ -1,5 +1,6 @@
 # Issue 3 acceptance: the Fulcon README walkthrough, with Fulcon's words, in a real
 # systemd test host (unified cgroups, so suspend/resume can work).
+# releases: bookworm trixie
 
 H=walk
 

@@ -1,5 +1,6 @@
 # Issue 4: bridges and per-slot NICs with static addresses, live and persistent, on a
 # real networkd and kernel inside the test host (all traffic stays in its namespaces).
+# releases: bookworm trixie
 
 H=net
 

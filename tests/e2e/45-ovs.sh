@@ -31,13 +31,33 @@ leader_of() { echo "\$(machinectl show $1 -p Leader --value)"; }
 in_slot() { local s=$1; shift; th_sh "$H" "nsenter -t $(leader_of "$s") -n $*"; }
 slot_ping() { in_slot "$1" ping -c1 -W2 "$2"; }
 ports() { th_run "$H" ovs-vsctl list-ports slotbr2 | tr '\n' ' '; }
+# Under load nothing here is instant (the userspace datapath polls, networkd and ARP take
+# their time): each test waits for the state it needs, then checks the behaviour.
+# ovs-vswitchd has the port: an OpenFlow port number and its link up.
+port_ready() {
+  th_sh "$H" 'o=$(ovs-vsctl get interface "$1" ofport) && [ "$o" -gt 0 ] && [ "$(ovs-vsctl get interface "$1" link_state)" = up ]' "$1"
+}
+wait_port() { th_wait_for 30 port_ready "$1" || { t_fail "OVS port $1 not ready: $(th_run "$H" ovs-vsctl list interface "$1" 2>&1 | grep -E '^(ofport|link_state|error) ')"; return 1; }; }
+# the host's bridge port has ADDR (networkd configures it)
+wait_bridge_addr() {
+  th_wait_for 30 th_sh "$H" 'ip -o addr show slotbr2 | grep -q " $1 "' "$1" ||
+    { t_fail "slotbr2 has no $1: $(th_sh "$H" 'ip addr show slotbr2; networkctl status slotbr2 2>&1 | head -20')"; return 1; }
+}
+# the slot's NIC has ADDR and is up
+wait_slot_addr() {
+  th_wait_for 30 in_slot "$1" "sh -c 'ip -o addr show $2 | grep -q \" $3 \" && ip -o link show $2 | grep -q LOWER_UP'" ||
+    { t_fail "$1: $2 has no $3 or is down: $(in_slot "$1" ip addr show "$2" 2>&1)"; return 1; }
+}
+# a ping that must get through, given a few seconds (first packets wait for ARP/ND)
+ping_ok() { th_wait_for 20 slot_ping "$1" "$2" || { t_fail "$1 cannot ping $2"; return 1; }; }
 # ms that `slot-os ARGS` takes, measured inside the test host
 timed_sos() { th_sh "$H" 's=$(date +%s%N); slot-os "$@" >/dev/null || exit 1; e=$(date +%s%N); echo $(((e - s) / 1000000))' "$@"; }
 # TCP: a python3 echo server in slot $1's netns on $2:$4, a client in $3's netns sends
-# 256 KiB (many full-size segments) and must get all of it back.
+# 256 KiB (many full-size segments) and must get all of it back. (A double-quoted script:
+# \$ is for the shell in the test host.)
 tcp_exchange() {
   local srv=$1 addr=$2 cli=$3 port=$4
-  th_sh "$H" "nsenter -t $(leader_of "$srv") -n timeout 20 python3 -c '
+  th_sh "$H" "nsenter -t $(leader_of "$srv") -n timeout 60 python3 -c '
 import socket
 s = socket.socket(socket.AF_INET6 if \":\" in \"$addr\" else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,7 +69,8 @@ while True:
     c.sendall(b)
 c.close()
 ' >/dev/null 2>&1 &
-    sleep 0.5
+    # the client starts once the server listens (under load python takes its time)
+    i=0; until nsenter -t $(leader_of "$srv") -n ss -Hltn \"sport = :$port\" | grep -q .; do i=\$((i + 1)); [ \$i -lt 200 ] || exit 1; sleep 0.1; done
     $([[ $cli == host ]] && echo "" || echo "nsenter -t $(leader_of "$cli") -n") timeout 15 python3 -c '
 import socket, sys
 data = bytes(range(256)) * 1024
@@ -71,7 +92,7 @@ test_br_add_ovs_creates_the_bridge_in_ovsdb() {
   assert_ok th_run "$H" ovs-vsctl br-exists slotbr2 || return 1
   assert_eq netdev "$(th_run "$H" ovs-vsctl get bridge slotbr2 datapath_type | tr -d '"')" "userspace datapath" || return 1
   assert_eq 2 "$(th_run "$H" ovs-vsctl get bridge slotbr2 external_ids:slot-os-bridge | tr -d '"')" "marked as slot-os's" || return 1
-  th_wait_for 15 th_sh "$H" 'ip -4 addr show slotbr2 | grep -q "10.88.0.1/24"' || { t_fail "networkd gave slotbr2 no address: $(th_sh "$H" 'ip addr show slotbr2; networkctl status slotbr2 2>&1 | head -20')"; return 1; }
+  wait_bridge_addr 10.88.0.1/24 || return 1
   assert_ok th_sh "$H" 'grep -qx "backend = \"ovs\"" /etc/slot-os/slot-os.toml' || return 1
   assert_ok th_sh "$H" '! ls /run/systemd/network/50-slot-os-slotbr2.netdev 2>/dev/null' || return 1
   assert_contains "$(sos br-info)" "slotbr2	ovs	up	10.88.0.1/24" "br-info shows the backend" || return 1
@@ -84,6 +105,11 @@ test_net_add_ports_in_ovsdb_and_ping() {
   assert_ok sos start all || return 1
   assert_ok sos net-add 0 10.88.0.2/24 1 || return 1
   assert_ok sos net-add 1 10.88.0.3/24 1 || return 1
+  # net-add returns once OVSDB has the port and ovs-vswitchd has given it a number
+  assert_ok th_sh "$H" '[ "$(ovs-vsctl get interface vs-0-1 ofport)" -gt 0 ] && [ "$(ovs-vsctl get interface vs-1-1 ofport)" -gt 0 ]' || return 1
+  wait_port vs-0-1 && wait_port vs-1-1 || return 1
+  wait_slot_addr slot00 eth1 10.88.0.2/24 && wait_slot_addr slot01 eth1 10.88.0.3/24 || return 1
+  wait_bridge_addr 10.88.0.1/24 || return 1
   local p show
   p=$(ports)
   assert_contains "$p" "vs-0-1" "port of slot00 in OVSDB" || return 1
@@ -93,11 +119,8 @@ test_net_add_ports_in_ovsdb_and_ping() {
   assert_contains "$show" 'Port vs-0-1' "ovs-vsctl show" || return 1
   assert_not_contains "$show" 'error:' "no interface errors" || return 1
   assert_eq slot01 "$(th_run "$H" ovs-vsctl get port vs-1-1 external_ids:slot-os-owner | tr -d '"')" "port owner" || return 1
-  # net-add returns once ovs-vswitchd has applied the port: no waiting
-  assert_ok slot_ping slot00 10.88.0.3 || return 1
-  assert_ok slot_ping slot01 10.88.0.2 || return 1
-  assert_ok slot_ping slot00 10.88.0.1 || return 1
-  assert_ok th_sh "$H" 'ping -c1 -W2 10.88.0.3' || return 1
+  ping_ok slot00 10.88.0.3 && ping_ok slot01 10.88.0.2 && ping_ok slot00 10.88.0.1 || return 1
+  th_wait_for 20 th_sh "$H" 'ping -c1 -W2 10.88.0.3' || { t_fail "the host cannot ping slot01"; return 1; }
   assert_contains "$(in_slot slot00 ethtool -k eth1)" "tx-checksumming: off" "TX checksum offload off in the slot" || return 1
   assert_contains "$(sos br-info --json)" '"ovs_ports":["vs-0-1","vs-1-1"]' "br-info lists the ports" || return 1
 }
@@ -120,11 +143,15 @@ test_tcp_between_slots_and_host() {
 }
 
 test_ipv6_on_the_ovs_bridge() {
+  # whatever happens, the NICs of this test do not stay for the next ones
+  trap 'sos net-del 0 2 >/dev/null 2>&1; sos net-del 1 2 >/dev/null 2>&1' EXIT
   assert_ok sos br-add 2 fd88::1/64 || return 1
   assert_ok sos net-add 0 fd88::2/64 2 || return 1
   assert_ok sos net-add 1 fd88::3/64 2 || return 1
-  th_wait_for 15 slot_ping slot00 fd88::3 || { t_fail "slot00 cannot ping6 slot01"; return 1; }
-  th_wait_for 15 slot_ping slot00 fd88::1 || { t_fail "slot00 cannot ping6 the bridge"; return 1; }
+  wait_port vs-0-2 && wait_port vs-1-2 || return 1
+  wait_slot_addr slot00 eth2 fd88::2/64 && wait_slot_addr slot01 eth2 fd88::3/64 || return 1
+  wait_bridge_addr fd88::1/64 || return 1
+  ping_ok slot00 fd88::3 && ping_ok slot00 fd88::1 || return 1
   assert_ok tcp_exchange slot01 fd88::3 slot00 5005 || return 1
   assert_ok sos net-del 0 2 || return 1
   assert_ok sos net-del 1 2 || return 1
@@ -138,22 +165,28 @@ test_ports_follow_slot_stop_and_start() {
   assert_contains "$(ports)" "vs-1-1" "the other slot's port stays" || return 1
   assert_ok sos start 0 || return 1
   assert_contains "$(ports)" "vs-0-1" "port back after start" || return 1
-  assert_ok slot_ping slot00 10.88.0.3 || return 1
+  wait_port vs-0-1 && wait_slot_addr slot00 eth1 10.88.0.2/24 || return 1
+  ping_ok slot00 10.88.0.3 || return 1
   assert_contains "$(in_slot slot00 ethtool -k eth1)" "tx-checksumming: off" "TX checksum off after restart" || return 1
   assert_ok tcp_exchange slot01 10.88.0.3 slot00 5006 || return 1
 }
 
 test_stale_ports_are_pruned() {
+  # Its leftovers, pass or fail, must not reach the next tests (they count ports).
+  local cleanup='ovs-vsctl --if-exists del-port slotbr2 adm0; ovs-vsctl --if-exists del-port slotbr2 vs-0-9; ip link del adm0 2>/dev/null; ip link del vs-0-9 2>/dev/null; true'
+  # shellcheck disable=SC2064 # expanded now, on purpose
+  trap "th_sh '$H' '$cleanup'" EXIT
+  th_sh "$H" "$cleanup"
   # A port slot-os made whose veth vanished (as after a crash), and an admin's own port.
   th_sh "$H" 'ip link add vs-0-9 type veth peer name vs-0-9p && ovs-vsctl add-port slotbr2 vs-0-9 -- set port vs-0-9 external_ids:slot-os-owner=slot00 && ip link add adm0 type veth peer name adm0p && ovs-vsctl add-port slotbr2 adm0 && ip link del vs-0-9' || { t_fail "setup"; return 1; }
   assert_contains "$(ports)" "vs-0-9" "stale port present" || return 1
   assert_ok sos net-apply slot00 || return 1
   assert_not_contains "$(ports)" "vs-0-9" "stale port pruned" || return 1
   assert_contains "$(ports)" "adm0" "an admin's port is left alone" || return 1
-  th_sh "$H" 'ovs-vsctl del-port slotbr2 adm0 && ip link del adm0'
 }
 
 test_net_add_time_ovs_vs_networkd() {
+  trap 'sos net-del 0 5 >/dev/null 2>&1; sos br-del 3 >/dev/null 2>&1' EXIT
   assert_ok sos br-add 3 10.89.0.1/24 || return 1
   local i ovs=() nd=() ms
   for i in 1 2 3; do
@@ -180,6 +213,8 @@ test_bad_input_changes_nothing() {
   assert_eq "$before" "$after" "config and OVSDB unchanged" || return 1
   # Open vSwitch not running: refused before anything is written
   before=$(th_sh "$H" 'sha256sum /etc/slot-os/*.toml')
+  # the next tests need Open vSwitch back, also if this one fails
+  trap 'th_run "$H" systemctl start openvswitch-switch.service >/dev/null 2>&1' EXIT
   assert_ok th_run "$H" systemctl stop ovsdb-server.service || return 1
   local out rc
   out=$(sos br-add 5 10.95.0.1/24 --backend ovs 2>&1); rc=$?
@@ -189,7 +224,8 @@ test_bad_input_changes_nothing() {
   assert_eq "$before" "$(th_sh "$H" 'sha256sum /etc/slot-os/*.toml')" "config unchanged" || return 1
   # OVS restarts with what OVSDB holds; the slots' ports forward again by themselves.
   assert_ok th_run "$H" systemctl start openvswitch-switch.service || return 1
-  th_wait_for 20 slot_ping slot00 10.88.0.3 || { t_fail "no traffic after OVS restarted: $(th_run "$H" ovs-vsctl show)"; return 1; }
+  wait_port vs-0-1 && wait_port vs-1-1 || return 1
+  th_wait_for 30 slot_ping slot00 10.88.0.3 || { t_fail "no traffic after OVS restarted: $(th_run "$H" ovs-vsctl show)"; return 1; }
 }
 
 test_bridge_and_ports_survive_host_reboot() {

@@ -1,5 +1,6 @@
 # Issue 5 (first part): crash-consistent backup and restore of slots, on ext4 (tar +
 # zstd with a recorded SHA-256) and on btrfs (read-only snapshots).
+# releases: bookworm trixie
 
 H=bk
 B=bkfs

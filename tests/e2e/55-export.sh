@@ -1,12 +1,14 @@
 # Issue 5: a slot (root + TOML) exported to one file on test host A, imported and booted
 # on test host B (fog05's migration).
 
+# on fog05's two kinds of servers: A runs Debian 12, B Debian 13 (and a slot goes back).
+
 A=exa
 B=exb
 
 scenario_setup() {
-  th_boot "$A" unified || return 1
-  th_boot "$B" unified || return 1
+  th_boot "$A" unified bookworm || return 1
+  th_boot "$B" unified trixie || return 1
   th_copy_slot_image "$A" slot00 || return 1
   th_sh "$A" 'mkdir -p /etc/slot-os && printf "memory = \"512M\"\n[environment]\nROLE = \"moved\"\n" > /etc/slot-os/slot00.toml && systemctl daemon-reload' || return 1
 }
@@ -40,6 +42,7 @@ test_import_on_second_host_boots_same_slot() {
   assert_ok th_run "$B" slot-os start 0 || return 1
   assert_eq running "$(th_run "$B" systemctl show -P SubState systemd-nspawn@slot00)" "slot00 runs on B" || return 1
   assert_eq travelled "$(th_run "$B" slot-os exec 0 -- cat /root/moved)" "file travelled" || return 1
+  assert_eq "12 13" "$(th_run "$B" slot-os exec 0 -- sh -c '. /etc/os-release; echo $VERSION_ID') $(th_sh "$B" '. /etc/os-release; echo $VERSION_ID')" "a Debian 12 slot on the Debian 13 host" || return 1
   assert_eq "4321:8765 v" "$(th_run "$B" slot-os exec 0 -- sh -c 'echo $(stat -c %u:%g /root/moved) $(getfattr --only-values -n user.k /root/moved)')" "owner and xattr" || return 1
   assert_contains "$(th_run "$B" slot-os exec 0 -- cat /proc/1/environ | tr '\0' '\n')" "ROLE=moved" "environment from the TOML" || return 1
   assert_eq "$(th_run "$A" cat /var/lib/machines/slot00/etc/machine-id)" "$(th_run "$B" cat /var/lib/machines/slot00/etc/machine-id)" "moved slot keeps its machine-id" || return 1
@@ -68,4 +71,23 @@ test_damaged_export_is_refused_and_nothing_changes() {
   assert_contains "$out" "may be damaged" "clear message" || return 1
   after=$(th_sh "$B" 'ls -A /etc/slot-os /var/lib/machines')
   assert_eq "$before" "$after" "nothing changed" || return 1
+}
+
+test_export_from_13_imports_and_boots_on_12() {
+  # a slot made on the Debian 13 host (from its own release) travels back to the Debian 12 one
+  th_copy_slot_image "$B" slot03 || return 1
+  th_sh "$B" ': > /etc/slot-os/slot03.toml && systemctl daemon-reload' || return 1
+  assert_ok th_run "$B" slot-os start 3 || return 1
+  th_run "$B" slot-os exec 3 -- sh -c 'echo from-13 > /root/back' || { t_fail "writing the file in slot03"; return 1; }
+  local out
+  out=$(th_run "$B" slot-os export 3 /var/tmp/slot03.slot 2>&1) || { t_fail "export on B: $out"; return 1; }
+  assert_ok th_run "$B" slot-os stop 3 || return 1
+  cp "$(th_root "$B")/var/tmp/slot03.slot" "$(th_root "$A")/var/tmp/slot03.slot" || return 1
+  out=$(th_run "$A" slot-os import /var/tmp/slot03.slot 2>&1) || { t_fail "import on A: $out"; return 1; }
+  assert_ok th_run "$A" slot-os start 3 || return 1
+  assert_eq running "$(th_run "$A" systemctl show -P SubState systemd-nspawn@slot03)" "slot03 runs on A" || return 1
+  assert_eq from-13 "$(th_run "$A" slot-os exec 3 -- cat /root/back)" "file travelled" || return 1
+  assert_eq 13 "$(th_run "$A" slot-os exec 3 -- sh -c '. /etc/os-release; echo $VERSION_ID')" "a Debian 13 slot on the Debian 12 host" || return 1
+  assert_eq 12 "$(th_run "$A" sh -c '. /etc/os-release; echo $VERSION_ID')" "A is Debian 12" || return 1
+  assert_ok th_run "$A" slot-os stop 3 || return 1
 }

@@ -3,6 +3,7 @@
 # walkthrough (make-base-image, build 2, start all), then `apt-get purge` removes the
 # helper, the generator, the units and what the generator wrote, and leaves the slot
 # images alone.
+# releases: bookworm trixie
 
 H=pkg
 DEB_IN_HOST=/var/tmp/slot-os.deb

@@ -3,11 +3,14 @@
 # end-to-end scenarios in them. Sourced by tests/run-e2e.sh and by every tests/e2e/NN-*.sh.
 # Safe under `set -euo pipefail`. See tests/testhost/README.md.
 #
-# Layout:  $SLOT_OS_TEST_CACHE/rootfs-<key>/       cached Debian bookworm rootfs (read-only use)
-#          $SLOT_OS_TEST_RUN/<host>/root/          the test host's root dir (a copy of the cache)
-#          $SLOT_OS_TEST_RUN/<host>/console.log    nspawn + systemd console output (all boots)
-#          $SLOT_OS_TEST_RUN/<host>/{nspawn,leader,owner}.pid, mode, install.log
+# Layout:  $SLOT_OS_TEST_CACHE/base-<release>-<key>/  debootstrapped Debian tree (read-only use)
+#          $SLOT_OS_TEST_CACHE/rootfs-<key>/       stock-shaped test host root made from it
+#          $SLOT_OS_TEST_HOSTS/<host>/root/        the test host's root dir (a copy of the cache)
+#          $SLOT_OS_TEST_HOSTS/<host>/console.log  nspawn + systemd console output (all boots)
+#          $SLOT_OS_TEST_HOSTS/<host>/{nspawn,leader,owner}.pid, mode, release, netns, install.log
 #          $SLOT_OS_TEST_RUN/logs/<scenario>/<test>.log   captured output of each test
+#          (SLOT_OS_TEST_HOSTS defaults to SLOT_OS_TEST_RUN; the runner gives each scenario
+#          run its own, so two can run at once with the same host names.)
 
 if [[ -n "${TH_LIB_LOADED:-}" ]]; then return 0; fi
 TH_LIB_LOADED=1
@@ -17,16 +20,41 @@ TH_REPO=${TH_REPO:-$(cd "$TH_LIB_DIR/../.." && pwd)}
 TH_CACHE=${SLOT_OS_TEST_CACHE:-/var/cache/slot-os-test}
 TH_RUN=${SLOT_OS_TEST_RUN:-/var/tmp/slot-os-test}
 TH_PROFILE=${SLOT_OS_PROFILE:-debug}
-TH_BOOT_TIMEOUT=${SLOT_OS_TEST_BOOT_TIMEOUT:-60}
+TH_BOOT_TIMEOUT=${SLOT_OS_TEST_BOOT_TIMEOUT:-90}
 TH_POWEROFF_TIMEOUT=${SLOT_OS_TEST_POWEROFF_TIMEOUT:-30}
 # Empty: debootstrap picks its own default mirror (we name none).
 TH_MIRROR=${SLOT_OS_TEST_MIRROR:-}
-TH_SUITE=bookworm
-# Bump when the rootfs recipe changes in a way the hash below does not see.
-TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v1
-TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring)
+# The release th_boot boots unless told otherwise (th_boot's 3rd argument, TH_RELEASE).
+TH_RELEASE=${TH_RELEASE:-bookworm}
+TH_RELEASES=(bookworm trixie)
+# shellcheck disable=SC2034 # old name, kept for scenarios that read it
+TH_SUITE=$TH_RELEASE
+TH_HOSTS=${SLOT_OS_TEST_HOSTS:-$TH_RUN}
+# Bump when the debootstrap step changes in a way the hash below does not see.
+TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v2
+TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring iputils-ping)
+# What the tests need in every host (and slot image made from it) ...
 TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps python3 python3-apt
     btrfs-progs iptables kmod less zstd attr)
+# ... and what makes it look like a stock Debian server (tests/testhost/README.md): the host's
+# NIC managed by ifupdown, sshd with its own host keys, cron, rsyslog. systemd-networkd comes
+# with the systemd package (Debian 12 and 13) and stays disabled, as Debian ships it.
+TH_STOCK_PACKAGES=(ifupdown openssh-server cron rsyslog logrotate netbase)
+declare -A TH_STOCK_RELEASE_PACKAGES=(
+    # The DHCP client ifupdown uses: ISC's on Debian 12; Debian 13's installer uses dhcpcd.
+    [bookworm]="isc-dhcp-client"
+    [trixie]="dhcpcd-base"
+)
+# The host's own NIC (named as on a typical VM/server), its static address and the address of
+# the "upstream" network namespace it is cabled to (TEST-NET-1, RFC 5737: never routed).
+TH_NIC=enp1s0
+TH_NIC_ADDR=192.0.2.10/24
+TH_UPSTREAM_ADDR=192.0.2.1
+# Units allowed to have failed when a stock host has booted: systemd-remount-fs cannot find
+# the fstab's UUID= root in a container (testing.md §7). Any other failed unit fails the boot.
+if ! declare -p TH_ALLOWED_FAILED_UNITS >/dev/null 2>&1; then
+    TH_ALLOWED_FAILED_UNITS=(systemd-remount-fs.service)
+fi
 # Extra packages for the rootfs (comma or space separated); they change the cache key.
 if [[ -n "${SLOT_OS_TEST_EXTRA_PACKAGES:-}" ]]; then
     # shellcheck disable=SC2206
@@ -125,7 +153,7 @@ th__safe_rm() {
     [[ -e "$dir" || -L "$dir" ]] || return 0
     dir=$(realpath -s -- "$dir")
     case "$dir" in
-    "$TH_RUN"/?* | "$TH_CACHE"/?*) ;;
+    "$TH_RUN"/?* | "$TH_HOSTS"/?* | "$TH_CACHE"/?*) ;;
     *) th__die "refusing to remove '$dir' (not below $TH_RUN or $TH_CACHE)"; return 1 ;;
     esac
     while IFS= read -r m; do
@@ -151,36 +179,99 @@ th_ensure_packages() {
         DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
             --no-install-recommends "${missing[@]}" >&2
     fi
+    th__ensure_limits
     th__ensured=1
 }
 
-# ---------------------------------------------------------------------------------------------
-# the cached root file system
+# Every test host and slot on this machine shares its kernel, and their inotify instances are
+# all charged to root (issue 11: Debian's 128 lets 16 slots boot, the rest time out). With
+# several hosts at once (SLOT_OS_E2E_JOBS, other suites) 128 runs out: starts time out with
+# nothing in the slot's journal. The machine running the tests gets 1024 (what the package
+# ships for a real host), never less than it has.
+TH_MIN_INOTIFY_INSTANCES=1024
+th__ensure_limits() {
+    local f=/proc/sys/fs/inotify/max_user_instances cur
+    cur=$(cat "$f" 2>/dev/null) || return 0
+    ((cur >= TH_MIN_INOTIFY_INSTANCES)) && return 0
+    if printf '%s\n' "$TH_MIN_INOTIFY_INSTANCES" >"$f" 2>/dev/null; then
+        th_note "fs.inotify.max_user_instances: $cur -> $TH_MIN_INOTIFY_INSTANCES on this machine (test hosts and slots share it)"
+    else
+        th_note "fs.inotify.max_user_instances is $cur and cannot be raised: many slots at once will time out"
+    fi
+}
 
-# Everything done to the debootstrapped tree. Its source text is part of the cache key, so
-# editing it builds a new cache.
+# ---------------------------------------------------------------------------------------------
+# the cached root file systems: one per release, in two steps (a debootstrapped tree, then the
+# stock-server shape on a copy of it), so that editing the shape does not debootstrap again.
+
+th__check_release() {
+    local r
+    for r in "${TH_RELEASES[@]}"; do [[ "${1:-}" != "$r" ]] || return 0; done
+    th__die "unknown release '${1:-}' (known: ${TH_RELEASES[*]})"
+}
+
+# th__packages RELEASE: the --include list for RELEASE, one line.
+th__packages() {
+    # shellcheck disable=SC2086 # the release's list is space separated on purpose
+    printf '%s\n' "${TH_ROOTFS_PACKAGES[*]} ${TH_STOCK_PACKAGES[*]} ${TH_STOCK_RELEASE_PACKAGES[$1]:-}"
+}
+
+# Everything done to the debootstrapped tree to make it look like a stock Debian server. Its
+# source text is part of the cache key, so editing it builds a new cache. Only what an
+# installed server has, plus what the harness itself needs (each says why).
 th__rootfs_setup() {
-    local r=$1
-    echo testhost >"$r/etc/hostname"
-    : >"$r/etc/machine-id" # every copy gets its own id (th_boot, th_copy_slot_image)
+    local r=$1 rel=$2
+    echo debian >"$r/etc/hostname" # th_boot names each host
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n' \
+        >"$r/etc/hosts"
+    # Harness: every copy gets its own machine-id (th_boot, th_copy_slot_image), as an
+    # installed server has its own.
+    : >"$r/etc/machine-id"
     rm -f "$r/var/lib/dbus/machine-id"
     mkdir -p "$r/var/lib/dbus"
     ln -s /etc/machine-id "$r/var/lib/dbus/machine-id"
-    chroot "$r" passwd -dq root >/dev/null 2>&1 || chroot "$r" passwd -d root >/dev/null
-    # networkd on (test host: bridges and zones for slots; slots: DHCP on host0) ...
-    systemctl --root="$r" enable systemd-networkd.service >/dev/null 2>&1
-    # ... but nothing may wait for a network that a --private-network host never gets.
-    systemctl --root="$r" disable systemd-networkd-wait-online.service >/dev/null 2>&1
-    # Boot fast: these have nothing to do in a throw-away container.
-    systemctl --root="$r" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
-        e2scrub_reap.service fstrim.timer dpkg-db-backup.timer \
-        systemd-firstboot.service >/dev/null 2>&1
-    # Keep the journal small (it is persistent: /var/log/journal exists on Debian 12).
-    mkdir -p "$r/etc/systemd/journald.conf.d"
+    # The installer's network configuration for one wired NIC, with a static address (the
+    # test host's network namespace has no DHCP server). The installer writes
+    # "allow-hotplug", which ifup@.service acts on when udev reports the NIC; udev does not
+    # run in a container, so the NIC is "auto" and networking.service brings it up.
+    cat >"$r/etc/network/interfaces" <<EOF2
+# This file describes the network interfaces available on your system
+# and how to activate them. For more information, see interfaces(5).
+
+source /etc/network/interfaces.d/*
+
+# The loopback network interface
+auto lo
+iface lo inet loopback
+
+# The primary network interface
+auto $TH_NIC
+iface $TH_NIC inet static
+	address $TH_NIC_ADDR
+	gateway $TH_UPSTREAM_ADDR
+EOF2
+    # The installer's fstab: root and swap by UUID (fixed ones: no such disks exist here).
+    cat >"$r/etc/fstab" <<'EOF2'
+# /etc/fstab: static file system information.
+#
+# <file system> <mount point>   <type>  <options>       <dump>  <pass>
+# / was on /dev/vda1 during installation
+UUID=5d0c4d7e-3f4a-4a8e-9f61-2b7c1e0a9d11 /               ext4    errors=remount-ro 0       1
+# swap was on /dev/vda5 during installation
+UUID=0b9e6f2c-8d3a-4c5b-a7e1-6f4d2c8b3a90 none            swap    sw              0       0
+EOF2
+    # systemd-networkd ships disabled on Debian; make sure nothing above changed that.
+    [[ "$(systemctl --root="$r" is-enabled systemd-networkd.service 2>/dev/null)" == disabled ]] ||
+        { echo "systemd-networkd is not disabled in the $rel tree"; return 1; }
+    # Harness: apt's daily timers would take the dpkg lock (and try the network) while a
+    # test installs a package; a server's admin schedules them, a test host has no use.
+    systemctl --root="$r" mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
+    # Harness: a small journal (it is persistent), and smaller, fewer files for faster copies
+    # (every test host and slot image is one): no docs, man pages or translations, now or
+    # from later dpkg installs (80-package removes this for its host).
+    mkdir -p "$r/etc/systemd/journald.conf.d" "$r/var/log/journal"
     printf '[Journal]\nSystemMaxUse=16M\nRuntimeMaxUse=16M\n' \
         >"$r/etc/systemd/journald.conf.d/50-slot-os-test.conf"
-    # Smaller and fewer files = faster copies (every test host and slot image is one):
-    # no docs, man pages or translations, now or from later dpkg installs.
     cat >"$r/etc/dpkg/dpkg.cfg.d/50-slot-os-test-nodoc" <<'EOF2'
 path-exclude=/usr/share/doc/*
 path-include=/usr/share/doc/*/copyright
@@ -198,46 +289,74 @@ EOF2
     mkdir -p "$r/var/lib/apt/lists/partial" "$r/var/lib/machines"
 }
 
-th__rootfs_key() {
+th__base_key() { # RELEASE
+    printf '%s\n' "$TH_ROOTFS_RECIPE" "$1" "$(th__packages "$1")" | sha256sum | cut -c1-12
+}
+th__rootfs_key() { # [RELEASE]
+    local rel=${1:-$TH_RELEASE}
     {
-        printf '%s\n' "$TH_ROOTFS_RECIPE" "$TH_SUITE" "${TH_ROOTFS_PACKAGES[*]}"
+        th__base_key "$rel"
         declare -f th__rootfs_setup
+        printf '%s\n' "$TH_NIC" "$TH_NIC_ADDR" "$TH_UPSTREAM_ADDR"
     } | sha256sum | cut -c1-12
 }
 
-# th_rootfs: print the path of the cached rootfs, building it first if missing.
-th_rootfs() {
-    local key dir tmp lockfd t0 pkgs d log
-    key=$(th__rootfs_key)
-    dir=$TH_CACHE/rootfs-$key
-    if [[ -d "$dir" ]]; then printf '%s\n' "$dir"; return 0; fi
+# th__cache_build DIR WHAT BUILD-FN ARGS...: make DIR (once, under a lock) by running
+# BUILD-FN TMPDIR ARGS...; a half-built tree is never seen under DIR.
+th__cache_build() {
+    local dir=$1 what=$2 fn=$3 lockfd tmp log t0 d rc=0
+    shift 3
+    [[ ! -d "$dir" ]] || return 0
     mkdir -p "$TH_CACHE" || return 1
-    exec {lockfd}>"$TH_CACHE/.lock-$key" || return 1
+    exec {lockfd}>"$dir.lock" || return 1
     flock "$lockfd" || { exec {lockfd}>&-; return 1; }
     if [[ ! -d "$dir" ]]; then
         # We hold the lock: any build dir for this key is from an interrupted build.
-        for d in "$TH_CACHE/.build-rootfs-$key".*; do
+        for d in "$TH_CACHE/.build-${dir##*/}".*; do
             if [[ -e "$d" ]]; then th__safe_rm "$d" || true; fi
         done
-        th_ensure_packages || { exec {lockfd}>&-; return 1; }
-        tmp=$TH_CACHE/.build-rootfs-$key.$$
-        log=$TH_CACHE/rootfs-$key.build.log
-        pkgs=${TH_ROOTFS_PACKAGES[*]}
+        tmp=$TH_CACHE/.build-${dir##*/}.$$
+        log=$dir.build.log
         t0=$(th__now_ms)
         # Notes to stderr: callers capture stdout, which is the path alone.
-        th_note "building rootfs cache $dir (debootstrap $TH_SUITE, log: $log)" >&2
-        if ! debootstrap --variant=minbase --include="${pkgs// /,}" "$TH_SUITE" "$tmp" ${TH_MIRROR:+"$TH_MIRROR"} \
-            >"$log" 2>&1 || ! th__rootfs_setup "$tmp" >>"$log" 2>&1; then
+        th_note "building $what: $dir (log: $log)" >&2
+        "$fn" "$tmp" "$@" >"$log" 2>&1 || rc=$?
+        if ((rc != 0)); then
             tail -n 30 "$log" >&2 || true
             th__safe_rm "$tmp" || true
             exec {lockfd}>&-
-            th__die "building the rootfs failed (log: $log)"
+            th__die "building $what failed (log: $log)"
             return 1
         fi
         mv -T -- "$tmp" "$dir" || { exec {lockfd}>&-; return 1; }
-        th_note "built rootfs cache in $(th__secs $(($(th__now_ms) - t0))) ($(du -sh "$dir" | cut -f1))" >&2
+        th_note "built $what in $(th__secs $(($(th__now_ms) - t0))) ($(du -sh "$dir" | cut -f1))" >&2
     fi
     exec {lockfd}>&-
+}
+
+th__build_base() { # TMP RELEASE
+    local pkgs
+    pkgs=$(th__packages "$2")
+    pkgs=${pkgs//  / }
+    pkgs=${pkgs% }
+    debootstrap --variant=minbase --include="${pkgs// /,}" "$2" "$1" ${TH_MIRROR:+"$TH_MIRROR"}
+}
+
+th__build_rootfs() { # TMP RELEASE BASE
+    cp -a --reflink=auto -- "$3" "$1" && th__rootfs_setup "$1" "$2"
+}
+
+# th_rootfs [RELEASE]: print the path of the cached stock-shaped root of RELEASE (default
+# $TH_RELEASE), building it first if missing.
+th_rootfs() {
+    local rel=${1:-$TH_RELEASE} base dir
+    th__check_release "$rel" || return 1
+    base=$TH_CACHE/base-$rel-$(th__base_key "$rel")
+    dir=$TH_CACHE/rootfs-$rel-$(th__rootfs_key "$rel")
+    if [[ -d "$dir" ]]; then printf '%s\n' "$dir"; return 0; fi
+    th_ensure_packages || return 1
+    th__cache_build "$base" "Debian $rel tree (debootstrap)" th__build_base "$rel" || return 1
+    th__cache_build "$dir" "stock-shaped $rel root" th__build_rootfs "$rel" "$base" || return 1
     printf '%s\n' "$dir"
 }
 
@@ -247,24 +366,46 @@ th__set_identity() {
     id=$(systemd-id128 new 2>/dev/null) || id=$(tr -d '-' </proc/sys/kernel/random/uuid)
     printf '%s\n' "$id" >"$root/etc/machine-id" || return 1
     printf '%s\n' "$name" >"$root/etc/hostname" || return 1
+    # as the installer writes it: the host's own name on 127.0.1.1
+    if [[ -f "$root/etc/hosts" && ! -L "$root/etc/hosts" ]]; then
+        sed -i "s/^127\.0\.1\.1[[:space:]].*/127.0.1.1\t$name/" "$root/etc/hosts" || return 1
+    fi
     if [[ -e "$root/var/lib/dbus/machine-id" && ! -L "$root/var/lib/dbus/machine-id" ]]; then
         rm -f "$root/var/lib/dbus/machine-id"
         ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
     fi
 }
 
+# th__slot_ready IMAGE_ROOT: what a slot-ready image made from a stock host root has (what
+# `make-base-image` is to produce, issue 11): none of the host's fstab entries, no ifupdown
+# NIC (a slot has host0), networkd on (DHCP on host0, systemd's 80-container-host0.network),
+# its own SSH host keys. th_copy_slot_image gives tests such images; tests of
+# make-base-image itself use the real command.
+th__slot_ready() {
+    local r=$1
+    printf '# slot image: no file systems of its own\n' >"$r/etc/fstab" || return 1
+    if [[ -d "$r/etc/network" ]]; then
+        printf 'source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n' \
+            >"$r/etc/network/interfaces" || return 1
+    fi
+    systemctl --root="$r" enable systemd-networkd.service >/dev/null 2>&1 || return 1
+    systemctl --root="$r" disable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+    rm -f "$r"/etc/ssh/ssh_host_*
+    if [[ -d "$r/etc/ssh" ]]; then chroot "$r" ssh-keygen -q -A >/dev/null || return 1; fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # test hosts
 
-th_root() { th__check_name "${1:-}" && printf '%s\n' "$TH_RUN/$1/root"; }
+th_root() { th__check_name "${1:-}" && printf '%s\n' "$TH_HOSTS/$1/root"; }
 
 # th_leader NAME: PID (in our PID namespace) of the host's PID 1.
 th_leader() {
     th__check_name "${1:-}" || return 1
-    th__pidfile_alive "$TH_RUN/$1/leader.pid" || th__die "test host '$1' is not running"
+    th__pidfile_alive "$TH_HOSTS/$1/leader.pid" || th__die "test host '$1' is not running"
 }
 
-th__running() { th__pidfile_alive "$TH_RUN/$1/nspawn.pid" >/dev/null; }
+th__running() { th__pidfile_alive "$TH_HOSTS/$1/nspawn.pid" >/dev/null; }
 
 # End processes recorded for a host dir that is not ours (left over from a crashed run).
 th__reap_stale() {
@@ -282,6 +423,54 @@ th__reap_stale() {
         th__pidfile_alive "$dir/nspawn.pid" >/dev/null || th__pidfile_alive "$dir/leader.pid" >/dev/null || break
         sleep 0.1
     done
+    th__net_teardown "$dir"
+}
+
+# The network namespaces of the host at DIR: its own (made anew at every boot, as a reboot
+# resets a server's NICs) and "upstream", the network its NIC is cabled to (kept until the
+# host is destroyed). Named after a hash of DIR: unique across runs and run dirs.
+th__netns_names() { # DIR -> "HOSTNS UPNS"
+    local h
+    h=$(printf '%s' "$1" | sha256sum | cut -c1-10)
+    printf 'th-%s th-%s-up\n' "$h" "$h"
+}
+
+# th__net_prepare DIR: a fresh host netns with the NIC $TH_NIC, a veth whose peer "uplink0"
+# ($TH_UPSTREAM_ADDR) is in the upstream netns; ifupdown in the host configures the NIC.
+th__net_prepare() {
+    local dir=$1 ns up
+    read -r ns up < <(th__netns_names "$dir")
+    printf '%s %s\n' "$ns" "$up" >"$dir/netns" || return 1
+    if [[ ! -e "/run/netns/$up" ]]; then
+        ip netns add "$up" && ip -n "$up" link set lo up || return 1
+    fi
+    ip -n "$up" link del uplink0 2>/dev/null || true
+    if [[ -e "/run/netns/$ns" ]]; then ip netns del "$ns" || return 1; fi
+    ip netns add "$ns" || return 1
+    ip link add "$TH_NIC" netns "$ns" type veth peer name uplink0 netns "$up" || return 1
+    ip -n "$up" addr add "$TH_UPSTREAM_ADDR/${TH_NIC_ADDR#*/}" dev uplink0 &&
+        ip -n "$up" link set uplink0 up
+}
+
+th__net_teardown() { # DIR
+    local dir=$1 ns up
+    [[ -s "$dir/netns" ]] || return 0
+    read -r ns up <"$dir/netns" || return 0
+    [[ "$ns $up" == "$(th__netns_names "$dir")" ]] || return 0 # not ours
+    if [[ -e "/run/netns/$up" ]]; then ip -n "$up" link del uplink0 2>/dev/null || true; fi
+    if [[ -e "/run/netns/$ns" ]]; then ip netns del "$ns" 2>/dev/null || true; fi
+    if [[ -e "/run/netns/$up" ]]; then ip netns del "$up" 2>/dev/null || true; fi
+    rm -f "$dir/netns"
+}
+
+# th_upstream NAME: the name of the network namespace beyond host NAME's NIC (for
+# `ip netns exec "$(th_upstream H)" ...`); it answers on $TH_UPSTREAM_ADDR.
+th_upstream() {
+    local name=${1:-} ns up
+    th__check_name "$name" || return 1
+    [[ -s "$TH_HOSTS/$name/netns" ]] || { th__die "test host '$name' has no network"; return 1; }
+    read -r ns up <"$TH_HOSTS/$name/netns"
+    printf '%s\n' "$up"
 }
 
 th__check_binaries() {
@@ -297,24 +486,37 @@ th__check_binaries() {
 }
 
 th__install_project() {
-    local name=$1 root=$2 log=$TH_RUN/$1/install.log
+    local name=$1 root=$2 log=$TH_HOSTS/$1/install.log
+    local lockfd rc=0
     th__check_binaries || return 1
-    if ! make -C "$TH_REPO" install DESTDIR="$root" PREFIX=/usr PROFILE="$TH_PROFILE" >"$log" 2>&1; then
+    # `make install` regenerates the docs in the build dir: one at a time (parallel scenarios).
+    exec {lockfd}>"$TH_RUN/.install.lock" || return 1
+    flock "$lockfd" || { exec {lockfd}>&-; return 1; }
+    make -C "$TH_REPO" install DESTDIR="$root" PREFIX=/usr PROFILE="$TH_PROFILE" >"$log" 2>&1 || rc=$?
+    exec {lockfd}>&-
+    if ((rc != 0)); then
         tail -n 20 "$log" >&2 || true
         th__die "make install into test host '$name' failed (log: $log)"
         return 1
     fi
 }
 
-# th_boot NAME [unified|hybrid]
+# th_boot NAME [unified|hybrid] [RELEASE]: a fresh stock-shaped host of RELEASE (default
+# $TH_RELEASE, itself bookworm unless the runner or the caller sets it).
 th_boot() {
-    local name=${1:-} mode=${2:-unified} dir root src t0 t1 t2
+    local name=${1:-} mode=${2:-unified} rel=${3:-$TH_RELEASE} dir root src t0 t1 t2
     th__check_name "$name" || return 1
     case "$mode" in unified | hybrid) ;; *) th__die "th_boot: mode must be unified or hybrid"; return 1 ;; esac
+    th__check_release "$rel" || return 1
+    # systemd >= 256 does not boot in the hybrid hierarchy (testing.md §7).
+    if [[ "$mode" == hybrid && "$rel" != bookworm ]]; then
+        th__die "th_boot: $rel boots only in unified mode"
+        return 1
+    fi
     th_ensure_packages || return 1
-    dir=$TH_RUN/$name
+    dir=$TH_HOSTS/$name
     root=$dir/root
-    src=$(th_rootfs) || return 1
+    src=$(th_rootfs "$rel") || return 1
     t0=$(th__now_ms)
     th__check_binaries || return 1
     if [[ -e "$dir" ]]; then
@@ -328,6 +530,7 @@ th_boot() {
     th__record_pid "$$" "$dir/owner.pid" || return 1
     th__own_add "$name" || return 1
     printf '%s\n' "$mode" >"$dir/mode" || return 1
+    printf '%s\n' "$rel" >"$dir/release" || return 1
     : >"$dir/nspawn.args" || return 1
     if ((${#TH_NSPAWN_ARGS[@]})); then printf '%s\0' "${TH_NSPAWN_ARGS[@]}" >"$dir/nspawn.args"; fi
     cp -a --reflink=auto -- "$src" "$root" || { th__die "copying the rootfs to $root failed"; return 1; }
@@ -342,12 +545,12 @@ th_boot() {
     fi
     t2=$(th__now_ms)
     th__start "$name" || return 1
-    th_note "$name: booted ($mode) in $(th__secs $(($(th__now_ms) - t0))) (copy $(th__secs $((t1 - t0))), install+hook $(th__secs $((t2 - t1))), boot $(th__secs $(($(th__now_ms) - t2))))"
+    th_note "$name: booted ($rel, $mode) in $(th__secs $(($(th__now_ms) - t0))) (copy $(th__secs $((t1 - t0))), install+hook $(th__secs $((t2 - t1))), boot $(th__secs $(($(th__now_ms) - t2))))"
 }
 
 # Start nspawn on an existing host dir and wait until its systemd is up.
 th__start() {
-    local name=$1 dir=$TH_RUN/$1 mode pid leader p deadline state rc comm
+    local name=$1 dir=$TH_HOSTS/$1 mode pid leader p deadline state rc comm
     local -a envcmd args=()
     mode=$(cat "$dir/mode") || return 1
     if [[ "$mode" == unified ]]; then
@@ -358,9 +561,12 @@ th__start() {
     if [[ -s "$dir/nspawn.args" ]]; then mapfile -d '' -t args <"$dir/nspawn.args"; fi
     printf '\n===== %s: boot (%s) at %s =====\n' "$name" "$mode" "$(date -Is)" >>"$dir/console.log"
     rm -f "$dir/leader.pid" "$dir/nspawn.pid"
+    th__net_prepare "$dir" || { th__die "$name: making its network namespaces failed"; return 1; }
     # fds >2 (the runner's output, logs, locks) are not handed to nspawn
     "${envcmd[@]}" systemd-nspawn -D "$dir/root" -b --register=no --keep-unit --console=pipe \
-        --private-network -M "$name" ${args[@]+"${args[@]}"} \
+        --network-namespace-path="/run/netns/$(th__netns_names "$dir" | cut -d' ' -f1)" \
+        --capability=CAP_NET_ADMIN \
+        -M "$name" ${args[@]+"${args[@]}"} \
         </dev/null >>"$dir/console.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     pid=$!
     th__record_pid "$pid" "$dir/nspawn.pid"
@@ -393,7 +599,10 @@ th__start() {
         state=$(timeout $(((deadline - $(th__now_ms)) / 1000 + 1)) \
             env -i "${TH_ENV[@]}" nsenter -t "$leader" -a systemctl is-system-running --wait \
             </dev/null 2>/dev/null) || rc=$?
-        case "$state" in running | degraded) return 0 ;; esac
+        case "$state" in
+        running) return 0 ;;
+        degraded) th__check_failed_units "$name"; return ;;
+        esac
         if ! th__running "$name"; then
             th__boot_failed "$name" "systemd-nspawn exited during boot"
             return 1
@@ -406,15 +615,78 @@ th__start() {
     done
 }
 
+# A booted host may be degraded only by the units the stock shape is known to fail
+# (TH_ALLOWED_FAILED_UNITS); slot-os's own units (slots, its services) are the tests' business.
+th__check_failed_units() {
+    local name=$1 u a ok bad=() slots=()
+    while read -r u _; do
+        [[ -n "$u" ]] || continue
+        ok=
+        for a in "${TH_ALLOWED_FAILED_UNITS[@]}"; do
+            # shellcheck disable=SC2053 # a glob on purpose
+            if [[ "$u" == $a ]]; then ok=1; fi
+        done
+        case "$u" in systemd-nspawn@*.service | slot-os*) slots+=("$u"); ok=1 ;; esac
+        [[ -n "$ok" ]] || bad+=("$u")
+    done < <(th__run_t 10 "$name" systemctl list-units --state=failed --no-legend --plain --no-pager 2>/dev/null)
+    if ((${#slots[@]})); then th_note "$name: booted with failed slot-os units: ${slots[*]}"; fi
+    if ((${#bad[@]})); then
+        th__boot_failed "$name" "units failed at boot: ${bad[*]} (allowed: ${TH_ALLOWED_FAILED_UNITS[*]})"
+        return 1
+    fi
+}
+
+# th_diagnose NAME: what a failure leaves to read once the host is gone: the failed units
+# of the host and of every slot in it, each with its journal's tail.
+th_diagnose() {
+    local name=$1 u m lines=${SLOT_OS_TEST_JOURNAL_LINES:-40}
+    th_leader "$name" >/dev/null 2>&1 || { printf -- '--- %s: not running ---\n' "$name"; return 0; }
+    printf -- '--- %s: failed units ---\n' "$name"
+    th__run_t 10 "$name" systemctl list-units --state=failed --no-legend --plain --no-pager 2>&1 || true
+    while read -r u _; do
+        [[ -n "$u" ]] || continue
+        printf -- '--- %s: journalctl -u %s (last %s lines) ---\n' "$name" "$u" "$lines"
+        th__run_t 10 "$name" journalctl -b --no-pager -n "$lines" -u "$u" 2>&1 || true
+        case "$u" in systemd-nspawn@*.service)
+            # the slot's own journal, in its image (--link-journal=try-guest)
+            m=${u#systemd-nspawn@}
+            m=${m%.service}
+            printf -- '--- %s: slot %s: its journal (warnings, last %s lines) ---\n' "$name" "$m" "$lines"
+            th__run_t 10 "$name" sh -c 'd=/var/lib/machines/$1/var/log/journal; [ -d "$d" ] && journalctl -D "$d" --no-pager -p warning -n "$2"' sh "$m" "$lines" 2>&1 || true
+            ;;
+        esac
+    done < <(th__run_t 10 "$name" systemctl list-units --state=failed --no-legend --plain --no-pager 2>/dev/null | head -n 8)
+    while read -r m _; do
+        [[ -n "$m" ]] || continue
+        printf -- '--- %s: slot %s: failed units ---\n' "$name" "$m"
+        th__run_t 10 "$name" systemctl -M "$m" list-units --state=failed --no-legend --plain --no-pager 2>&1 || true
+        while read -r u _; do
+            [[ -n "$u" ]] || continue
+            printf -- '--- %s: slot %s: journalctl -u %s ---\n' "$name" "$m" "$u"
+            th__run_t 10 "$name" journalctl -M "$m" -b --no-pager -n "$lines" -u "$u" 2>&1 || true
+        done < <(th__run_t 10 "$name" systemctl -M "$m" list-units --state=failed --no-legend --plain --no-pager 2>/dev/null | head -n 5)
+    done < <(th__run_t 10 "$name" machinectl list --no-legend --no-pager 2>/dev/null | head -n 8)
+}
+
+# Diagnostics of every running host this shell booted (after a failed test).
+th__diagnose_all() {
+    local name
+    [[ -f "$TH_OWNED_FILE" ]] || return 0
+    while IFS= read -r name; do
+        [[ -n "$name" ]] || continue
+        th__running "$name" || continue
+        th_diagnose "$name"
+    done <"$TH_OWNED_FILE"
+}
+
 th__boot_failed() {
-    local name=$1 dir=$TH_RUN/$1
+    local name=$1 dir=$TH_HOSTS/$1
     {
         printf 'testhost: %s: boot failed: %s\n' "$name" "$2"
         printf -- '--- console.log (tail) ---\n'
         tail -n 40 "$dir/console.log" 2>/dev/null || true
         if th_leader "$name" >/dev/null 2>&1; then
-            printf -- '--- failed units ---\n'
-            th__run_t 10 "$name" systemctl --failed --no-legend --no-pager 2>&1 || true
+            th_diagnose "$name"
             printf -- '--- jobs ---\n'
             th__run_t 10 "$name" systemctl list-jobs --no-legend --no-pager 2>&1 || true
         fi
@@ -454,25 +726,27 @@ th_sh() {
     th_run "$name" sh -c "${1:?th_sh: no shell code}" sh "${@:2}"
 }
 
-# th_copy_slot_image NAME IMAGE: a bootable copy of the rootfs at ROOT/var/lib/machines/IMAGE.
+# th_copy_slot_image NAME IMAGE: a slot-ready copy of the host's release root (th__slot_ready)
+# at ROOT/var/lib/machines/IMAGE, with its own machine-id, hostname and SSH host keys.
 th_copy_slot_image() {
-    local name=${1:-} image=${2:-} root dest src
+    local name=${1:-} image=${2:-} root dest src rel
     th__check_name "$name" && th__check_name "$image" || return 1
-    root=$TH_RUN/$name/root
+    root=$TH_HOSTS/$name/root
     [[ -d "$root" ]] || { th__die "no test host '$name'"; return 1; }
     dest=$root/var/lib/machines/$image
     [[ ! -e "$dest" ]] || { th__die "slot image $dest exists already"; return 1; }
-    src=$(th_rootfs) || return 1
+    rel=$(cat "$TH_HOSTS/$name/release" 2>/dev/null) || rel=$TH_RELEASE
+    src=$(th_rootfs "$rel") || return 1
     mkdir -p "$root/var/lib/machines" || return 1
     cp -a --reflink=auto -- "$src" "$dest" || { th__die "copying the rootfs to $dest failed"; return 1; }
-    th__set_identity "$dest" "$image"
+    th__set_identity "$dest" "$image" && th__slot_ready "$dest"
 }
 
 # th_poweroff NAME: orderly shutdown; keeps the root dir.
 th_poweroff() {
     local name=${1:-} dir pid leader deadline
     th__check_name "$name" || return 1
-    dir=$TH_RUN/$name
+    dir=$TH_HOSTS/$name
     if ! pid=$(th__pidfile_alive "$dir/nspawn.pid"); then
         # nspawn gone; a leftover container (nspawn was SIGKILLed) is ended by PID.
         if leader=$(th__pidfile_alive "$dir/leader.pid"); then kill -KILL "$leader" 2>/dev/null || true; fi
@@ -501,7 +775,7 @@ th_poweroff() {
 th_reboot() {
     local name=${1:-} t0
     th__check_name "$name" || return 1
-    [[ -d "$TH_RUN/$name/root" ]] || { th__die "no test host '$name'"; return 1; }
+    [[ -d "$TH_HOSTS/$name/root" ]] || { th__die "no test host '$name'"; return 1; }
     t0=$(th__now_ms)
     th_poweroff "$name" || return 1
     th__start "$name" || return 1
@@ -513,7 +787,8 @@ th_destroy() {
     local name=${1:-}
     th__check_name "$name" || return 1
     th_poweroff "$name" || true
-    th__safe_rm "$TH_RUN/$name" || return 1
+    th__net_teardown "$TH_HOSTS/$name"
+    th__safe_rm "$TH_HOSTS/$name" || return 1
     th__own_del "$name"
 }
 
@@ -526,7 +801,7 @@ th_cleanup_all() {
         while IFS= read -r name; do
             [[ -n "$name" ]] || continue
             printf '# kept test host %s: nsenter -t %s -a bash   (root: %s)\n' "$name" \
-                "$(th_leader "$name" 2>/dev/null || echo '?')" "$TH_RUN/$name/root" >&2
+                "$(th_leader "$name" 2>/dev/null || echo '?')" "$TH_HOSTS/$name/root" >&2
         done <"$TH_OWNED_FILE"
         rm -f "$TH_OWNED_FILE"
         return 0
@@ -718,15 +993,27 @@ th__run_step() {
         last=$(grep -v '^[[:space:]]*$' "$log" 2>/dev/null | tail -n 1 || true)
         printf 'returned %s%s\n' "$rc" "${last:+ (last output: $(th__short "$last"))}" >>"$TH_T_REASON_FILE"
     fi
+    # Failed: keep what the hosts' journals say about it before they are destroyed.
+    if [[ -s "$TH_T_REASON_FILE" ]]; then
+        printf '%s\n' "$TH_DIAG_MARK" >>"$log"
+        th__diagnose_all >>"$log" 2>&1
+    fi
     [[ ! -s "$TH_T_REASON_FILE" ]]
 }
 
+TH_DIAG_MARK='=== diagnostics (failed units and their journals, saved by the harness) ==='
 th__show_log_tail() {
-    local log=$1
-    [[ -s "$log" && -z "${SLOT_OS_TEST_VERBOSE:-}" ]] || return 0
+    local log=$1 n
+    [[ -s "$log" ]] || return 0
+    if [[ -n "${SLOT_OS_TEST_VERBOSE:-}" ]]; then
+        sed -n "/^$TH_DIAG_MARK\$/,\$p" "$log" >&"$TH_OUT_FD"
+        return 0
+    fi
+    n=$(sed -n "/^$TH_DIAG_MARK\$/,\$p" "$log" | wc -l)
     {
         printf '    | (last lines of %s)\n' "$log"
-        tail -n "${SLOT_OS_TEST_LOG_LINES:-25}" "$log" | sed 's/^/    | /'
+        sed "/^$TH_DIAG_MARK\$/,\$d" "$log" | tail -n "${SLOT_OS_TEST_LOG_LINES:-25}" | sed 's/^/    | /'
+        if ((n > 1)); then printf '    | (+ %d lines of failed units and journals at its end)\n' "$((n - 1))"; fi
     } >&"$TH_OUT_FD"
 }
 
@@ -750,9 +1037,11 @@ th__scenario_exit() {
 # Returns 1 if anything failed.
 t_run_scenario() {
     local file=$1 fn log logdir failed=0 setup_ok=1 rc e=
-    TH_SCENARIO=$(basename "$file" .sh)
+    # The runner names a scenario's run per release: "30-walkthrough[trixie]", logs in
+    # logs/30-walkthrough.trixie.
+    TH_SCENARIO=${TH_SCENARIO_LABEL:-$(basename "$file" .sh)}
     exec {TH_OUT_FD}>&1
-    logdir=$TH_RUN/logs/$TH_SCENARIO
+    logdir=$TH_RUN/logs/${TH_LOG_NAME:-$TH_SCENARIO}
     rm -rf -- "$logdir"
     mkdir -p "$logdir"
     TH_PHASE=load TH_PHASE_LOG=
