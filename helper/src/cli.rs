@@ -111,7 +111,9 @@ pub enum Command {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Copy a host file into slots: `update-deploy NUMBER... : SRC_FILE DEST_PATH`.
+    /// Copy a host file into slots: `update-deploy NUMBER... : SRC_FILE DEST_PATH` (also
+    /// `deploy`, Fulcon's name for it).
+    #[command(visible_alias = "deploy")]
     UpdateDeploy {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
