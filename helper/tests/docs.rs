@@ -168,7 +168,7 @@ fn fulcon_deploy_alias() {
     let out = slot_os().args(["deploy", "--help"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let help = String::from_utf8(slot_os().arg("--help").output().unwrap().stdout).unwrap();
-    assert!(help.contains("[aliases: deploy]"), "{help}");
+    assert!(help.contains("[alias: deploy]"), "{help}");
     let dir = generate();
     let man = read(&dir.join("man/slot-os.1"));
     assert!(man.contains("deploy"), "slot-os(1) does not name `deploy`");
