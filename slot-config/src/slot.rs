@@ -59,9 +59,6 @@ pub struct Nic {
 }
 
 impl Nic {
-    pub fn host_ifname(&self, slot_number: u32) -> String {
-        nic_host_ifname(slot_number, self.number)
-    }
     pub fn slot_ifname(&self) -> String {
         nic_slot_ifname(self.number)
     }
@@ -86,6 +83,10 @@ impl Slot {
         // Parsing refuses NICs on a slot without a number (see `parse_slot`), so every
         // caller that has a NIC of a loaded slot has a number here.
         nic_host_ifname(self.number.unwrap_or(u32::MAX), nic)
+    }
+    /// How a command line names it: its number, or its name if it has none.
+    pub fn arg(&self) -> String {
+        self.number.map_or_else(|| self.name.clone(), |n| n.to_string())
     }
     /// "7", or "-" for a slot without a number (for tables and messages).
     pub fn number_text(&self) -> String {
