@@ -210,6 +210,11 @@ pub enum Command {
     /// Remove a stopped slot's Open vSwitch ports (run by the slot's unit after it stops).
     #[command(hide = true)]
     NetRelease { slot: String },
+    /// Make the NAT zone's bridge exist and wait until networkd has configured it (address,
+    /// DHCP server), so a slot's first DHCP request is answered (run by each NAT slot's
+    /// unit before it starts).
+    #[command(hide = true)]
+    ZoneReady,
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd {
         device: String,

@@ -139,6 +139,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::NetInfo { name, json } => net::info(ctx, name.as_deref(), json),
         Command::NetApply { slot } => net::apply(ctx, &slot),
         Command::NetRelease { slot } => net::release(&slot),
+        Command::ZoneReady => net::zone_ready(),
         Command::NetNicAdd { device, bridge } => bridge::nic_add(ctx, &device, bridge),
         Command::NetNicDel { device } => bridge::nic_del(ctx, &device),
         Command::Completions { shell } => docs::completions(shell),

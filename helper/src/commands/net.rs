@@ -259,6 +259,35 @@ pub fn add(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `zone-ready`: the NAT zone bridge (`vz-slots`) configured by networkd before a slot's
+/// nspawn joins it. Without this, the first slot started made the bridge itself (nspawn
+/// creates a missing zone bridge), networkd only then configured it, and the slot's first
+/// DHCP discovers went unanswered: its DHCP client backs off, so the lease came >10 s late.
+pub fn zone_ready() -> anyhow::Result<ExitCode> {
+    let zone = format!("vz-{}", slot_config::host::NAT_ZONE);
+    let bus = Bus::system()?;
+    bus.start_networkd()?;
+    netlink::ensure_bridge(&zone)?;
+    let t0 = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(10);
+    loop {
+        let st = bus.link_admin_state(&zone)?;
+        if st.as_deref() == Some("configured") {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if matches!(st.as_deref(), Some("failed" | "unmanaged" | "linger")) || t0.elapsed() > limit {
+            anyhow::bail!(
+                "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
+                t0.elapsed().as_secs_f64(),
+                st.as_deref().unwrap_or("unknown to networkd")
+            );
+        }
+        // networkd's link state has no change signal worth a subscription for one link
+        // here; this polls the bus, bounded by `limit`.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The lowest slot number no configured slot has, also counting the numbers that the names
 /// of slot files with errors imply (so fixing such a file later cannot collide).
 fn free_slot_number(cfg: &Config) -> Option<u32> {

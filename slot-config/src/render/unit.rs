@@ -38,8 +38,6 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         // (or the ve- link). Debian installs it disabled, so the slot pulls it in; its own
         // unit wants systemd-networkd.socket, so that comes along.
         s.push_str("Wants=systemd-networkd.service\nAfter=systemd-networkd.service\n");
-    }
-    if !slot.nics.is_empty() || host.network != DefaultNetwork::None {
         // Slot traffic crosses the FORWARD chain (routed, and bridged through
         // br_netfilter); a DROP policy as Docker sets would cut it off.
         let _ = write!(s, "Wants={FORWARD_UNIT}\nAfter={FORWARD_UNIT}\n");
@@ -50,6 +48,11 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         let _ = write!(s, "Wants={OVS_UNIT}\nAfter={OVS_UNIT}\n");
     }
     s.push_str("\n[Service]\n");
+    if matches!(host.network, DefaultNetwork::Nat { .. }) {
+        // The zone bridge is made and configured by networkd (DHCP server up) before nspawn
+        // joins the slot to it, so the slot's first DHCP request is answered.
+        let _ = writeln!(s, "ExecStartPre=-{HELPER} zone-ready");
+    }
     let r = &slot.resources;
     let _ = writeln!(s, "CPUQuota={}%", r.cpu_quota);
     if let Some(cpus) = &r.cpus {
