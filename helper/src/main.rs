@@ -8,6 +8,7 @@ mod dbus;
 mod error;
 mod freeze;
 mod image;
+mod image_prep;
 mod journal;
 mod lock;
 mod netlink;

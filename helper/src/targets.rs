@@ -26,7 +26,9 @@ pub fn resolve<'c>(cfg: &'c Config, args: &[String]) -> anyhow::Result<Vec<&'c S
         }
     }
     // Numbered slots first, in number order; slots without a number after them, by name.
-    out.sort_by(|a, b| (a.number.is_none(), a.number, &a.name).cmp(&(b.number.is_none(), b.number, &b.name)));
+    out.sort_by(|a, b| {
+        (a.number.is_none(), a.number, &a.name).cmp(&(b.number.is_none(), b.number, &b.name))
+    });
     Ok(out)
 }
 

@@ -166,7 +166,11 @@ fn completions_subcommand_prints_a_script() {
 #[test]
 fn fulcon_deploy_alias() {
     let out = slot_os().args(["deploy", "--help"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let help = String::from_utf8(slot_os().arg("--help").output().unwrap().stdout).unwrap();
     assert!(help.contains("[alias: deploy]"), "{help}");
     let dir = generate();

@@ -86,11 +86,13 @@ impl Slot {
     }
     /// How a command line names it: its number, or its name if it has none.
     pub fn arg(&self) -> String {
-        self.number.map_or_else(|| self.name.clone(), |n| n.to_string())
+        self.number
+            .map_or_else(|| self.name.clone(), |n| n.to_string())
     }
     /// "7", or "-" for a slot without a number (for tables and messages).
     pub fn number_text(&self) -> String {
-        self.number.map_or_else(|| "-".to_string(), |n| n.to_string())
+        self.number
+            .map_or_else(|| "-".to_string(), |n| n.to_string())
     }
 }
 

@@ -73,7 +73,8 @@ fn plan(action: Action, slot: &Slot, st: Option<&UnitStatus>) -> Plan {
         Action::Suspend if frozen => Plan::Skip("already suspended"),
         Action::Suspend if !up => Plan::Fail(format!(
             "not running ({}); nothing to suspend (start it with `slot-os start {}`)",
-            st.active_state, slot.arg()
+            st.active_state,
+            slot.arg()
         )),
         Action::Suspend => Plan::Act,
         Action::Resume if frozen => Plan::Act,

@@ -81,6 +81,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         image::make_mount_points(&tmp)?;
         std::fs::create_dir_all(tmp.join("etc/slot-os"))?;
         image::set_identity(&tmp, &name, None)?;
+        let r = crate::image_prep::prepare(&tmp)?;
+        for c in &r.changes {
+            println!("image {name}: {c}");
+        }
+        for w in &r.warnings {
+            eprintln!("slot-os: warning: image {name}: {w}");
+        }
         Ok(bytes)
     });
     let bytes = match prepared {

@@ -201,7 +201,10 @@ pub fn add(
         Some(_) => None,
         None => {
             let n = free_slot_number(&cfg).ok_or_else(|| {
-                bad_input(format!("no free slot number (0 to {MAX_SLOT_NUMBER}) for {}", s.name))
+                bad_input(format!(
+                    "no free slot number (0 to {MAX_SLOT_NUMBER}) for {}",
+                    s.name
+                ))
             })?;
             doc["number"] = value(i64::from(n));
             Some(n)
@@ -244,7 +247,11 @@ pub fn add(
     reloaded?;
     let live = live?;
     if let Some(n) = assigned {
-        println!("{}: slot number {n} assigned (persisted in {})", new.name, file.display());
+        println!(
+            "{}: slot number {n} assigned (persisted in {})",
+            new.name,
+            file.display()
+        );
     }
     println!(
         "{}: eth{number} {cidr} on {}{}",
@@ -275,7 +282,8 @@ pub fn zone_ready() -> anyhow::Result<ExitCode> {
         if st.as_deref() == Some("configured") {
             return Ok(ExitCode::SUCCESS);
         }
-        if matches!(st.as_deref(), Some("failed" | "unmanaged" | "linger")) || t0.elapsed() > limit {
+        if matches!(st.as_deref(), Some("failed" | "unmanaged" | "linger")) || t0.elapsed() > limit
+        {
             anyhow::bail!(
                 "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
                 t0.elapsed().as_secs_f64(),

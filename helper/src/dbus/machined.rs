@@ -290,7 +290,9 @@ impl Bus {
                 .cache_properties(CacheProperties::No)
                 .build()
                 .await?;
-            within(CALL_TIMEOUT, l.administrative_state()).await.map(Some)
+            within(CALL_TIMEOUT, l.administrative_state())
+                .await
+                .map(Some)
         })
         .with_context(|| format!("network1 link state of {name}"))
     }
