@@ -10,6 +10,7 @@ mod freeze;
 mod image;
 mod image_prep;
 mod journal;
+mod limits;
 mod lock;
 mod netlink;
 mod notify;
