@@ -37,7 +37,7 @@ pub struct Report {
 
 pub const FSTAB: &str =
     "# slot-os: a slot mounts nothing from fstab. The host's entries were removed\n\
-# when this image was made: its disks (UUID=...) are not in a slot, and\n\
+# when this image was made: its disks (by UUID) are not in a slot, and\n\
 # systemd-remount-fs would fail on them. Add a slot's storage as [[bind]] in\n\
 # /etc/slot-os/<slot>.toml on the host instead.\n";
 
