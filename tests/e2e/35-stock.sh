@@ -53,7 +53,8 @@ sos() { th_run "$H" slot-os "$@"; }
 leader() { th_run "$H" machinectl show "$1" -p Leader --value; }
 slot_ping() { th_sh "$H" "nsenter -t \$(machinectl show $1 -p Leader --value) -n ping -c1 -W2 $2"; }
 nat_addr() { th_sh "$H" "nsenter -t \$(machinectl show $1 -p Leader --value) -n ip -4 -o addr show host0 | grep -o 'inet 172\.17\.[0-9.]*'"; }
-host_nic_state() { th_sh "$H" 'ip -o addr show ens3; ip route show table all | grep -v "table local" | grep -E "ens3|10\.12[34]\."; ip rule show'; }
+# (the link-local address is left out: it is still "tentative" right after the link comes up)
+host_nic_state() { th_sh "$H" 'ip -o addr show ens3 | grep -v "inet6 fe80::"; ip route show table all | grep -v "table local" | grep -E "ens3|10\.12[34]\."; ip rule show'; }
 now_ms() { date +%s%3N; }
 
 test_stock_host_as_debian_installs_it() {
