@@ -9,8 +9,9 @@
 
 H=stock
 DEB_IN_HOST=/var/tmp/slot-os.deb
-# This machine's inotify limit (nspawn test hosts share the kernel's), restored at the end.
-INOTIFY_SAVE=
+# This machine's inotify limit (nspawn test hosts share the kernel's): test_thirty_slots_start
+# records the old value here when it raises it, and scenario_teardown puts it back.
+INOTIFY_SAVE=${SLOT_OS_TEST_RUN:-/var/tmp/slot-os-test}/35-stock.inotify-saved
 
 th_pre_boot_hook() {
   local root=$2
@@ -39,14 +40,17 @@ EOF
 }
 
 scenario_setup() {
-  INOTIFY_SAVE=$(cat /proc/sys/fs/inotify/max_user_instances)
+  rm -f "$INOTIFY_SAVE"
   TH_INSTALL_PROJECT=0 th_boot "$H" unified || return 1
 }
 
 scenario_teardown() {
   th_destroy "$H"
-  # Put this machine's value back (raised by test_thirty_slots).
-  [[ -n "$INOTIFY_SAVE" ]] && echo "$INOTIFY_SAVE" >/proc/sys/fs/inotify/max_user_instances
+  # Put this machine's value back, only if this run raised it.
+  if [[ -s "$INOTIFY_SAVE" ]]; then
+    cat "$INOTIFY_SAVE" >/proc/sys/fs/inotify/max_user_instances
+    rm -f "$INOTIFY_SAVE"
+  fi
 }
 
 sos() { th_run "$H" slot-os "$@"; }
@@ -190,6 +194,7 @@ test_thirty_slots_start() {
     assert_contains "$(sos check 2>&1)" "fs.inotify.max_user_instances is 128: only about 14 can boot" "check warns at 128" || return 1
   fi
   if (($(cat /proc/sys/fs/inotify/max_user_instances) < want)); then
+    cat /proc/sys/fs/inotify/max_user_instances >"$INOTIFY_SAVE"
     echo "$want" >/proc/sys/fs/inotify/max_user_instances || { t_fail "cannot set the machine's inotify limit"; return 1; }
   fi
   assert_not_contains "$(sos check 2>&1)" "max_user_instances" "no warning with the package's value" || return 1
