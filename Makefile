@@ -4,6 +4,9 @@ DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
 SYSTEMD_SYSTEM_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 SYSTEMD_SYSTEM_GENERATOR_DIR ?= $(PREFIX)/lib/systemd/system-generators
+# Kernel settings and networkd's settings for a many-slot host (vendor directories).
+SYSCTL_DIR ?= $(PREFIX)/lib/sysctl.d
+NETWORKD_CONF_DIR ?= $(PREFIX)/lib/systemd/networkd.conf.d
 SYSCONFDIR ?= /etc
 DOCDIR ?= $(PREFIX)/share/doc/slot-os
 MANDIR ?= $(PREFIX)/share/man
@@ -52,6 +55,8 @@ install: docs
 		sed 's|/usr/bin/slot-os|$(BINDIR)/slot-os|g' "$$u" > $(DESTDIR)$(SYSTEMD_SYSTEM_UNIT_DIR)/$$(basename "$$u"); \
 		chmod 644 $(DESTDIR)$(SYSTEMD_SYSTEM_UNIT_DIR)/$$(basename "$$u"); \
 	done
+	install -Dm644 conf/sysctl.d/60-slot-os.conf $(DESTDIR)$(SYSCTL_DIR)/60-slot-os.conf
+	install -Dm644 conf/networkd.conf.d/60-slot-os.conf $(DESTDIR)$(NETWORKD_CONF_DIR)/60-slot-os.conf
 	install -d $(DESTDIR)$(SYSCONFDIR)/slot-os
 	[ -e $(DESTDIR)$(SYSCONFDIR)/slot-os/slot-os.toml ] || \
 		install -m644 conf/slot-os.toml $(DESTDIR)$(SYSCONFDIR)/slot-os/slot-os.toml

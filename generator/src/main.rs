@@ -12,7 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use slot_config::render::{render_all, OutDir, Output, DROPIN_NAME, MACHINES_TARGET};
+use slot_config::render::{
+    render_all, OutDir, Output, DROPIN_NAME, MACHINES_TARGET, NETWORKD_UNIT, NETWORKD_UNIT_PATH,
+};
 use slot_config::{load_dir, HostFacts, Paths};
 
 use crate::log::{Level, Log};
@@ -204,7 +206,9 @@ fn remove_stale_units(unit_dir: &Path, keep: &HashSet<PathBuf>) -> Vec<(PathBuf,
                 // Other generators share this directory: touch only our own links.
                 let ours = (name == "machines.target.wants" && ln.starts_with("systemd-nspawn@"))
                     || (ln == "machines.target"
-                        && fs::read_link(&p).is_ok_and(|t| t == Path::new(MACHINES_TARGET)));
+                        && fs::read_link(&p).is_ok_and(|t| t == Path::new(MACHINES_TARGET)))
+                    || (ln == NETWORKD_UNIT
+                        && fs::read_link(&p).is_ok_and(|t| t == Path::new(NETWORKD_UNIT_PATH)));
                 if ours && !keep.contains(&p) && p.is_symlink() {
                     if let Err(err) = fs::remove_file(&p) {
                         errors.push((p, err));

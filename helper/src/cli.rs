@@ -115,7 +115,9 @@ pub enum Command {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Copy a host file into slots: `update-deploy NUMBER... : SRC_FILE DEST_PATH`.
+    /// Copy a host file into slots: `update-deploy NUMBER... : SRC_FILE DEST_PATH` (also
+    /// `deploy`, Fulcon's name for it).
+    #[command(visible_alias = "deploy")]
     UpdateDeploy {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
@@ -224,6 +226,11 @@ pub enum Command {
     /// slot-os-backup@.service after every run, also a killed one).
     #[command(hide = true)]
     ThawLeftovers { slot: Option<String> },
+    /// Make the NAT zone's bridge exist and wait until networkd has configured it (address,
+    /// DHCP server), so a slot's first DHCP request is answered (run by each NAT slot's
+    /// unit before it starts).
+    #[command(hide = true)]
+    ZoneReady,
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd {
         device: String,

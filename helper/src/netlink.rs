@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::{Handle, LinkUnspec, LinkVeth};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 use slot_config::Cidr;
 
 /// Runs `f` with a netlink handle whose socket lives in the network namespace of `pid`
@@ -59,6 +59,25 @@ pub fn link_exists(pid: Option<u32>, name: &str) -> anyhow::Result<bool> {
     let name = name.to_string();
     in_netns(pid, move |h| {
         Box::pin(async move { Ok(index_of(&h, &name).await?.is_some()) })
+    })
+}
+
+/// Creates a Linux bridge in our namespace unless a link of that name exists; true if it
+/// was created.
+pub fn ensure_bridge(name: &str) -> anyhow::Result<bool> {
+    let name = name.to_string();
+    in_netns(None, move |h| {
+        Box::pin(async move {
+            if index_of(&h, &name).await?.is_some() {
+                return Ok(false);
+            }
+            match h.link().add(LinkBridge::new(&name).build()).execute().await {
+                Ok(()) => Ok(true),
+                // EEXIST: a slot's nspawn made it meanwhile, which is as good.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(false),
+                Err(e) => Err(anyhow!(e).context(format!("creating bridge {name}"))),
+            }
+        })
     })
 }
 

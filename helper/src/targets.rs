@@ -25,7 +25,10 @@ pub fn resolve<'c>(cfg: &'c Config, args: &[String]) -> anyhow::Result<Vec<&'c S
             }
         }
     }
-    out.sort_by_key(|s| s.number);
+    // Numbered slots first, in number order; slots without a number after them, by name.
+    out.sort_by(|a, b| {
+        (a.number.is_none(), a.number, &a.name).cmp(&(b.number.is_none(), b.number, &b.name))
+    });
     Ok(out)
 }
 
@@ -39,7 +42,7 @@ pub fn resolve_one<'c>(cfg: &'c Config, arg: &str) -> anyhow::Result<&'c Slot> {
         let known: Vec<String> = cfg
             .slots
             .iter()
-            .map(|s| format!("{} ({})", s.number, s.name))
+            .map(|s| format!("{} ({})", s.number_text(), s.name))
             .collect();
         let hint = if cfg.skipped.iter().any(|s| s == arg) {
             "; its file has errors, run `slot-os check`".to_string()

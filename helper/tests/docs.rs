@@ -160,3 +160,21 @@ fn completions_subcommand_prints_a_script() {
     let out = slot_os().args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "unknown shell is bad usage");
 }
+
+/// Fulcon's README types `slot-os deploy all : FILE /root`: the alias parses, and both
+/// `--help` and slot-os(1) name it.
+#[test]
+fn fulcon_deploy_alias() {
+    let out = slot_os().args(["deploy", "--help"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = String::from_utf8(slot_os().arg("--help").output().unwrap().stdout).unwrap();
+    assert!(help.contains("[alias: deploy]"), "{help}");
+    let dir = generate();
+    let man = read(&dir.join("man/slot-os.1"));
+    assert!(man.contains("deploy"), "slot-os(1) does not name `deploy`");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -118,9 +118,9 @@ pub const KEYS: &[KeyDoc] = &[
         "DestinationPort= in [VXLAN] of 50-slot-os-slotvxN.netdev",
         "UDP port of the VXLAN traffic."),
     // ---- /etc/slot-os/NAME.toml
-    row(Slot, "", "number", "integer 0 to 9999", "NN of a file named slotNN (required for other names)",
+    row(Slot, "", "number", "integer 0 to 9999", "NN of a file named slotNN; none for other names",
         "Description= in the unit drop-in; host-side NIC names vs-NUMBER-N",
-        "Fulcon's slot number."),
+        "Fulcon's slot number. A slot without one runs with everything but [[nic]] entries; `net-add` gives it the lowest free number and writes it here."),
     row(Slot, "", "image", "string (image name)", "the slot's name",
         "ExecStart=... --directory=MACHINES/IMAGE in the unit drop-in when it differs from the slot's name",
         "The machined image the slot boots."),

@@ -32,7 +32,7 @@ impl Config {
         self.slots.iter().find(|s| s.name == name)
     }
     pub fn slot_by_number(&self, number: u32) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.number == number)
+        self.slots.iter().find(|s| s.number == Some(number))
     }
 }
 
@@ -271,15 +271,18 @@ fn load_files(
         if let Some(mut slot) = slot {
             slot.resources = resolve_resources(&slot, &cfg.host, facts, nslots);
             check_slot_against_host(&slot, &cfg.host, facts, &mut problems);
-            if let Some(other) = numbers.get(&slot.number).filter(|_| problems.is_empty()) {
+            let other = slot.number.and_then(|n| numbers.get(&n));
+            if let (Some(other), Some(n)) = (other.filter(|_| problems.is_empty()), slot.number) {
                 problems.push(Problem::new(
                     &sf.path,
                     "number",
-                    format!("slot number {} is already used by {other}; every slot needs its own number", slot.number),
+                    format!("slot number {n} is already used by {other}; every slot needs its own number"),
                 ));
             }
             if problems.is_empty() {
-                numbers.insert(slot.number, slot.name.clone());
+                if let Some(n) = slot.number {
+                    numbers.insert(n, slot.name.clone());
+                }
                 cfg.slots.push(slot);
                 continue;
             }

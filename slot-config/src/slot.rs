@@ -18,7 +18,10 @@ use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     pub name: String,
-    pub number: u32,
+    /// Fulcon's slot number; `None` for a named slot that has none (it needs one only for
+    /// NICs, whose host-side names carry it; parsing guarantees it is set when `nics` is
+    /// not empty).
+    pub number: Option<u32>,
     pub file: PathBuf,
     /// The machined image the slot boots; `None` = the image named like the slot.
     pub image: Option<String>,
@@ -56,9 +59,6 @@ pub struct Nic {
 }
 
 impl Nic {
-    pub fn host_ifname(&self, slot_number: u32) -> String {
-        nic_host_ifname(slot_number, self.number)
-    }
     pub fn slot_ifname(&self) -> String {
         nic_slot_ifname(self.number)
     }
@@ -77,6 +77,22 @@ impl Slot {
     }
     pub fn unit(&self) -> String {
         crate::names::unit_name(&self.name)
+    }
+    /// Host side of one of this slot's NICs (`vs-<slot number>-<nic number>`).
+    pub fn nic_host_ifname(&self, nic: u32) -> String {
+        // Parsing refuses NICs on a slot without a number (see `parse_slot`), so every
+        // caller that has a NIC of a loaded slot has a number here.
+        nic_host_ifname(self.number.unwrap_or(u32::MAX), nic)
+    }
+    /// How a command line names it: its number, or its name if it has none.
+    pub fn arg(&self) -> String {
+        self.number
+            .map_or_else(|| self.name.clone(), |n| n.to_string())
+    }
+    /// "7", or "-" for a slot without a number (for tables and messages).
+    pub fn number_text(&self) -> String {
+        self.number
+            .map_or_else(|| "-".to_string(), |n| n.to_string())
     }
 }
 
@@ -122,12 +138,11 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
                 );
                 None
             }
-            None => {
-                f.problem("number", format!("missing; a slot not named slotNN needs `number = N` (0 to {MAX_SLOT_NUMBER})"));
-                None
-            }
+            // A named slot needs no number until it has NICs (checked below).
+            None => None,
         },
     };
+    let number_given = f.get("number").is_some();
     let image = image_name(&mut f, "image");
     let base_image = image_name(&mut f, "base_image");
     let autostart = f.boolean("autostart").unwrap_or(false);
@@ -225,6 +240,17 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         }
     }
     nics.sort_by_key(|n| n.number);
+    if number.is_none() && !number_given && !nics.is_empty() {
+        problems.push(Problem::new(
+            file,
+            "number",
+            format!(
+                "missing; a slot with [[nic]] entries needs `number = N` (0 to {MAX_SLOT_NUMBER}), \
+                 which names its host interfaces (vs-N-M): add it to the file, or remove the \
+                 [[nic]] entries and let `slot-os net-add` pick a free number"
+            ),
+        ));
+    }
 
     let mut binds: Vec<Bind> = Vec::new();
     for (i, t) in bind_tables.into_iter().enumerate() {
@@ -250,7 +276,7 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
 
     Slot {
         name: name.to_string(),
-        number: number.unwrap_or(u32::MAX),
+        number,
         file: file.to_path_buf(),
         image,
         base_image,

@@ -73,7 +73,8 @@ fn cases() -> Vec<Case> {
         c("web_1.toml", "number = 1", "web_1.toml: slot name \"web_1\" contains '_'; use lowercase letters, digits and '-' (the file name, without .toml, is the slot name)"),
         c("a..b.toml", "number = 1", "a..b.toml: slot name \"a..b\" contains '/' or '..'; use lowercase letters, digits and '-' (the file name, without .toml, is the slot name)"),
         c("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.toml", "number = 1", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.toml: slot name \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 65 characters long; at most 64 are allowed (the file name, without .toml, is the slot name)"),
-        c("web.toml", "", "web.toml: number: missing; a slot not named slotNN needs `number = N` (0 to 9999)"),
+        // a named slot needs a number only for NICs (`net-add` assigns one)
+        h("web.toml", "[[nic]]\nnumber = 1\nbridge = 1", BRIDGE1, "web.toml: number: missing; a slot with [[nic]] entries needs `number = N` (0 to 9999), which names its host interfaces (vs-N-M): add it to the file, or remove the [[nic]] entries and let `slot-os net-add` pick a free number"),
         c("web.toml", "number = -1", "web.toml: number: -1 is out of range; use 0 to 9999"),
         c("web.toml", "number = 10000", "web.toml: number: 10000 is out of range; use 0 to 9999"),
         c("slot00.toml", "image = \"../etc\"", "slot00.toml: image: image name \"../etc\" contains '/' or '..'; use lowercase letters, digits and '-'"),
@@ -208,7 +209,7 @@ fn good_config_has_no_problems_and_resolves_fulcon_defaults() {
     assert_eq!(r.memory.to_string(), "512M");
     assert_eq!(
         cfg.slots.iter().map(|s| s.number).collect::<Vec<_>>(),
-        vec![0, 1, 2]
+        vec![Some(0), Some(1), Some(2)]
     );
 }
 

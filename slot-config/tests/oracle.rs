@@ -418,6 +418,7 @@ fn allowed(kind: &str, section: &str, key: &str) -> bool {
             "CPUQuota",
             "AllowedCPUs",
             "MemoryMax",
+            "ExecStartPre",
             "ExecStartPost",
             "ExecStopPost",
             "ExecStart",

@@ -14,7 +14,7 @@ scenario_setup() {
     printf 'deb [trusted=yes] http://172.17.0.1:%s/ ./\n' "$REPO_PORT" >"$(th_root "$H")/var/lib/machines/$img/etc/apt/sources.list" || return 1
     rm -f "$(th_root "$H")/var/lib/machines/$img"/etc/apt/sources.list.d/*
   done
-  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload && networkctl reload' || return 1
+  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload' || return 1
 }
 
 scenario_teardown() {

@@ -7,7 +7,7 @@ H=net
 scenario_setup() {
   th_boot "$H" unified || return 1
   th_copy_slot_image "$H" slot00 && th_copy_slot_image "$H" slot01 || return 1
-  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload && networkctl reload' || return 1
+  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload' || return 1
 }
 
 scenario_teardown() {

@@ -18,7 +18,7 @@ scenario_setup() {
     systemctl --root="$(th_root "$H")/var/lib/machines/$s" mask openvswitch-switch.service \
       ovsdb-server.service ovs-vswitchd.service >/dev/null 2>&1 || return 1
   done
-  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload && networkctl reload' || return 1
+  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && : > /etc/slot-os/slot01.toml && systemctl daemon-reload' || return 1
   th_wait_for 30 th_run "$H" ovs-vsctl --timeout=5 show || return 1
 }
 

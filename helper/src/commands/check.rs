@@ -8,6 +8,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for p in &cfg.problems {
         println!("{p}");
     }
+    let booted = cfg.slots.iter().filter(|s| s.boot).count() as u64;
+    if let Some(w) = crate::limits::inotify_warning_here(booted) {
+        println!("warning: {w}");
+    }
     if cfg.problems.is_empty() {
         println!(
             "{}: {} slot(s), {} bridge(s), no problems",

@@ -35,7 +35,8 @@ const SLOT_TOML: &str = "slot-os-export/slot.toml";
 struct Manifest {
     format: u32,
     slot: String,
-    number: u32,
+    /// `None` (null) for a slot without a number.
+    number: Option<u32>,
     created_unix: u64,
     exported_by: String,
 }
@@ -210,8 +211,9 @@ pub fn import(
             file.display()
         )));
     }
-    let number = number_from_name(&new).unwrap_or(manifest.number);
-    if let Some(other) = cfg.slot_by_number(number) {
+    let number = number_from_name(&new).or(manifest.number);
+    if let Some(other) = number.and_then(|n| cfg.slot_by_number(n)) {
+        let number = number.unwrap_or_default();
         return Err(bad_input(format!(
             "slot number {number} is taken by {}; import under another name, e.g. slot-os import {} slotNN",
             other.name,
@@ -220,10 +222,11 @@ pub fn import(
     }
     // The root becomes the image of the new slot's own name.
     doc.remove("image");
-    if number_from_name(&new) == Some(number) {
-        doc.remove("number");
-    } else {
-        doc["number"] = value(i64::from(number));
+    match number {
+        Some(n) if number_from_name(&new) != Some(n) => doc["number"] = value(i64::from(n)),
+        _ => {
+            doc.remove("number");
+        }
     }
     // Starting at boot is the admin's decision, not the file's: not carried over.
     let dropped_autostart = !trust_config

@@ -151,7 +151,7 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             .map_or(0, |d| d.as_micros() as u64);
         format!("{} s ago", now.saturating_sub(t) / 1_000_000)
     });
-    println!("       Name: {} (number {})", s.name, s.number);
+    println!("       Name: {} (number {})", s.name, s.number_text());
     println!(
         "      State: {state} ({}/{}{})",
         st.active_state,

@@ -73,11 +73,39 @@ fn plan(action: Action, slot: &Slot, st: Option<&UnitStatus>) -> Plan {
         Action::Suspend if frozen => Plan::Skip("already suspended"),
         Action::Suspend if !up => Plan::Fail(format!(
             "not running ({}); nothing to suspend (start it with `slot-os start {}`)",
-            st.active_state, slot.number
+            st.active_state,
+            slot.arg()
         )),
         Action::Suspend => Plan::Act,
         Action::Resume if frozen => Plan::Act,
         Action::Resume => Plan::Skip("not suspended; nothing to resume"),
+    }
+}
+
+/// Warns (stderr) if the slots running after this start would pass a kernel limit.
+fn warn_limits(bus: &Bus, cfg: &slot_config::Config, todo: &[String]) {
+    let booted: Vec<String> = cfg
+        .slots
+        .iter()
+        .filter(|s| s.boot)
+        .map(|s| s.unit())
+        .collect();
+    let up = bus
+        .unit_states(&booted)
+        .iter()
+        .zip(&booted)
+        .filter(|(st, u)| {
+            todo.contains(u)
+                || st.as_ref().is_ok_and(|s| {
+                    matches!(
+                        s.active_state.as_str(),
+                        "active" | "activating" | "reloading"
+                    )
+                })
+        })
+        .count() as u64;
+    if let Some(w) = crate::limits::inotify_warning_here(up) {
+        eprintln!("slot-os: warning: {w}");
     }
 }
 
@@ -101,6 +129,9 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
         .filter(|(_, p)| **p == Plan::Act)
         .map(|(u, _)| u.clone())
         .collect();
+    if action == Action::Start {
+        warn_limits(&bus, &cfg, &todo);
+    }
     let mut results = match action {
         Action::Start => bus.start_units(&todo),
         Action::Stop => bus.stop_units(&todo),

@@ -98,7 +98,7 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
         let s = r.slot;
         let line = format!(
             "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {}",
-            s.number,
+            s.number_text(),
             r.state,
             c[0],
             s.resources.cpu_quota,
@@ -157,7 +157,7 @@ pub fn run(
             Some(n) => vec![targets::resolve_one(&cfg, n)?],
             None => cfg.slots.iter().collect(),
         };
-        slots.sort_by_key(|s| s.number);
+        slots.sort_by_key(|s| (s.number.is_none(), s.number));
         let bus = match &bus {
             Some(b) => b,
             None => bus.insert(Bus::system()?),

@@ -141,6 +141,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         crate::inroot::Root::open(&tmp)?.mkdir_p("etc/slot-os", 0o755)?;
         image::set_identity(&tmp, &name, None, HostKeys::Strip)?;
         install_keygen_unit(&tmp)?;
+        let r = crate::image_prep::prepare(&tmp)?;
+        for c in &r.changes {
+            println!("image {name}: {c}");
+        }
+        for w in &r.warnings {
+            eprintln!("slot-os: warning: image {name}: {w}");
+        }
         Ok(bytes)
     });
     let bytes = match prepared {

@@ -144,6 +144,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::NetApply { slot } => net::apply(ctx, &slot),
         Command::NetRelease { slot } => net::release(&slot),
         Command::ThawLeftovers { .. } => crate::freeze::thaw_leftovers(ctx),
+        Command::ZoneReady => net::zone_ready(),
         Command::NetNicAdd { device, bridge } => bridge::nic_add(ctx, &device, bridge),
         Command::NetNicDel { device } => bridge::nic_del(ctx, &device),
         Command::Completions { shell } => docs::completions(shell),

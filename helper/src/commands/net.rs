@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use slot_config::names::{bridge_ifname, MAX_NIC_NUMBER};
+use slot_config::names::{bridge_ifname, number_from_name, MAX_NIC_NUMBER, MAX_SLOT_NUMBER};
 use slot_config::{BridgeBackend, Cidr, Config, Slot};
 use toml_edit::{value, Array, ArrayOfTables, Item, Table};
 
@@ -84,7 +84,7 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
     };
     let mut ovs: Option<Ovs> = None;
     for n in &slot.nics {
-        let host_if = n.host_ifname(slot.number);
+        let host_if = slot.nic_host_ifname(n.number);
         let what = || format!("{} NIC {}", slot.name, n.number);
         match cfg.host.bridge(n.bridge) {
             Some(b) if b.backend == BridgeBackend::Ovs => {
@@ -135,7 +135,7 @@ pub fn prune_ovs_ports(o: &mut Ovs, cfg: &Config) -> anyhow::Result<()> {
             s.nics
                 .iter()
                 .filter(|n| cfg.host.is_ovs(n.bridge))
-                .map(|n| (s.name.clone(), n.host_ifname(s.number)))
+                .map(|n| (s.name.clone(), s.nic_host_ifname(n.number)))
         })
         .collect();
     // Links are listed after the ports are read: a slot starting meanwhile adds its port
@@ -196,6 +196,20 @@ pub fn add(
         )));
     }
     let mut doc = read_doc(&s.file)?;
+    // A slot without a number gets one now: its NICs' host names carry it.
+    let assigned = match s.number {
+        Some(_) => None,
+        None => {
+            let n = free_slot_number(&cfg).ok_or_else(|| {
+                bad_input(format!(
+                    "no free slot number (0 to {MAX_SLOT_NUMBER}) for {}",
+                    s.name
+                ))
+            })?;
+            doc["number"] = value(i64::from(n));
+            Some(n)
+        }
+    };
     let mut t = Table::new();
     t["number"] = value(i64::from(number));
     t["bridge"] = value(i64::from(bridge));
@@ -217,6 +231,7 @@ pub fn add(
     let after = validated(ctx, &s, &text)?;
     write_atomic(&s.file, &text)?;
     let bus = Bus::system()?;
+    let file = s.file.clone();
     let new = after.slot(&s.name).cloned().unwrap_or(s);
     // The NIC is made in the running slot directly, so it need not wait for systemd and
     // networkd to re-read the files (those matter for the next start and boot).
@@ -231,6 +246,13 @@ pub fn add(
     });
     reloaded?;
     let live = live?;
+    if let Some(n) = assigned {
+        println!(
+            "{}: slot number {n} assigned (persisted in {})",
+            new.name,
+            file.display()
+        );
+    }
     println!(
         "{}: eth{number} {cidr} on {}{}",
         new.name,
@@ -242,6 +264,48 @@ pub fn add(
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `zone-ready`: the NAT zone bridge (`vz-slots`) configured by networkd before a slot's
+/// nspawn joins it. Without this, the first slot started made the bridge itself (nspawn
+/// creates a missing zone bridge), networkd only then configured it, and the slot's first
+/// DHCP discovers went unanswered: its DHCP client backs off, so the lease came >10 s late.
+pub fn zone_ready() -> anyhow::Result<ExitCode> {
+    let zone = format!("vz-{}", slot_config::host::NAT_ZONE);
+    let bus = Bus::system()?;
+    bus.start_networkd()?;
+    netlink::ensure_bridge(&zone)?;
+    let t0 = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(10);
+    loop {
+        let st = bus.link_admin_state(&zone)?;
+        if st.as_deref() == Some("configured") {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if matches!(st.as_deref(), Some("failed" | "unmanaged" | "linger")) || t0.elapsed() > limit
+        {
+            anyhow::bail!(
+                "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
+                t0.elapsed().as_secs_f64(),
+                st.as_deref().unwrap_or("unknown to networkd")
+            );
+        }
+        // networkd's link state has no change signal worth a subscription for one link
+        // here; this polls the bus, bounded by `limit`.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The lowest slot number no configured slot has, also counting the numbers that the names
+/// of slot files with errors imply (so fixing such a file later cannot collide).
+fn free_slot_number(cfg: &Config) -> Option<u32> {
+    let used: std::collections::BTreeSet<u32> = cfg
+        .slots
+        .iter()
+        .filter_map(|s| s.number)
+        .chain(cfg.skipped.iter().filter_map(|n| number_from_name(n)))
+        .collect();
+    (0..=MAX_SLOT_NUMBER).find(|n| !used.contains(n))
 }
 
 pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
@@ -265,7 +329,7 @@ pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     bus.daemon_reload()?;
     bus.network_reload()?;
-    let host_if = slot_config::names::nic_host_ifname(s.number, number);
+    let host_if = s.nic_host_ifname(number);
     if s.nics
         .iter()
         .any(|n| n.number == number && cfg.host.is_ovs(n.bridge))

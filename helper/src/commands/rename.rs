@@ -40,7 +40,9 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     // 1. The new file, still booting the old image; the number is kept explicitly since
     //    a name like `web` does not imply one.
     let mut doc = read_doc(&s.file)?;
-    doc["number"] = value(i64::from(s.number));
+    if let Some(n) = s.number {
+        doc["number"] = value(i64::from(n));
+    }
     if renames_image {
         doc["image"] = value(s.name.as_str());
     }

@@ -246,7 +246,7 @@ fn show(ctx: &Ctx, slots: &[&Slot], json: bool) {
         };
         println!(
             "{:>4}  {:<12} {:>5}%  {:<10} {:>8}{note}",
-            s.number,
+            s.number_text(),
             s.name,
             s.resources.cpu_quota,
             cpus_text(ctx, &s.resources.cpus),

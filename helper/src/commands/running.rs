@@ -24,7 +24,8 @@ pub fn leader(bus: &Bus, slot: &Slot) -> anyhow::Result<u32> {
     leaders(bus, &[slot])?.pop().flatten().ok_or_else(|| {
         crate::error::bad_input(format!(
             "slot {} is not running; start it first (slot-os start {})",
-            slot.name, slot.number
+            slot.name,
+            slot.arg()
         ))
     })
 }
@@ -57,7 +58,9 @@ pub fn require_stopped(bus: &Bus, slot: &Slot, before: &str) -> anyhow::Result<(
     if st.active_state != "inactive" && st.active_state != "failed" {
         return Err(crate::error::bad_input(format!(
             "{} is {}; stop it {before} (slot-os stop {})",
-            slot.name, st.active_state, slot.number
+            slot.name,
+            st.active_state,
+            slot.arg()
         )));
     }
     Ok(())

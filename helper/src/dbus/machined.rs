@@ -263,8 +263,51 @@ impl Bus {
         .with_context(|| format!("machine1 CopyToMachine {machine}: {src} -> {dst}"))
     }
 
-    /// networkd's Reload: re-reads .netdev/.network files and reconfigures links.
+    /// networkd's Reload: re-reads .netdev/.network files and reconfigures links. networkd
+    /// is started first (StartUnit, a no-op when it runs): Debian installs it disabled, and
+    /// then network1's D-Bus activation alias does not exist either. It stays wanted at
+    /// boot through the generator's links, never through `systemctl enable`.
     pub fn network_reload(&self) -> anyhow::Result<()> {
+        self.start_networkd()?;
+        self.network_reload_running()
+    }
+
+    /// networkd's AdministrativeState of a link ("configured" once its .network is fully
+    /// applied, DHCP server included), or None if networkd does not know the link.
+    pub fn link_admin_state(&self, name: &str) -> anyhow::Result<Option<String>> {
+        zbus::block_on(async {
+            let m = zbus_systemd::network1::ManagerProxy::builder(self.conn())
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
+            let path = match within(CALL_TIMEOUT, m.get_link_by_name(name.to_string())).await {
+                Ok((_, p)) => p,
+                Err(zbus::Error::MethodError(..)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let l = zbus_systemd::network1::LinkProxy::builder(self.conn())
+                .path(path)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
+            within(CALL_TIMEOUT, l.administrative_state())
+                .await
+                .map(Some)
+        })
+        .with_context(|| format!("network1 link state of {name}"))
+    }
+
+    /// StartUnit systemd-networkd.service, waiting until it is up.
+    pub fn start_networkd(&self) -> anyhow::Result<()> {
+        let unit = slot_config::render::NETWORKD_UNIT.to_string();
+        self.start_units(std::slice::from_ref(&unit))
+            .pop()
+            .unwrap_or(Ok(()))
+            .context("starting systemd-networkd (is the systemd-networkd package, or systemd < 256 that includes it, installed?)")
+    }
+
+    /// Reload of a networkd that is known to run.
+    pub fn network_reload_running(&self) -> anyhow::Result<()> {
         zbus::block_on(async {
             let n = zbus_systemd::network1::ManagerProxy::builder(self.conn())
                 .cache_properties(CacheProperties::No)

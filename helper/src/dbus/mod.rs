@@ -101,12 +101,22 @@ pub(crate) fn encode_path(prefix: &str, name: &str) -> String {
 }
 
 impl Bus {
-    /// After a config change: systemd re-runs the generator, then networkd re-reads the
-    /// files it wrote (networkd does not watch its directories). A host without
-    /// networkd only loses the network part, with a warning.
+    /// After a config change: systemd re-runs the generator, then a running networkd
+    /// re-reads the files it wrote (networkd does not watch its directories). A networkd
+    /// that does not run reads them when a slot or bridge pulls it in, so it is not started
+    /// here. A failed reload only loses the network part, with a warning.
     pub fn reload_config(&self) -> anyhow::Result<()> {
         self.daemon_reload()?;
-        if let Err(e) = self.network_reload() {
+        let unit = slot_config::render::NETWORKD_UNIT.to_string();
+        let running = self
+            .unit_states(std::slice::from_ref(&unit))
+            .pop()
+            .and_then(Result::ok)
+            .is_some_and(|s| s.active_state == "active");
+        if !running {
+            return Ok(());
+        }
+        if let Err(e) = self.network_reload_running() {
             eprintln!(
                 "slot-os: warning: {e:#}; slot networks are applied once systemd-networkd runs"
             );

@@ -330,6 +330,7 @@ impl Bus {
             return Vec::new();
         }
         let verb = kind.verb();
+        let started = std::time::Instant::now();
         let r = zbus::block_on(async {
             let m = self.manager().await?;
             // Subscribed before any job is queued, so no job can end unseen. (systemd sends
@@ -420,7 +421,7 @@ impl Bus {
                     ))),
                     Some(Ok(res)) if res == "done" => Ok(()),
                     Some(Ok(res)) => {
-                        let why = self.failure_detail(u).await;
+                        let why = self.failure_detail(u, started.elapsed()).await;
                         Err(anyhow!(
                             "{verb} job of {u} ended with result '{res}'{why}; \
                              see its last log lines: journalctl -u {u} -n 30"
@@ -441,20 +442,32 @@ impl Bus {
     }
 
     /// " (service result: exit-code, status 1)" for a failed service, or "".
-    async fn failure_detail(&self, unit: &str) -> String {
+    async fn failure_detail(&self, unit: &str, waited: std::time::Duration) -> String {
         let read = async {
             let s = ServiceProxy::builder(self.conn())
                 .path(unit_path(unit))
                 .cache_properties(CacheProperties::No)
                 .build()
                 .await?;
-            let (r, st) = futures_util::join!(s.result(), s.exec_main_status());
-            Ok::<_, zbus::Error>((r?, st.unwrap_or(0)))
+            let (r, st, tmo) =
+                futures_util::join!(s.result(), s.exec_main_status(), s.timeout_start_u_sec());
+            Ok::<_, zbus::Error>((r?, st.unwrap_or(0), tmo.unwrap_or(u64::MAX)))
+        };
+        let timed_out = |tmo: u64| tmo != u64::MAX && waited.as_micros() as u64 + 2_000_000 >= tmo;
+        let booting = |tmo: u64| {
+            format!(
+                "; the slot did not finish booting within its start timeout (TimeoutStartSec={} s); \
+                 with many slots, `slot-os check` shows the host's limits",
+                tmo / 1_000_000
+            )
         };
         match within(CALL_TIMEOUT, read).await {
-            Ok((r, _)) if r == "success" || r.is_empty() => String::new(),
-            Ok((r, st)) if r == "exit-code" => format!(" (service result: {r}, status {st})"),
-            Ok((r, _)) => format!(" (service result: {r})"),
+            Ok((r, st, tmo)) if r == "timeout" || (r == "exit-code" && timed_out(tmo)) => {
+                format!(" (service result: {r}, status {st}{})", booting(tmo))
+            }
+            Ok((r, _, _)) if r == "success" || r.is_empty() => String::new(),
+            Ok((r, st, _)) if r == "exit-code" => format!(" (service result: {r}, status {st})"),
+            Ok((r, _, _)) => format!(" (service result: {r})"),
             Err(_) => String::new(),
         }
     }

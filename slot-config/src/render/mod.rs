@@ -10,7 +10,8 @@ pub use network::{
 };
 pub use nspawn::render_nspawn;
 pub use unit::{
-    render_dropin, DROPIN_NAME, MACHINES_TARGET, NSPAWN_TEMPLATE_UNIT, OVS_UNIT, OVS_UNIT_PATH,
+    render_dropin, DROPIN_NAME, MACHINES_TARGET, NETWORKD_UNIT, NETWORKD_UNIT_PATH,
+    NSPAWN_TEMPLATE_UNIT, OVS_UNIT, OVS_UNIT_PATH,
 };
 
 use std::path::PathBuf;
@@ -85,7 +86,7 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
         }
         // An OVS bridge's ports are OVSDB rows the helper adds, not networkd's `Bridge=`.
         for nic in slot.nics.iter().filter(|n| !cfg.host.is_ovs(n.bridge)) {
-            let ifname = nic.host_ifname(slot.number);
+            let ifname = slot.nic_host_ifname(nic.number);
             out.push(text(
                 OutDir::Network,
                 format!("60-slot-os-{ifname}.network"),
@@ -122,6 +123,16 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
             dir: OutDir::Units,
             path: format!("multi-user.target.wants/{OVS_UNIT}").into(),
             content: Content::Link(OVS_UNIT_PATH.into()),
+        });
+    }
+    if !cfg.host.bridges.is_empty() {
+        // Bridges exist from boot on, with or without slots: networkd makes and addresses
+        // them. A generated link, not `systemctl enable`, so that removing the last bridge
+        // (or the package) leaves the host's networkd as the admin had it.
+        out.push(Output {
+            dir: OutDir::Units,
+            path: format!("multi-user.target.wants/{NETWORKD_UNIT}").into(),
+            content: Content::Link(NETWORKD_UNIT_PATH.into()),
         });
     }
     for b in &cfg.host.bridges {

@@ -78,7 +78,7 @@ pub fn render_nic_network(slot: &Slot, nic: &Nic) -> String {
     let _ = write!(
         s,
         "\n[Match]\nName={}\nDriver=veth\n\n[Network]\nBridge={}\n",
-        nic.host_ifname(slot.number),
+        slot.nic_host_ifname(nic.number),
         bridge_ifname(nic.bridge)
     );
     s

@@ -51,7 +51,7 @@ pub fn render_nspawn(slot: &Slot, network: &DefaultNetwork) -> String {
             let _ = writeln!(
                 s,
                 "VirtualEthernetExtra={}:{}",
-                n.host_ifname(slot.number),
+                slot.nic_host_ifname(n.number),
                 n.slot_ifname()
             );
         }

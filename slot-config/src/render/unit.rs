@@ -11,6 +11,9 @@ pub const FORWARD_UNIT: &str = "slot-os-forward.service";
 /// The oneshot unit (units/) that puts the config's OVS bridges into OVSDB at boot.
 pub const OVS_UNIT: &str = "slot-os-ovs.service";
 pub const OVS_UNIT_PATH: &str = "/usr/lib/systemd/system/slot-os-ovs.service";
+/// networkd, which Debian installs disabled; pulled in at boot when bridges exist.
+pub const NETWORKD_UNIT: &str = "systemd-networkd.service";
+pub const NETWORKD_UNIT_PATH: &str = "/usr/lib/systemd/system/systemd-networkd.service";
 /// Where `make install PREFIX=/usr` and the packages put the helper.
 pub const HELPER: &str = "/usr/bin/slot-os";
 
@@ -22,16 +25,19 @@ const STOCK_EXEC: &str = "systemd-nspawn --quiet --keep-unit --boot --link-journ
 pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
     let mut s = header(&slot_source(&slot.name));
     s.push_str("\n[Unit]\n");
-    let _ = writeln!(
-        s,
-        "Description=slot-os slot {} (number {})",
-        slot.name, slot.number
-    );
-    if !slot.nics.is_empty() {
-        // The slot's extra veths join bridges that networkd creates.
-        s.push_str("Wants=systemd-networkd.service\nAfter=systemd-networkd.service\n");
+    match slot.number {
+        Some(n) => {
+            let _ = writeln!(s, "Description=slot-os slot {} (number {n})", slot.name);
+        }
+        None => {
+            let _ = writeln!(s, "Description=slot-os slot {}", slot.name);
+        }
     }
     if !slot.nics.is_empty() || host.network != DefaultNetwork::None {
+        // networkd makes the bridges the extra veths join, and serves DHCP on the NAT zone
+        // (or the ve- link). Debian installs it disabled, so the slot pulls it in; its own
+        // unit wants systemd-networkd.socket, so that comes along.
+        s.push_str("Wants=systemd-networkd.service\nAfter=systemd-networkd.service\n");
         // Slot traffic crosses the FORWARD chain (routed, and bridged through
         // br_netfilter); a DROP policy as Docker sets would cut it off.
         let _ = write!(s, "Wants={FORWARD_UNIT}\nAfter={FORWARD_UNIT}\n");
@@ -42,6 +48,11 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         let _ = write!(s, "Wants={OVS_UNIT}\nAfter={OVS_UNIT}\n");
     }
     s.push_str("\n[Service]\n");
+    if matches!(host.network, DefaultNetwork::Nat { .. }) {
+        // The zone bridge is made and configured by networkd (DHCP server up) before nspawn
+        // joins the slot to it, so the slot's first DHCP request is answered.
+        let _ = writeln!(s, "ExecStartPre=-{HELPER} zone-ready");
+    }
     let r = &slot.resources;
     let _ = writeln!(s, "CPUQuota={}%", r.cpu_quota);
     if let Some(cpus) = &r.cpus {
