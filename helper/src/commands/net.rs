@@ -274,6 +274,7 @@ pub fn zone_ready() -> anyhow::Result<ExitCode> {
     let zone = format!("vz-{}", slot_config::host::NAT_ZONE);
     let bus = Bus::system()?;
     bus.start_networkd()?;
+    bus.wait_for_network1()?;
     netlink::ensure_bridge(&zone)?;
     let t0 = std::time::Instant::now();
     let limit = std::time::Duration::from_secs(10);

@@ -269,7 +269,37 @@ impl Bus {
     /// boot through the generator's links, never through `systemctl enable`.
     pub fn network_reload(&self) -> anyhow::Result<()> {
         self.start_networkd()?;
+        self.wait_for_network1()?;
         self.network_reload_running()
+    }
+
+    /// Waits until networkd owns its bus name. Its start job can end before it has taken
+    /// the name, and a call sent in between is D-Bus-activated, which fails on a host where
+    /// networkd is disabled (no dbus-org.freedesktop.network1.service alias).
+    pub fn wait_for_network1(&self) -> anyhow::Result<()> {
+        use futures_util::StreamExt;
+        const NAME: &str = "org.freedesktop.network1";
+        zbus::block_on(async {
+            let d = zbus::fdo::DBusProxy::new(self.conn()).await?;
+            // Subscribe first, then look: a name taken in between is not missed.
+            let mut changes = d
+                .receive_name_owner_changed_with_args(&[(0, NAME)])
+                .await?;
+            let name = zbus::names::BusName::try_from(NAME)?;
+            if d.name_has_owner(name).await? {
+                return Ok(());
+            }
+            let appeared = async {
+                while let Some(sig) = changes.next().await {
+                    if sig.args().is_ok_and(|a| a.new_owner().is_some()) {
+                        return Ok(());
+                    }
+                }
+                Err(zbus::Error::Failure("the bus connection ended".into()))
+            };
+            within(CALL_TIMEOUT, appeared).await
+        })
+        .context("waiting for systemd-networkd to take its bus name")
     }
 
     /// networkd's AdministrativeState of a link ("configured" once its .network is fully
