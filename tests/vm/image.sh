@@ -11,6 +11,6 @@ bookworm | trixie) export SLOT_OS_VM_SUITE=$suite ;;
 *) echo "usage: tests/vm/image.sh [bookworm|trixie]" >&2; exit 2 ;;
 esac
 bash "$here/install-deps.sh"
-# shellcheck source=lib.sh
+# shellcheck source=tests/vm/lib.sh
 source "$here/lib.sh"
 vm_image

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # What the VM tier needs on the machine running it (idempotent; also run by tests/vm/run.sh).
 # qemu-system-x86: the emulator (KVM when usable, TCG otherwise); e2fsprogs: mkfs.ext4 -d;
-# debootstrap + debian-archive-keyring: the image's root; qemu-utils: qemu-img for the overlay.
+# debootstrap + debian-archive-keyring: the image's root.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils e2fsprogs debootstrap debian-archive-keyring)
+pkgs=(qemu-system-x86 e2fsprogs debootstrap debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
