@@ -140,12 +140,21 @@ test_memory_max_oom_kills_an_allocation_past_the_limit() {
     assert_ok vm_sh 'systemctl -M slot00 reset-failed vm-oom.service' || return 1
 }
 
+# The slot's cpu.stat nr_throttled: the kernel's own count of throttled periods.
+nr_throttled() {
+    vm_sh 'sed -n "s/^nr_throttled //p" "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.stat"'
+}
+
 test_cpu_quota_holds_a_busy_loop_near_its_quota() {
-    local ms
+    local ms before after
+    before=$(nr_throttled)
     ms=$(busy_loop_ms vm-busy1) || { t_fail "busy loop: $ms"; return 1; }
-    th_note "cpu_quota ${VM_CPU_QUOTA}%: a 10 s busy loop got ${ms} ms of CPU"
-    # 20% of 10 s = 2000 ms; a CFS period of slack either way.
-    ((ms >= 1500 && ms <= 3000)) || { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_QUOTA}% (want 1500..3000)"; return 1; }
+    after=$(nr_throttled)
+    th_note "cpu_quota ${VM_CPU_QUOTA}%: a 10 s busy loop got ${ms} ms of CPU (throttled periods $before -> $after)"
+    ((after > before)) || { t_fail "the kernel throttled no period ($before -> $after)"; return 1; }
+    # 20% of 10 s = 2000 ms: 2.1-2.7 s measured at rest; emulation on a loaded machine
+    # overshoots (3.7 s measured at load 20), still far below the 10 s unthrottled.
+    ((ms >= 1000 && ms <= 4000)) || { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_QUOTA}% (want 1000..4000)"; return 1; }
 }
 
 test_resource_raises_memory_live() {
@@ -163,7 +172,8 @@ test_resource_changes_cpu_live() {
     assert_eq "$((VM_CPU_RAISED * 1000)) 100000" "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.max"')" "cpu.max changed" || return 1
     ms=$(busy_loop_ms vm-busy2) || { t_fail "busy loop: $ms"; return 1; }
     th_note "cpu_quota ${VM_CPU_RAISED}%: a 10 s busy loop got ${ms} ms of CPU"
-    ((ms >= 4500 && ms <= 6800)) || { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_RAISED}% (want 4500..6800)"; return 1; }
+    # 6000 ms at 60%; 4.75 s measured at load 20. Disjoint from the 20% range: the share changed.
+    ((ms > 4000 && ms <= 7000)) || { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_RAISED}% (want 4001..7000)"; return 1; }
 }
 
 test_suspend_stops_the_slots_clock() {
@@ -171,7 +181,7 @@ test_suspend_stops_the_slots_clock() {
     # A counter in the slot, read from the VM through the leader's root (works while frozen).
     assert_ok vm_sh "systemd-run -M slot00 --quiet --unit=vm-counter sh -c 'i=0; while :; do i=\$((i+1)); echo \$i >/run/vm-counter; sleep 0.1; done'" || return 1
     out=$(vm_sh -t 200 '
-        c() { cat "/proc/$(machinectl show -P Leader slot00)/root/run/vm-counter" 2>/dev/null || echo 0; }
+        c() { cat "/proc/$(machinectl show -p Leader --value slot00 2>/dev/null)/root/run/vm-counter" 2>/dev/null || echo 0; }
         wait_above() { for _ in $(seq 300); do [ "$(c)" -gt "$1" ] && return 0; sleep 0.2; done; return 1; }
         wait_above 5 || { echo "the counter never ran"; exit 1; }
         slot-os suspend 0 || exit 1
