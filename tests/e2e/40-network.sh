@@ -112,7 +112,9 @@ test_forward_drop_policy_still_passes_slot_traffic() {
   th_sh "$H" 'iptables -P FORWARD DROP && ip6tables -P FORWARD DROP' || return 1   # what Docker does
   assert_contains "$(sos forward status)" "iptables: FORWARD policy DROP, slot rules on" "status" || return 1
   th_wait_for 10 slot_ping slot00 192.168.18.3 || { t_fail "bridge traffic dropped under FORWARD DROP"; return 1; }
-  th_wait_for 10 slot_ping slot00 10.250.0.2 || { t_fail "NAT network does not forward under FORWARD DROP"; return 1; }
+  th_wait_for 10 slot_ping slot00 10.250.0.2 || {
+    th_sh "$H" 'grep -H . /proc/sys/net/ipv4/conf/*/forwarding; iptables -S' 2>&1 | sed 's/^/    diag: /'
+    t_fail "NAT network does not forward under FORWARD DROP"; return 1; }
   # Without slot-os's rules the same traffic is dropped, so the checks above mean something.
   assert_ok th_run "$H" systemctl stop slot-os-forward.service || return 1
   if slot_ping slot00 192.168.18.3 >/dev/null 2>&1; then t_fail "bridge traffic passes without the rules: test is meaningless"; return 1; fi

@@ -558,6 +558,9 @@ th__start() {
     else
         envcmd=(env -u SYSTEMD_NSPAWN_UNIFIED_HIERARCHY)
     fi
+    # /proc/sys/net writable, as on a real host (nspawn does it for --private-network, not
+    # for --network-namespace-path): networkd turns on forwarding for the NAT zone there.
+    envcmd+=(SYSTEMD_NSPAWN_API_VFS_WRITABLE=network)
     if [[ -s "$dir/nspawn.args" ]]; then mapfile -d '' -t args <"$dir/nspawn.args"; fi
     printf '\n===== %s: boot (%s) at %s =====\n' "$name" "$mode" "$(date -Is)" >>"$dir/console.log"
     rm -f "$dir/leader.pid" "$dir/nspawn.pid"

@@ -282,9 +282,7 @@ impl Bus {
         zbus::block_on(async {
             let d = zbus::fdo::DBusProxy::new(self.conn()).await?;
             // Subscribe first, then look: a name taken in between is not missed.
-            let mut changes = d
-                .receive_name_owner_changed_with_args(&[(0, NAME)])
-                .await?;
+            let mut changes = d.receive_name_owner_changed_with_args(&[(0, NAME)]).await?;
             let name = zbus::names::BusName::try_from(NAME)?;
             if d.name_has_owner(name).await? {
                 return Ok(());
