@@ -70,9 +70,20 @@ impl Root {
     /// Opens the root directory itself; the path up to it is the host's own (the machines
     /// directory), only its last component must not be a symlink.
     pub fn open(path: &Path) -> Result<Root> {
+        Self::open_with(path, OFlags::NOFOLLOW)
+    }
+
+    /// The root directory of a running process (`/proc/PID/root`), e.g. a slot's leader.
+    /// That path is a magic link the kernel owns, so it is followed (unlike `open`); every
+    /// path below it is then resolved inside it.
+    pub fn open_process_root(pid: u32) -> Result<Root> {
+        Self::open_with(Path::new(&format!("/proc/{pid}/root")), OFlags::empty())
+    }
+
+    fn open_with(path: &Path, extra: OFlags) -> Result<Root> {
         let fd = rfs::open(
             path,
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | extra,
             Mode::empty(),
         )
         .map_err(|e| Error::Io {
@@ -85,25 +96,6 @@ impl Root {
             fd,
             path: path.to_path_buf(),
         })
-    }
-
-    /// The root directory of a running process (`/proc/PID/root`), e.g. a slot's leader.
-    /// That path is a magic link the kernel owns, so it is followed (unlike `open`); every
-    /// path below it is then resolved inside it.
-    pub fn open_process_root(pid: u32) -> Result<Root> {
-        let path = std::path::PathBuf::from(format!("/proc/{pid}/root"));
-        let fd = rfs::open(
-            &path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::Io {
-            what: "opening",
-            root: path.display().to_string(),
-            path: String::new(),
-            source: e.into(),
-        })?;
-        Ok(Root { fd, path })
     }
 
     fn io(&self, what: &'static str, rel: &str, e: Errno) -> Error {
