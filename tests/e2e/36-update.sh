@@ -38,6 +38,12 @@ publish() {
     { dpkg-deb -f "/srv/repo/$f"
       printf "Filename: ./%s\nSize: %s\nSHA256: %s\n\n" "$f" "$(stat -c %s "/srv/repo/$f")" "$(sha256sum "/srv/repo/$f" | cut -d" " -f1)"
     } > /srv/repo/Packages.tmp
+    # apt asks with If-Modified-Since (whole seconds): a Packages file republished within
+    # the second of the last one would be answered "304 Not Modified".
+    if [ -e /srv/repo/Packages ]; then
+      prev=$(stat -c %Y /srv/repo/Packages); now=$(date +%s)
+      [ "$now" -gt "$prev" ] || touch -d "@$((prev + 1))" /srv/repo/Packages.tmp
+    fi
     mv /srv/repo/Packages.tmp /srv/repo/Packages
   ' "$1"
 }
@@ -57,11 +63,14 @@ test_repository_served_over_nat() {
   th_wait_for 20 th_sh "$H" 'ip -4 addr show vz-slots | grep -q "172.17.0.1/"' || { t_fail "no zone address"; return 1; }
   assert_ok th_run "$H" systemd-run --unit=slot-os-test-repo --property=Type=exec \
     python3 -m http.server --bind 172.17.0.1 --directory /srv/repo "$REPO_PORT" || return 1
+  # Type=exec returns before python listens (seconds under load): wait for the socket.
+  th_wait_for 30 th_sh "$H" "ss -Hltn 'sport = :$REPO_PORT' | grep -q LISTEN" \
+    || { t_fail "the repository server never listened: $(th_run "$H" journalctl -u slot-os-test-repo -n 20 --no-pager 2>&1)"; return 1; }
   local s
   for s in slot00 slot01; do
     th_wait_for 30 slot_has_nat_address "$s" || { t_fail "$s got no NAT address"; return 1; }
   done
-  th_wait_for 10 th_sh "$H" "nsenter -t \$(machinectl show slot00 -p Leader --value) -n python3 -c 'import urllib.request; urllib.request.urlopen(\"http://172.17.0.1:$REPO_PORT/Packages\", timeout=2)'" \
+  th_wait_for 30 th_sh "$H" "nsenter -t \$(machinectl show slot00 -p Leader --value) -n python3 -c 'import urllib.request; urllib.request.urlopen(\"http://172.17.0.1:$REPO_PORT/Packages\", timeout=2)'" \
     || { t_fail "slot00 cannot reach the repository"; return 1; }
   local out
   out=$(sos update-prog all : 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slot-os-probe' 2>&1) \
@@ -77,7 +86,7 @@ test_update_all_upgrades_every_slot() {
   echo "$out"
   assert_eq 0 "$rc" "update all succeeds" || return 1
   assert_contains "$out" "2 slot(s), 2 ok, 0 failed" "summary" || return 1
-  assert_eq 2.0 "$(probe_version 0)" "slot00 upgraded" || return 1
+  assert_eq 2.0 "$(probe_version 0)" "slot00 upgraded (its apt said: $(grep '^slot00: .*\(Packages\|upgraded\)' <<<"$out" | tr '\n' ' '))" || return 1
   assert_eq 2.0 "$(probe_version 1)" "slot01 upgraded" || return 1
   assert_eq 2.0 "$(th_run "$H" slot-os exec 1 -- cat /usr/share/slot-os-probe/version)" "new files in place" || return 1
 }
@@ -93,7 +102,7 @@ test_unreachable_repository_fails_that_slot_only() {
   assert_contains "$out" "2 slot(s), 1 ok, 1 failed" "summary counts one failure" || return 1
   assert_contains "$(grep '^slot01 ' <<<"$out")" "FAILED" "slot01 failed" || return 1
   assert_contains "$(grep '^slot00 ' <<<"$out")" "ok" "slot00 ok" || return 1
-  assert_eq 3.0 "$(probe_version 0)" "slot00 upgraded to 3.0" || return 1
+  assert_eq 3.0 "$(probe_version 0)" "slot00 upgraded to 3.0 (its apt said: $(grep '^slot00: .*\(Packages\|upgraded\)' <<<"$out" | tr '\n' ' '))" || return 1
   assert_eq 2.0 "$(probe_version 1)" "slot01 kept 2.0" || return 1
   assert_ok sos stop all || return 1
 }

@@ -424,6 +424,7 @@ th__reap_stale() {
         sleep 0.1
     done
     th__net_teardown "$dir"
+    th__cgroup_teardown "$dir"
 }
 
 # The network namespaces of the host at DIR: its own (made anew at every boot, as a reboot
@@ -461,6 +462,34 @@ th__net_teardown() { # DIR
     if [[ -e "/run/netns/$ns" ]]; then ip netns del "$ns" 2>/dev/null || true; fi
     if [[ -e "/run/netns/$up" ]]; then ip netns del "$up" 2>/dev/null || true; fi
     rm -f "$dir/netns"
+}
+
+# Each test host gets cgroups of its own. With no systemd as PID 1, nspawn --keep-unit puts
+# the container into "<its own cgroup>/payload": hosts started from one cgroup (two hosts of a
+# scenario, scenarios run in parallel, another worktree's run) would share one cgroup tree,
+# each systemd managing the other's units (a slot start failed with status 219 so). The dirs
+# are named after a hash of DIR, like the netns, and removed with the host.
+th__cgroup_dirs() { # DIR -> the host's cgroup dirs in the hierarchies nspawn uses
+    local h id
+    id=th-$(printf '%s' "$1" | sha256sum | cut -c1-10)
+    for h in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
+        [[ -f "$h/cgroup.procs" ]] && printf '%s\n' "$h/$id"
+    done
+}
+
+th__cgroup_enter() { # DIR: move this (sub)shell into the host's cgroups
+    local d
+    while IFS= read -r d; do
+        mkdir -p "$d" && echo "$BASHPID" >"$d/cgroup.procs" || return 1
+    done < <(th__cgroup_dirs "$1")
+}
+
+th__cgroup_teardown() { # DIR: remove the host's cgroups once its processes are gone
+    local d
+    while IFS= read -r d; do
+        [[ -d "$d" ]] || continue
+        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done < <(th__cgroup_dirs "$1")
 }
 
 # th_upstream NAME: the name of the network namespace beyond host NAME's NIC (for
@@ -566,11 +595,13 @@ th__start() {
     rm -f "$dir/leader.pid" "$dir/nspawn.pid"
     th__net_prepare "$dir" || { th__die "$name: making its network namespaces failed"; return 1; }
     # fds >2 (the runner's output, logs, locks) are not handed to nspawn
-    "${envcmd[@]}" systemd-nspawn -D "$dir/root" -b --register=no --keep-unit --console=pipe \
-        --network-namespace-path="/run/netns/$(th__netns_names "$dir" | cut -d' ' -f1)" \
-        --capability=CAP_NET_ADMIN \
-        -M "$name" ${args[@]+"${args[@]}"} \
-        </dev/null >>"$dir/console.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
+    (
+        th__cgroup_enter "$dir" || { echo "testhost: cannot enter the cgroups of $dir" >&2; exit 1; }
+        exec "${envcmd[@]}" systemd-nspawn -D "$dir/root" -b --register=no --keep-unit --console=pipe \
+            --network-namespace-path="/run/netns/$(th__netns_names "$dir" | cut -d' ' -f1)" \
+            --capability=CAP_NET_ADMIN \
+            -M "$name" ${args[@]+"${args[@]}"}
+    ) </dev/null >>"$dir/console.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     pid=$!
     th__record_pid "$pid" "$dir/nspawn.pid"
     deadline=$(($(th__now_ms) + TH_BOOT_TIMEOUT * 1000))
@@ -791,6 +822,7 @@ th_destroy() {
     th__check_name "$name" || return 1
     th_poweroff "$name" || true
     th__net_teardown "$TH_HOSTS/$name"
+    th__cgroup_teardown "$TH_HOSTS/$name"
     th__safe_rm "$TH_HOSTS/$name" || return 1
     th__own_del "$name"
 }
