@@ -164,6 +164,19 @@ test_hybrid_mode_refuses_freeze() {
 }
 fi
 
+# Two hosts up at once (a scenario's pair, parallel runs) must not share a cgroup tree: with
+# one "/payload" both systemds managed the same units, and a slot start failed (status 219).
+test_two_hosts_have_cgroups_of_their_own() {
+    local h2=th00b a b
+    th_boot "$h2" unified || return 1
+    a=$(grep '^0::' "/proc/$(th_leader "$H")/cgroup")
+    b=$(grep '^0::' "/proc/$(th_leader "$h2")/cgroup")
+    th_destroy "$h2" || return 1
+    [[ "$a" == 0::/th-*/payload/init.scope ]] || { t_fail "host $H's PID 1 is in '$a'"; return 1; }
+    [[ "$a" != "$b" ]] || { t_fail "both hosts' PID 1 in '$a'"; return 1; }
+    assert_ok test ! -e "/sys/fs/cgroup/unified/${b#0::/}" -a ! -e "/sys/fs/cgroup/${b#0::/}" || return 1
+}
+
 test_reboot_keeps_state() {
     th_run "$H" sh -c 'echo kept > /var/lib/th-marker' || return 1
     local leader_before
