@@ -23,9 +23,9 @@ passed=0
 failed=0
 
 # The VM tier's cached image (debootstrap + mkfs.ext4, minutes when cold) is made while cargo
-# works; tests/vm/run.sh waits for nothing else. SLOT_OS_VM_RELEASES: bookworm (default),
-# trixie or all.
-vm_rels=${SLOT_OS_VM_RELEASES:-bookworm}
+# works; tests/vm/run.sh waits for nothing else. SLOT_OS_VM_RELEASES: all (default: Debian 12
+# and 13), bookworm or trixie.
+vm_rels=${SLOT_OS_VM_RELEASES:-all}
 vm_img_log=$(mktemp)
 (for r in $([ "$vm_rels" = all ] && echo bookworm trixie || echo "$vm_rels"); do bash tests/vm/image.sh "$r" || exit 1; done) >"$vm_img_log" 2>&1 &
 vm_img_pid=$!
