@@ -13,7 +13,7 @@ SLOT_OS_VM_SUITE=${SLOT_OS_VM_SUITE:-${TH_RELEASE:-bookworm}}
 # shellcheck source=tests/vm/lib.sh
 source "$TH_REPO/tests/vm/lib.sh"
 
-# The slot's limits: small enough that a 200 MB allocation and a busy loop hit them.
+# The slot's limits: small enough that a 100 MiB allocation and a busy loop hit them.
 # The slot is built and started with roomy limits (VM_BOOT_*: a slot booting at 10% of a CPU
 # under emulation takes minutes, and even nspawn's own setup runs in its cgroup), then they
 # are lowered live: `resource` on a running slot, as an admin would.
@@ -200,8 +200,10 @@ test_cpu_quota_holds_a_busy_loop_near_its_quota() {
     ((dt * 2 >= dp)) || { t_fail "throttled in only $dt of $dp periods at ${VM_CPU_QUOTA}%"; return 1; }
     ((du <= dp * VM_CPU_QUOTA * 1000 * VM_CPU_SLACK_PCT / 100)) ||
         { t_fail "the slot used $du us in $dp periods: more than ${VM_CPU_QUOTA}% of each"; return 1; }
-    # and the loop itself ran (10 s unthrottled; 1 s is the quota)
-    ((ms >= 300 && ms <= 10000 * VM_CPU_QUOTA * VM_CPU_SLACK_PCT / 10000)) ||
+    # and the loop itself ran, well below the 10 s it gets unthrottled (1 s is the quota; its
+    # own tick-based CPU time overshoots under emulation on a loaded machine: 1.29 s at load
+    # 17, and 3.7 s at 20% at load 20 in docs/notes/vmtier.md)
+    ((ms >= 300 && ms <= 3000)) ||
         { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_QUOTA}%"; return 1; }
 }
 
