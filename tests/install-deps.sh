@@ -25,3 +25,5 @@ fi
 # ansible-core for tests/e2e/70-ansible.sh: a pinned venv in the test cache (python3-venv
 # from apt if missing); the scenario makes it too if this step was skipped.
 bash "$(dirname "$0")/ansible/venv.sh" >/dev/null
+# The VM tier (tests/vm/): qemu, mkfs.ext4 -d, debootstrap.
+bash "$(dirname "$0")/vm/install-deps.sh"

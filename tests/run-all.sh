@@ -4,6 +4,7 @@
 #   2. checks formatting and lints, and that the RPM spec parses,
 #   3. unit, golden and bad-input tests (cargo test),
 #   4. the end-to-end suite in real systemd test hosts (tests/run-e2e.sh),
+#   5. the VM tier: limits enforced by a real kernel in a qemu VM (tests/vm/run.sh),
 # and ends with one line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,14 @@ bash tests/install-deps.sh || { echo "installing dependencies failed" >&2; exit 
 
 passed=0
 failed=0
+
+# The VM tier's cached image (debootstrap + mkfs.ext4, minutes when cold) is made while cargo
+# works; tests/vm/run.sh waits for nothing else. SLOT_OS_VM_RELEASES: all (default: Debian 12
+# and 13), bookworm or trixie.
+vm_rels=${SLOT_OS_VM_RELEASES:-all}
+vm_img_log=$(mktemp)
+(for r in $([ "$vm_rels" = all ] && echo bookworm trixie || echo "$vm_rels"); do bash tests/vm/image.sh "$r" || exit 1; done) >"$vm_img_log" 2>&1 &
+vm_img_pid=$!
 
 log "cargo fmt --check / clippy -D warnings"
 if cargo fmt --all -- --check; then passed=$((passed + 1)); echo "ok   fmt"; else failed=$((failed + 1)); echo "FAIL fmt"; fi
@@ -50,7 +59,21 @@ ep=${ep:-0}; ef=${ef:-0}
 if [ "$e2e_rc" != 0 ] && [ "$ef" = 0 ]; then ef=1; fi
 passed=$((passed + ep)); failed=$((failed + ef))
 
+log "VM tier: limits enforced by a real kernel (tests/vm/run.sh $vm_rels)"
+wait "$vm_img_pid" || { echo "# building the VM image failed:"; cat "$vm_img_log"; }
+rm -f "$vm_img_log"
+vm_out=$(mktemp)
+vm_t0=$(date +%s)
+bash tests/vm/run.sh "$vm_rels" 2>&1 | tee "$vm_out"
+vm_rc=${PIPESTATUS[0]}
+read -r vp vf < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$vm_out" | tail -n 1)
+rm -f "$vm_out"
+vp=${vp:-0}; vf=${vf:-0}
+if [ "$vm_rc" != 0 ] && [ "$vf" = 0 ]; then vf=1; fi
+echo "# VM tier: $(( $(date +%s) - vm_t0 )) s (load $(cut -d' ' -f1-3 /proc/loadavg))"
+passed=$((passed + vp)); failed=$((failed + vf))
+
 echo
-echo "cargo: $cp passed, $cf failed; e2e: $ep passed, $ef failed; checks: fmt, clippy, rpmspec"
+echo "cargo: $cp passed, $cf failed; e2e: $ep passed, $ef failed; vm: $vp passed, $vf failed; checks: fmt, clippy, rpmspec"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,32 +1,67 @@
 # shellcheck shell=bash disable=SC2016  # single-quoted code runs in the VM, expanded there
+# releases: bookworm trixie
 # Issue 11: kernel-enforced limits, proven on a real kernel. An nspawn test host cannot
 # enforce CPUQuota/MemoryMax (cgroup v1, read-only, on these machines) and has no /dev/kmsg,
 # so this scenario boots a Debian VM with qemu (tests/vm/lib.sh: KVM where usable, TCG
-# otherwise), installs the .deb in it, starts one slot, and checks inside the slot what the
-# kernel does: MemoryMax OOM-kills, CPUQuota throttles, `resource` changes both live, `suspend`
-# freezes the slot's clock, and the generator's boot-time messages reach `journalctl -b`
-# through /dev/kmsg. One VM boot (plus one reboot) for every check; see tests/vm/README.md.
-# SLOT_OS_VM_SUITE=trixie runs the same checks on Debian 13.
+# otherwise) with the .deb under test installed, starts one slot, and checks inside the slot
+# what the kernel does: MemoryMax OOM-kills, CPUQuota throttles, `resource` changes both
+# live, `suspend` freezes the slot's clock, and the generator's boot-time messages reach
+# `journalctl -b` through /dev/kmsg. One VM boot for every check; see tests/vm/README.md.
+# Run per release (the "releases" line): Debian 12 and 13 VMs (tests/vm/run.sh picks).
 
+SLOT_OS_VM_SUITE=${SLOT_OS_VM_SUITE:-${TH_RELEASE:-bookworm}}
 # shellcheck source=tests/vm/lib.sh
 source "$TH_REPO/tests/vm/lib.sh"
 
-# The slot's limits: small enough that a 200 MB allocation and a busy loop hit them.
+# The slot's limits: small enough that a 100 MiB allocation and a busy loop hit them.
+# The slot is built and started with roomy limits (VM_BOOT_*: a slot booting at 10% of a CPU
+# under emulation takes minutes, and even nspawn's own setup runs in its cgroup), then they
+# are lowered live: `resource` on a running slot, as an admin would.
+VM_BOOT_CPU=150
+VM_BOOT_MEM=400M
 VM_MEM_LIMIT=60M
 VM_MEM_LIMIT_BYTES=62914560
-VM_CPU_QUOTA=20
-VM_CPU_RAISED=60
+# 10% -> 50%: even when the vCPU gets only a fraction of a host core (a loaded machine, an
+# emulated CPU), a busy loop can use more than 10% and so shows both limits.
+VM_CPU_QUOTA=10
+VM_CPU_RAISED=50
 VM_MEM_RAISED=400M
-VM_ALLOC_BYTES=209715200
+# One 100 MiB buffer (dd bs=100M: read() from /dev/zero fills every page of it).
+VM_ALLOC_MIB=100
+VM_ALLOC="dd if=/dev/zero of=/dev/null bs=${VM_ALLOC_MIB}M count=1 status=none && echo allocated"
+
+# Written into the run disk before its first boot (vm_prepare_run): a slot file the generator
+# must reject, one it must still turn into units, and (emulation only) a longer start
+# timeout for slots.
+vm_preboot() { # MOUNTPOINT
+    local m=$1
+    mkdir -p "$m/etc/slot-os" || return 1
+    printf 'memory = "lots"\n' >"$m/etc/slot-os/vmbad.toml"
+    printf 'number = 7\n' >"$m/etc/slot-os/vmgood.toml"
+    if [[ "$(vm_accel)" == tcg ]]; then
+        # A slot boots in minutes under emulation, past systemd's 90 s start timeout: the test
+        # environment's slowness, not the product's, so only here the timeout is raised.
+        mkdir -p "$m/etc/systemd/system/systemd-nspawn@.service.d" &&
+            printf '[Service]\nTimeoutStartSec=1200\n' \
+                >"$m/etc/systemd/system/systemd-nspawn@.service.d/90-slot-os-vm-tcg.conf"
+    fi
+}
 
 scenario_setup() {
-    local img
+    local img out
     bash "$TH_REPO/tests/vm/install-deps.sh" || return 1
     img=$(vm_image) || return 1
     th_note "vm image: $img ($(cat "$img/kernel-version"))"
+    # The package under test, made from this tree's build (its own path: 80-package makes
+    # the default one).
+    VM_DEB=$TH_RUN/vm-$VM_SUITE.deb
+    out=$(make -s --no-print-directory -C "$TH_REPO" deb-only PROFILE="$TH_PROFILE" DEB="$VM_DEB" 2>&1) ||
+        { echo "make deb-only: $out"; return 1; }
+    [[ -f "$VM_DEB" ]] || { echo "no .deb at $VM_DEB: $out"; return 1; }
+    vm_prepare_run "$img" "$VM_DEB" vm_preboot || return 1
     # Booted here, not in a test: qemu lives as long as this scenario's shell (PDEATHSIG).
     vm_start "$img" || return 1
-    th_note "vm: $(cat "$VM_RUN/accel"), load: $(uptime)"
+    th_note "vm: $(cat "$VM_RUN/accel"), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 scenario_teardown() {
@@ -35,6 +70,8 @@ scenario_teardown() {
     vm_poweroff
     # the very qemu process we started (PID and start time) is gone
     [[ -z "$rec" || "$(vm__proc_id "${rec%% *}")" != "$rec" ]] || t_fail "qemu ${rec%% *} still runs"
+    # the run disk (the logs stay)
+    rm -f -- "$VM_RUN/disk.img" "$VM_DEB"
 }
 
 # In the VM: the slot's own systemd runs CMD (so CMD is in the slot's cgroup and obeys its
@@ -43,15 +80,23 @@ in_slot() { # UNIT 'shell code'
     printf 'systemd-run -M slot00 --wait -P --quiet --unit=%s sh -c %q' "$1" "$2"
 }
 
-# CPU time (ms) a busy loop gets in 10 s inside the slot, from its /proc/PID/stat.
-busy_loop_ms() { # UNIT
-    local code
-    code='sh -c "while :; do :; done" & p=$!
+# A 10 s busy loop in the slot, and what the kernel's CPU controller counted for the slot's
+# cgroup meanwhile. Prints "MS USAGE_US PERIODS THROTTLED": the loop's CPU time (ms, from
+# /proc/PID/stat) and the growth of cpu.stat's usage_usec, nr_periods (100 ms periods in
+# which the slot ran) and nr_throttled (periods it was stopped in for using up its quota).
+busy_loop() { # UNIT
+    local loop
+    loop='sh -c "while :; do :; done" & p=$!
 sleep 10
 set -- $(cut -d" " -f14,15 /proc/$p/stat)
 kill $p
 echo $(( ($1 + $2) * 1000 / $(getconf CLK_TCK) ))'
-    vm_sh -t 120 "$(in_slot "$1" "$code")"
+    vm_sh -t 120 'st=/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.stat
+        s() { awk '"'"'$1 == "usage_usec" { u = $2 } $1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print u, p, t }'"'"' "$st"; }
+        set -- $(s)
+        ms=$('"$(in_slot "$1" "$loop")"') || exit 1
+        set -- "$@" $(s)
+        echo "$ms $(($4 - $1)) $(($5 - $2)) $(($6 - $3))"'
 }
 
 test_vm_is_a_real_host() {
@@ -66,117 +111,125 @@ test_vm_is_a_real_host() {
     assert_contains "$out" "systemd" "PID 1 is systemd" || return 1
 }
 
-test_package_installs() {
-    local out deb
-    out=$(make -s --no-print-directory -C "$TH_REPO" deb-only PROFILE="$TH_PROFILE" 2>&1) ||
-        { t_fail "make deb-only: $out"; return 1; }
-    deb=$(printf '%s\n' "$out" | tail -n 1)
-    [[ "$deb" == /* ]] || deb=$TH_REPO/$deb
-    [[ -f "$deb" ]] || { t_fail "no .deb at '$deb'"; return 1; }
-    cp -- "$deb" "$VM_RUN/share/slot-os.deb" || return 1
-    # No network in the VM: apt resolves the Depends from what is installed.
-    out=$(vm_sh -t 300 'DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /run/slot-os-vm/slot-os.deb &&
-        dpkg-query -W -f="\${Status}\n" slot-os && slot-os --version')
-    assert_contains "$out" "install ok installed" "dpkg status" || return 1
-}
-
-test_slot_built_with_limits() {
-    local out
-    out=$(vm_sh -t 1800 'slot-os make-base-image && slot-os build 1 &&
-        slot-os resource -c "$1" -m "$2" 0 && cat /etc/slot-os/slot00.toml' "$VM_CPU_QUOTA%" "$VM_MEM_LIMIT") ||
-        { t_fail "make-base-image/build/resource: $out"; return 1; }
+test_package_installed() {
+    local out want
+    want=$(dpkg-deb -f "$VM_DEB" Version)
+    out=$(vm_sh 'dpkg-query -W -f="\${Status} \${Version}\n" slot-os; slot-os --version;
+        test -x /usr/lib/systemd/system-generators/slot-os-generator && echo generator ok')
     printf '%s\n' "$out"
-    assert_contains "$out" "memory = \"$VM_MEM_LIMIT\"" "memory persisted" || return 1
+    assert_contains "$out" "install ok installed $want" "dpkg: the package under test is installed" || return 1
+    assert_contains "$out" "$want" "slot-os --version" || return 1
+    assert_contains "$out" "generator ok" "the generator is where systemd runs it" || return 1
 }
 
 test_generator_boot_messages_reach_the_journal_through_kmsg() {
     local out
-    # A bad file before a boot: the generator logs it at boot, when there is no journal yet,
-    # only the kernel log, which journald imports when it starts.
-    assert_ok vm_sh 'printf "memory = \"lots\"\n" >/etc/slot-os/vmbad.toml' || return 1
-    vm_reboot || { t_fail "reboot"; return 1; }
+    # vmbad.toml was there before this boot (vm_preboot): the generator ran at boot, when
+    # there is no journal yet, only the kernel log, which journald imports when it starts.
     out=$(vm_sh 'journalctl -b -t slot-os-generator -o export --no-pager | grep -a -e ^MESSAGE= -e ^_TRANSPORT= -e ^_SOURCE_MONOTONIC_TIMESTAMP=')
     printf '%s\n' "$out"
     assert_contains "$out" "vmbad.toml" "the generator's message names the file" || return 1
     assert_contains "$out" "_TRANSPORT=kernel" "it came through /dev/kmsg" || return 1
-    # the other slot was generated all the same
-    assert_ok vm_sh 'test -f /run/systemd/nspawn/slot00.nspawn' || return 1
-    assert_ok vm_sh 'rm /etc/slot-os/vmbad.toml && systemctl daemon-reload' || return 1
+    # the other slot file was turned into units all the same
+    assert_ok vm_sh 'test -f /run/systemd/nspawn/vmgood.nspawn' || return 1
+    assert_ok vm_sh 'rm /etc/slot-os/vmbad.toml /etc/slot-os/vmgood.toml && systemctl daemon-reload' || return 1
+}
+
+test_slot_built_with_limits() {
+    local out
+    out=$(vm_sh -t 1800 'slot-os make-base-image --from-tar "$3" && slot-os build 1 &&
+        slot-os resource -c "$1" -m "$2" 0 && cat /etc/slot-os/slot00.toml' "$VM_BOOT_CPU%" "$VM_BOOT_MEM" "$VM_SLOT_TAR") ||
+        { t_fail "make-base-image/build/resource: $out"; return 1; }
+    printf '%s\n' "$out"
+    assert_contains "$out" "memory = \"$VM_BOOT_MEM\"" "memory persisted" || return 1
+    assert_contains "$out" "cpu_quota = \"$VM_BOOT_CPU%\"" "cpu_quota persisted" || return 1
 }
 
 test_slot_starts_with_kernel_limits() {
     local out cg
-    if [[ "$(cat "$VM_RUN/accel")" == tcg* ]]; then
-        # Emulation boots a slot in ~2 min, past systemd's 90 s start timeout: the test
-        # environment's slowness, not the product's, so only here the timeout is raised.
-        assert_ok vm_sh 'mkdir -p /etc/systemd/system/systemd-nspawn@.service.d &&
-            printf "[Service]\nTimeoutStartSec=1200\n" >/etc/systemd/system/systemd-nspawn@.service.d/90-slot-os-vm-tcg.conf &&
-            systemctl daemon-reload' || return 1
-    fi
     local t0
     t0=$(th__now_ms)
     out=$(vm_sh -t 1300 'slot-os start 0') || { t_fail "start 0: $out"; return 1; }
     th_note "slot00 started in $(th__secs $(($(th__now_ms) - t0)))"
+    # SLOT_OS_VM_DIAG=1: where the VM's and the slot's boot time went (slow under emulation)
+    if [[ -n "${SLOT_OS_VM_DIAG:-}" ]]; then
+        vm_sh -t 200 'for m in "" slot00; do echo "== ${m:-vm}"; systemd-analyze ${m:+-M $m}; systemd-analyze ${m:+-M $m} blame | head -n 15; systemd-analyze ${m:+-M $m} critical-chain | head -n 20; done' | sed 's/^/# /'
+    fi
     out=$(vm_sh -t 120 "$(in_slot vm-up 'systemctl is-system-running --wait; cat /proc/self/cgroup')")
     printf '%s\n' "$out"
     cg=$(vm_sh 'systemctl show -P ControlGroup systemd-nspawn@slot00.service')
     out=$(vm_sh 'cat "/sys/fs/cgroup$1/memory.max" "/sys/fs/cgroup$1/cpu.max"' "$cg")
     printf '%s\n' "$out"
-    assert_eq "$VM_MEM_LIMIT_BYTES"$'\n'"$((VM_CPU_QUOTA * 1000)) 100000" "$out" "the kernel's memory.max and cpu.max" || return 1
+    # what slot00.toml says, in the kernel's files, from the start
+    assert_eq "$((${VM_BOOT_MEM%M} * 1024 * 1024))"$'\n'"$((VM_BOOT_CPU * 1000)) 100000" "$out" "the kernel's memory.max and cpu.max" || return 1
 }
 
 test_memory_max_oom_kills_an_allocation_past_the_limit() {
     local out rc cg before after
     cg=$(vm_sh 'systemctl show -P ControlGroup systemd-nspawn@slot00.service')
+    out=$(vm_sh 'slot-os resource -m "$1" 0' "$VM_MEM_LIMIT") || { t_fail "resource -m: $out"; return 1; }
+    assert_eq "$VM_MEM_LIMIT_BYTES" "$(vm_sh 'cat "/sys/fs/cgroup$1/memory.max"' "$cg")" "memory.max lowered live" || return 1
     before=$(vm_sh 'sed -n "s/^oom_kill //p" "/sys/fs/cgroup$1/memory.events"' "$cg")
-    # tail keeps its whole (newline-free) input in memory: a 200 MB allocation.
-    out=$(vm_sh -t 120 "$(in_slot vm-oom "head -c $VM_ALLOC_BYTES /dev/zero | tail | wc -c")"); rc=$?
+    out=$(vm_sh -t 120 "$(in_slot vm-oom "$VM_ALLOC")"); rc=$?
     printf 'rc %s: %s\n' "$rc" "$out"
-    assert_not_contains "$out" "$VM_ALLOC_BYTES" "the allocation did not complete" || return 1
+    assert_not_contains "$out" "allocated" "the ${VM_ALLOC_MIB} MiB allocation did not complete" || return 1
     ((rc != 0)) || { t_fail "the allocation exited 0"; return 1; }
     after=$(vm_sh 'sed -n "s/^oom_kill //p" "/sys/fs/cgroup$1/memory.events"' "$cg")
     ((after > before)) || { t_fail "the slot's memory.events oom_kill did not grow ($before -> $after)"; return 1; }
     assert_eq "oom-kill" "$(vm_sh 'systemctl -M slot00 show -P Result vm-oom.service')" "the slot's systemd saw an OOM kill" || return 1
     out=$(vm_sh 'journalctl -k -b --no-pager | grep -i "killed process" | tail -n 1')
-    assert_contains "$out" "(tail)" "the kernel killed the allocating process" || return 1
+    assert_contains "$out" "(dd)" "the kernel killed the allocating process" || return 1
     assert_eq active "$(vm_sh 'systemctl show -P ActiveState systemd-nspawn@slot00.service')" "the slot itself survives" || return 1
     assert_ok vm_sh 'systemctl -M slot00 reset-failed vm-oom.service' || return 1
 }
 
-# The slot's cpu.stat nr_throttled: the kernel's own count of throttled periods.
-nr_throttled() {
-    vm_sh 'sed -n "s/^nr_throttled //p" "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.stat"'
-}
+# The checks below hold however much CPU the VM gets from its host: they compare what the
+# kernel let the slot use per 100 ms period with the quota, not with the wall clock.
+# Per period the slot may overrun its quota a little (runtime is handed out in slices).
+VM_CPU_SLACK_PCT=150 # allowed: 1.5 x the quota per period
 
 test_cpu_quota_holds_a_busy_loop_near_its_quota() {
-    local ms before after
-    before=$(nr_throttled)
-    ms=$(busy_loop_ms vm-busy1) || { t_fail "busy loop: $ms"; return 1; }
-    after=$(nr_throttled)
-    th_note "cpu_quota ${VM_CPU_QUOTA}%: a 10 s busy loop got ${ms} ms of CPU (throttled periods $before -> $after)"
-    ((after > before)) || { t_fail "the kernel throttled no period ($before -> $after)"; return 1; }
-    # 20% of 10 s = 2000 ms: 2.1-2.7 s measured at rest; emulation on a loaded machine
-    # overshoots (3.7 s measured at load 20), still far below the 10 s unthrottled.
-    ((ms >= 1000 && ms <= 4000)) || { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_QUOTA}% (want 1000..4000)"; return 1; }
+    local out ms du dp dt
+    out=$(vm_sh 'slot-os resource -c "$1" 0' "$VM_CPU_QUOTA%") || { t_fail "resource -c: $out"; return 1; }
+    assert_eq "$((VM_CPU_QUOTA * 1000)) 100000" "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.max"')" "cpu.max lowered live" || return 1
+    out=$(busy_loop vm-busy1) || { t_fail "busy loop: $out"; return 1; }
+    read -r ms du dp dt <<<"$out"
+    th_note "cpu_quota ${VM_CPU_QUOTA}%: a 10 s busy loop got ${ms} ms of CPU; the slot used $((du / 1000)) ms in $dp periods ($((dp ? du / dp / 1000 : 0)) ms each), throttled in $dt"
+    ((dp > 0)) || { t_fail "no CPU periods counted for the slot: $out"; return 1; }
+    # the kernel stopped the slot for having used its quota (a slot without one never is)
+    ((dt * 2 >= dp)) || { t_fail "throttled in only $dt of $dp periods at ${VM_CPU_QUOTA}%"; return 1; }
+    ((du <= dp * VM_CPU_QUOTA * 1000 * VM_CPU_SLACK_PCT / 100)) ||
+        { t_fail "the slot used $du us in $dp periods: more than ${VM_CPU_QUOTA}% of each"; return 1; }
+    # and the loop itself ran, well below the 10 s it gets unthrottled (1 s is the quota; its
+    # own tick-based CPU time overshoots under emulation on a loaded machine: 1.29 s at load
+    # 17, and 3.7 s at 20% at load 20 in docs/notes/vmtier.md)
+    ((ms >= 300 && ms <= 3000)) ||
+        { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_QUOTA}%"; return 1; }
 }
 
 test_resource_raises_memory_live() {
     local out
     out=$(vm_sh 'slot-os resource -m "$1" 0' "$VM_MEM_RAISED") || { t_fail "resource -m: $out"; return 1; }
-    assert_eq $((400 * 1024 * 1024)) "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/memory.max"')" "memory.max raised" || return 1
-    out=$(vm_sh -t 120 "$(in_slot vm-alloc2 "head -c $VM_ALLOC_BYTES /dev/zero | tail | wc -c")") ||
+    assert_eq $((${VM_MEM_RAISED%M} * 1024 * 1024)) "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/memory.max"')" "memory.max raised" || return 1
+    out=$(vm_sh -t 120 "$(in_slot vm-alloc2 "$VM_ALLOC")") ||
         { t_fail "the allocation failed after raising the limit: $out"; return 1; }
-    assert_eq "$VM_ALLOC_BYTES" "$out" "the 200 MB allocation completes" || return 1
+    assert_eq "allocated" "$out" "the ${VM_ALLOC_MIB} MiB allocation completes" || return 1
 }
 
 test_resource_changes_cpu_live() {
     local out ms
     out=$(vm_sh 'slot-os resource -c "$1" 0' "$VM_CPU_RAISED%") || { t_fail "resource -c: $out"; return 1; }
     assert_eq "$((VM_CPU_RAISED * 1000)) 100000" "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.max"')" "cpu.max changed" || return 1
-    ms=$(busy_loop_ms vm-busy2) || { t_fail "busy loop: $ms"; return 1; }
-    th_note "cpu_quota ${VM_CPU_RAISED}%: a 10 s busy loop got ${ms} ms of CPU"
-    # 6000 ms at 60%; 4.75 s measured at load 20. Disjoint from the 20% range: the share changed.
-    ((ms > 4000 && ms <= 7000)) || { t_fail "${ms} ms of CPU in 10 s at ${VM_CPU_RAISED}% (want 4001..7000)"; return 1; }
+    out=$(busy_loop vm-busy2) || { t_fail "busy loop: $out"; return 1; }
+    read -r ms du dp dt <<<"$out"
+    th_note "cpu_quota ${VM_CPU_RAISED}%: a 10 s busy loop got ${ms} ms of CPU; the slot used $((du / 1000)) ms in $dp periods ($((dp ? du / dp / 1000 : 0)) ms each), throttled in $dt"
+    ((dp > 0)) || { t_fail "no CPU periods counted for the slot: $out"; return 1; }
+    # more per period than the old quota ever allowed (so the new one is in force) ...
+    ((du > dp * VM_CPU_QUOTA * 1000 * VM_CPU_SLACK_PCT / 100)) ||
+        { t_fail "the slot used $du us in $dp periods: no more than the old ${VM_CPU_QUOTA}% allowed"; return 1; }
+    # ... and no more than the new one
+    ((du <= dp * VM_CPU_RAISED * 1000 * VM_CPU_SLACK_PCT / 100)) ||
+        { t_fail "the slot used $du us in $dp periods: more than ${VM_CPU_RAISED}% of each"; return 1; }
 }
 
 test_suspend_stops_the_slots_clock() {
