@@ -13,12 +13,12 @@ use slot_config::{BridgeBackend, Cidr, Config, HOST_FILE};
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
 use super::Ctx;
-use crate::cli::VxlanArgs;
-use crate::config_edit::{read_doc, write_atomic};
+use crate::config::edit::{read_doc, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::ovs::{self, Ovs};
-use crate::{lock, netlink};
+use crate::net::netlink;
+use crate::net::ovs::{self, Ovs};
+use crate::sys::lock;
 
 fn parse_bridge_number(s: &str) -> anyhow::Result<u32> {
     s.parse::<u32>()
@@ -77,7 +77,7 @@ fn add_to_list(t: &mut Table, k: &str, v: &str) {
 }
 
 fn validated(ctx: &Ctx, text: &str) -> anyhow::Result<Config> {
-    crate::config_edit::validate_change(ctx, &host_file(ctx), text)
+    crate::config::edit::validate_change(ctx, &host_file(ctx), text)
 }
 
 fn commit(ctx: &Ctx, text: &str, wait_for: Option<&str>) -> anyhow::Result<()> {
@@ -400,4 +400,97 @@ fn joined(v: &serde_json::Value, sep: &str) -> String {
                 .join(sep)
         })
         .unwrap_or_default()
+}
+
+/// A bridge's VXLAN port (`br-add N … --vxlan VNI --remote PEER`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VxlanArgs {
+    /// VXLAN network identifier (1 to 16777215), the same on every host.
+    #[arg(long, value_name = "VNI")]
+    pub vxlan: Option<u32>,
+    /// The other host's address (point to point).
+    #[arg(long, value_name = "IP", requires = "vxlan", conflicts_with = "group")]
+    pub remote: Option<String>,
+    /// A multicast group joining any number of hosts.
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    pub group: Option<String>,
+    /// This host's source address for the tunnel (default: chosen by routing).
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    pub local: Option<String>,
+    /// UDP port (default 4789).
+    #[arg(long, requires = "vxlan")]
+    pub port: Option<u16>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    pub number: String,
+    /// IPADDR/MASK: the host's address on the bridge; NET_DEVICE: a host NIC to enslave.
+    #[arg(required_unless_present = "vxlan")]
+    pub address_or_device: Option<String>,
+    #[command(flatten)]
+    pub vxlan: VxlanArgs,
+    /// Who makes the bridge: "networkd" (a Linux bridge, the default) or "ovs" (Open
+    /// vSwitch, through OVSDB). Only for a new bridge.
+    #[arg(long, value_name = "networkd | ovs")]
+    pub backend: Option<String>,
+}
+
+impl AddArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        add(
+            ctx,
+            &self.number,
+            self.address_or_device.as_deref(),
+            &self.vxlan,
+            self.backend.as_deref(),
+        )
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DelArgs {
+    pub number: String,
+}
+
+impl DelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        del(ctx, &self.number)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl InfoArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        info(ctx, self.json)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NicAddArgs {
+    pub device: String,
+    #[arg(long, default_value_t = 1)]
+    pub bridge: u32,
+}
+
+impl NicAddArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        nic_add(ctx, &self.device, self.bridge)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NicDelArgs {
+    pub device: String,
+}
+
+impl NicDelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        nic_del(ctx, &self.device)
+    }
 }

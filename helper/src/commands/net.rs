@@ -9,12 +9,15 @@ use slot_config::names::{bridge_ifname, number_from_name, MAX_NIC_NUMBER, MAX_SL
 use slot_config::{BridgeBackend, Cidr, Config, Slot};
 use toml_edit::{value, Array, ArrayOfTables, Item, Table};
 
-use super::{running, Ctx};
-use crate::config_edit::{read_doc, write_atomic};
+use super::Ctx;
+use crate::config::edit::{read_doc, write_atomic};
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::ovs::{self, Ovs};
-use crate::{lock, netlink, targets};
+use crate::net::netlink;
+use crate::net::ovs::{self, Ovs};
+use crate::sys::lock;
 
 fn parse_nic_number(s: &str) -> anyhow::Result<u32> {
     s.parse::<u32>()
@@ -75,7 +78,7 @@ fn same_subnet(a: &Cidr, b: &Cidr) -> bool {
 }
 
 fn validated(ctx: &Ctx, slot: &Slot, text: &str) -> anyhow::Result<Config> {
-    crate::config_edit::validate_change(ctx, &slot.file, text)
+    crate::config::edit::validate_change(ctx, &slot.file, text)
 }
 
 fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
@@ -120,47 +123,9 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
         }
     }
     if let Some(o) = &mut ovs {
-        prune_ovs_ports(o, cfg)?;
+        ovs::prune_ports(o, cfg)?;
     }
     Ok(true)
-}
-
-/// Removes slot-os's OVS ports that no configured NIC accounts for, or whose veth has
-/// vanished (a slot that stopped without `net-release`, a reboot).
-pub fn prune_ovs_ports(o: &mut Ovs, cfg: &Config) -> anyhow::Result<()> {
-    let wanted: std::collections::BTreeSet<(String, String)> = cfg
-        .slots
-        .iter()
-        .flat_map(|s| {
-            s.nics
-                .iter()
-                .filter(|n| cfg.host.is_ovs(n.bridge))
-                .map(|n| (s.name.clone(), s.nic_host_ifname(n.number)))
-        })
-        .collect();
-    // Links are listed after the ports are read: a slot starting meanwhile adds its port
-    // only once its veth exists, so that veth is in this list.
-    let mut links: Option<std::collections::BTreeSet<String>> = None;
-    let gone = o.delete_ports(|p| {
-        let owner = p.owner.clone().unwrap_or_default();
-        if !wanted.contains(&(owner, p.name.clone())) {
-            return Ok(true);
-        }
-        let links = match &mut links {
-            Some(l) => l,
-            None => links.insert(
-                netlink::addresses(None)?
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .collect(),
-            ),
-        };
-        Ok(!links.contains(&p.name))
-    })?;
-    if !gone.is_empty() {
-        eprintln!("removed stale OVS ports: {}", gone.join(", "));
-    }
-    Ok(())
 }
 
 pub fn add(
@@ -382,7 +347,7 @@ fn apply_host(cfg: &Config) -> anyhow::Result<ExitCode> {
             eprintln!("removed OVS bridge {} (not in the config)", b.name);
         }
     }
-    prune_ovs_ports(&mut o, cfg)?;
+    ovs::prune_ports(&mut o, cfg)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -441,4 +406,82 @@ pub fn info(ctx: &Ctx, name: Option<&str>, json: bool) -> anyhow::Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    pub slot: String,
+    pub address: String,
+    pub nic: String,
+    /// The bridge (default: the one whose subnet holds the address, else bridge NIC_NUMBER).
+    #[arg(long)]
+    pub bridge: Option<String>,
+}
+
+impl AddArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        add(
+            ctx,
+            &self.slot,
+            &self.address,
+            &self.nic,
+            self.bridge.as_deref(),
+        )
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DelArgs {
+    pub slot: String,
+    pub nic: String,
+}
+
+impl DelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        del(ctx, &self.slot, &self.nic)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl InfoArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        info(ctx, self.name.as_deref(), self.json)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    pub slot: String,
+}
+
+impl ApplyArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        apply(ctx, &self.slot)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    pub slot: String,
+}
+
+impl ReleaseArgs {
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
+        release(&self.slot)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ZoneReadyArgs {}
+
+impl ZoneReadyArgs {
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
+        zone_ready()
+    }
 }

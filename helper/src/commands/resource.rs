@@ -9,10 +9,12 @@ use slot_config::{CpuQuota, CpuSet, Memory, Slot};
 use toml_edit::value;
 
 use super::Ctx;
-use crate::config_edit::{read_doc, write_doc};
+use crate::config::edit::{read_doc, write_doc};
+use crate::config::targets;
 use crate::dbus::{Bus, UnitProp};
 use crate::error::bad_input;
-use crate::{journal, lock, targets};
+use crate::sys::journal;
+use crate::sys::lock;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -252,5 +254,11 @@ fn show(ctx: &Ctx, slots: &[&Slot], json: bool) {
             cpus_text(ctx, &s.resources.cpus),
             s.resources.memory.to_string()
         );
+    }
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, self)
     }
 }

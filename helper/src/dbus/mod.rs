@@ -17,6 +17,7 @@
 mod machined;
 mod netns;
 mod overview;
+pub mod running;
 mod systemd;
 
 use std::future::Future;

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use slot_config::Bridge;
 
-use crate::ovsdb::{self, as_uuid, map_get, named, set_members, string_map, uuid, Client};
+use crate::net::ovsdb::{self, as_uuid, map_get, named, set_members, string_map, uuid, Client};
 
 const BRIDGE_KEY: &str = "slot-os-bridge";
 const OWNER_KEY: &str = "slot-os-owner";
@@ -320,4 +320,41 @@ impl Ovs {
         names.sort();
         Ok(names)
     }
+}
+/// Removes slot-os's OVS ports that no configured NIC accounts for, or whose veth has
+/// vanished (a slot that stopped without `net-release`, a reboot).
+pub fn prune_ports(o: &mut Ovs, cfg: &slot_config::Config) -> anyhow::Result<()> {
+    let wanted: std::collections::BTreeSet<(String, String)> = cfg
+        .slots
+        .iter()
+        .flat_map(|s| {
+            s.nics
+                .iter()
+                .filter(|n| cfg.host.is_ovs(n.bridge))
+                .map(|n| (s.name.clone(), s.nic_host_ifname(n.number)))
+        })
+        .collect();
+    // Links are listed after the ports are read: a slot starting meanwhile adds its port
+    // only once its veth exists, so that veth is in this list.
+    let mut links: Option<std::collections::BTreeSet<String>> = None;
+    let gone = o.delete_ports(|p| {
+        let owner = p.owner.clone().unwrap_or_default();
+        if !wanted.contains(&(owner, p.name.clone())) {
+            return Ok(true);
+        }
+        let links = match &mut links {
+            Some(l) => l,
+            None => links.insert(
+                crate::net::netlink::addresses(None)?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
+            ),
+        };
+        Ok(!links.contains(&p.name))
+    })?;
+    if !gone.is_empty() {
+        eprintln!("removed stale OVS ports: {}", gone.join(", "));
+    }
+    Ok(())
 }

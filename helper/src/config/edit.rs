@@ -49,7 +49,7 @@ pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
 /// written) if that adds any problem anywhere: an edit of one file can invalidate
 /// another (an address another slot holds, a bridge a slot still uses).
 pub fn validate_change(
-    ctx: &crate::commands::Ctx,
+    ctx: &crate::config::Ctx,
     path: &Path,
     text: &str,
 ) -> anyhow::Result<slot_config::Config> {

@@ -35,9 +35,9 @@ const PREFIX: &str = "ssh_host_";
 /// Opens `rel` below the slot root `root`, symlinks on the way resolved inside the root
 /// (`inroot`); `None` when it does not exist.
 pub fn open_dir_in(root: &Path, rel: &str) -> anyhow::Result<Option<OwnedFd>> {
-    match crate::inroot::Root::open(root)?.open_dir(rel) {
+    match crate::sys::inroot::Root::open(root)?.open_dir(rel) {
         Ok(fd) => Ok(Some(fd)),
-        Err(crate::inroot::Error::Io { source, .. })
+        Err(crate::sys::inroot::Error::Io { source, .. })
             if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
         {
             Ok(None)
@@ -150,7 +150,7 @@ fn generate(hostname: &str) -> anyhow::Result<Option<(std::path::PathBuf, tempfi
         .context("making a private directory for new SSH host keys")?;
     let mut children = Vec::new();
     for t in TYPES {
-        let spawned = crate::image::tool("ssh-keygen")
+        let spawned = crate::sys::tool("ssh-keygen")
             .args(["-q", "-N", "", "-t", t, "-C"])
             .arg(format!("root@{hostname}"))
             .arg("-f")
