@@ -4,7 +4,7 @@
 //! slot-os.toml; networkd is asked to reload over D-Bus.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slot_config::host::check_ifname;
 use slot_config::host::VxlanPeer;
@@ -16,7 +16,8 @@ use super::Ctx;
 use crate::config::edit::{read_doc, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::net::netlink;
+use crate::net::netlink::{self, Netlink};
+use crate::net::nic;
 use crate::net::ovs::{self, Ovs};
 use crate::sys::lock;
 
@@ -97,12 +98,8 @@ fn wait_for_link(name: &str) -> anyhow::Result<()> {
 }
 
 fn wait_for_link_by(name: &str, who: &str, daemon: &str) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    while !netlink::link_exists(None, name)? {
-        if t0.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!("{who} did not create {name} within 10 s (is {daemon} running?)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !netlink::wait_for_link(name, &[], Duration::from_secs(10))? {
+        anyhow::bail!("{who} did not create {name} within 10 s (is {daemon} running?)");
     }
     Ok(())
 }
@@ -151,7 +148,7 @@ pub fn add(
             add_to_list(t, "address", &c.to_string());
         } else {
             check_ifname(what).map_err(bad_input)?;
-            if !netlink::link_exists(None, what)? {
+            if !Netlink::here()?.link_exists(what)? {
                 return Err(bad_input(format!(
                     "there is no host device {what:?}; nothing was changed"
                 )));
@@ -184,7 +181,7 @@ pub fn add(
     if vx.vxlan.is_some() {
         // networkd (252) does not apply a changed .netdev to an existing device:
         // remove it so the reload creates it anew.
-        netlink::delete_link(None, &vxlan)?;
+        Netlink::here()?.delete_link(&vxlan)?;
     }
     match &mut ovs {
         None => commit(ctx, &text, Some(&bridge_ifname(n)))?,
@@ -203,7 +200,7 @@ pub fn add(
         wait_for_link(&vxlan)?;
     }
     if let Some(dev) = device {
-        netlink::attach_port(dev, &bridge_ifname(n))?;
+        nic::attach_port(&mut Netlink::here()?, dev, &bridge_ifname(n))?;
     }
     let mut added: Vec<String> = what.iter().map(|w| w.to_string()).collect();
     if let Some(id) = vx.vxlan {
@@ -256,15 +253,16 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     }
     // networkd (252) leaves a device in place when its .netdev goes (ovs-vswitchd has
     // removed an OVS bridge's internal interface already).
-    netlink::delete_link(None, &vxlan_ifname(n))?;
-    netlink::delete_link(None, &bridge_ifname(n))?;
+    let mut nl = Netlink::here()?;
+    nl.delete_link(&vxlan_ifname(n))?;
+    nl.delete_link(&bridge_ifname(n))?;
     println!("bridge {n} removed");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
-    let live = netlink::addresses(None)?;
+    let live = Netlink::here()?.interfaces()?;
     let mut ovs = if cfg
         .host
         .bridges
@@ -372,7 +370,7 @@ pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
     let text = doc.to_string();
     validated(ctx, &text)?;
     commit(ctx, &text, None)?;
-    netlink::release_port(device)?;
+    nic::release_port(&mut Netlink::here()?, device)?;
     println!("{device} no longer shared on bridge {n}");
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,8 @@ use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::net::netlink;
+use crate::net::netlink::Netlink;
+use crate::net::nic;
 use crate::net::ovs::{self, Ovs};
 use crate::sys::lock;
 
@@ -86,6 +87,7 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
         return Ok(false);
     };
     let mut ovs: Option<Ovs> = None;
+    let mut host = Netlink::here()?;
     for n in &slot.nics {
         let host_if = slot.nic_host_ifname(n.number);
         let what = || format!("{} NIC {}", slot.name, n.number);
@@ -99,11 +101,12 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
                 let dp = o
                     .ensure_bridge(b, ovs::datapath_type())
                     .with_context(what)?;
-                netlink::apply_nic(
+                nic::apply_nic(
+                    &mut host,
                     leader,
                     &host_if,
                     &n.slot_ifname(),
-                    netlink::Attach::Ovs {
+                    nic::Attach::Ovs {
                         tx_csum_off: dp == "netdev",
                     },
                     &n.addresses,
@@ -112,11 +115,12 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
                 o.ensure_port(&b.ifname(), &host_if, &slot.name)
                     .with_context(what)?;
             }
-            _ => netlink::apply_nic(
+            _ => nic::apply_nic(
+                &mut host,
                 leader,
                 &host_if,
                 &n.slot_ifname(),
-                netlink::Attach::Bridge(bridge_ifname(n.bridge)),
+                nic::Attach::Bridge(bridge_ifname(n.bridge)),
                 &n.addresses,
             )
             .with_context(what)?,
@@ -240,7 +244,7 @@ pub fn zone_ready() -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     bus.start_networkd()?;
     bus.wait_for_network1()?;
-    netlink::ensure_bridge(&zone)?;
+    Netlink::here()?.ensure_bridge(&zone)?;
     let t0 = std::time::Instant::now();
     let limit = std::time::Duration::from_secs(10);
     loop {
@@ -303,7 +307,7 @@ pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
         Ovs::connect()?.delete_ports(|p| Ok(p.name == host_if))?;
     }
     // Deleting the host end removes the pair, and with it the NIC inside the slot.
-    netlink::delete_link(None, &host_if)?;
+    Netlink::here()?.delete_link(&host_if)?;
     println!("{}: NIC {number} removed", s.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -372,7 +376,7 @@ pub fn info(ctx: &Ctx, name: Option<&str>, json: bool) -> anyhow::Result<ExitCod
     for (s, leader) in slots.iter().zip(leaders) {
         match leader {
             Some(l) => {
-                for (ifname, addrs) in netlink::addresses(Some(l))? {
+                for (ifname, addrs) in Netlink::of_pid(l)?.interfaces()? {
                     for (ip, p) in addrs.iter().filter(|(ip, _)| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)) {
                         rows.push((s.name.clone(), ifname.clone(), format!("{ip}/{p}"), true));
                     }

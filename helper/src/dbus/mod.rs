@@ -15,7 +15,6 @@
 #![allow(dead_code)]
 
 mod machined;
-mod netns;
 mod overview;
 pub mod running;
 mod systemd;

@@ -5,5 +5,6 @@
 
 pub mod firewall;
 pub mod netlink;
+pub mod nic;
 pub mod ovs;
 pub mod ovsdb;

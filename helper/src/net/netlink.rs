@@ -1,374 +1,644 @@
-//! Live network changes over rtnetlink: veth pairs into running slots, addresses inside a
-//! slot's network namespace, bridge ports, link removal. Each operation runs on a thread
-//! of its own so it can enter another network namespace (setns affects one thread only)
-//! without touching the rest of the process.
+//! Over 400 lines on purpose: every message the helper sends to the kernel's rtnetlink is
+//! here, one short method each, beside the socket that sends it.
+//!
+//! The helper's one rtnetlink client: a synchronous `NETLINK_ROUTE` socket per network
+//! namespace, reused for every request made there (netavark's `network/netlink.rs`). A socket
+//! stays in the namespace it was opened in, so a slot's socket is opened by a short-lived
+//! thread that enters the slot's namespace (`sys::netns`), and used from the caller's
+//! thread afterwards. No async runtime: one request, one answer, on this thread.
+//!
+//! Waiting for a link or an address subscribes to the kernel's link and address
+//! notifications ([`Netlink::wait_until`]) instead of polling.
 
-use std::fs::File;
+use std::io;
 use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
-use futures_util::TryStreamExt;
-use nix::sched::{setns, CloneFlags};
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use slot_config::Cidr;
 
-/// Runs `f` with a netlink handle whose socket lives in the network namespace of `pid`
-/// (`None` = ours).
-fn in_netns<T: Send + 'static>(
-    pid: Option<u32>,
-    f: impl FnOnce(Handle) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>
-        + Send
-        + 'static,
-) -> anyhow::Result<T> {
-    std::thread::spawn(move || -> anyhow::Result<T> {
-        if let Some(pid) = pid {
-            let ns = File::open(format!("/proc/{pid}/ns/net"))
-                .with_context(|| format!("opening the network namespace of PID {pid}"))?;
-            setns(&ns, CloneFlags::CLONE_NEWNET)
-                .context("entering the slot's network namespace")?;
+use crate::sys::netns;
+
+const ENODEV: i32 = libc::ENODEV;
+const EEXIST: i32 = libc::EEXIST;
+/// Multicast groups of link and address changes (RTNLGRP_LINK, _IPV4_IFADDR, _IPV6_IFADDR).
+const RTMGRP_LINK: u32 = 1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("opening a netlink socket: {0}")]
+    Open(#[source] io::Error),
+    #[error("entering the network namespace of PID {pid}: {source}")]
+    Netns { pid: u32, source: io::Error },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The kernel refused a request (a negative errno).
+    #[error("{}", io::Error::from_raw_os_error(*.0))]
+    Kernel(i32),
+    #[error("unreadable netlink message: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Kernel(e) => Some(*e),
+            _ => None,
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .context("starting the netlink runtime")?;
-        rt.block_on(async move {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().context("opening a netlink socket")?;
-            tokio::spawn(conn);
-            f(handle).await
-        })
-    })
-    .join()
-    .map_err(|_| anyhow!("netlink worker panicked"))?
-}
-
-async fn index_of(h: &Handle, name: &str) -> anyhow::Result<Option<u32>> {
-    let mut links = h.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(l)) => Ok(Some(l.header.index)),
-        Ok(None) => Ok(None),
-        // ENODEV: no such link
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
-        Err(e) => Err(anyhow!(e).context(format!("looking up {name}"))),
     }
 }
 
-pub fn link_exists(pid: Option<u32>, name: &str) -> anyhow::Result<bool> {
-    let name = name.to_string();
-    in_netns(pid, move |h| {
-        Box::pin(async move { Ok(index_of(&h, &name).await?.is_some()) })
-    })
-}
-
-/// Creates a Linux bridge in our namespace unless a link of that name exists; true if it
-/// was created.
-pub fn ensure_bridge(name: &str) -> anyhow::Result<bool> {
-    let name = name.to_string();
-    in_netns(None, move |h| {
-        Box::pin(async move {
-            if index_of(&h, &name).await?.is_some() {
-                return Ok(false);
-            }
-            match h.link().add(LinkBridge::new(&name).build()).execute().await {
-                Ok(()) => Ok(true),
-                // EEXIST: a slot's nspawn made it meanwhile, which is as good.
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(false),
-                Err(e) => Err(anyhow!(e).context(format!("creating bridge {name}"))),
-            }
-        })
-    })
-}
-
-/// Deletes a link (one end of a veth pair deletes both); absent is fine.
-pub fn delete_link(pid: Option<u32>, name: &str) -> anyhow::Result<()> {
-    let name = name.to_string();
-    in_netns(pid, move |h| {
-        Box::pin(async move {
-            if let Some(i) = index_of(&h, &name).await? {
-                h.link()
-                    .del(i)
-                    .execute()
-                    .await
-                    .with_context(|| format!("deleting {name}"))?;
-            }
-            Ok(())
-        })
-    })
-}
-
-/// How the host end of a slot NIC is connected.
-pub enum Attach {
-    /// A port of this Linux bridge.
-    Bridge(String),
-    /// An Open vSwitch port (added by the caller). `tx_csum_off`: the userspace datapath
-    /// reads frames through AF_PACKET and forwards them with the checksum the slot's kernel
-    /// left for the NIC to fill in, so TCP is dropped by the receiver unless the slot end
-    /// computes checksums itself (`ethtool -K ethN tx off`).
-    Ovs { tx_csum_off: bool },
-}
-
-/// `ethtool -K NAME tx on|off` in this thread's network namespace, by the ETHTOOL_STXCSUM
-/// ioctl (the kernel maps it to the checksum feature bits, as ethtool's netlink call does).
-pub fn set_tx_checksum(name: &str, on: bool) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: u32::from(on),
-    };
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: an all-zero ifreq is valid; the name is copied in with its NUL kept.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new, valid descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both alive.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// One NIC of a running slot, made whole: the host end `host_if` on `bridge` and up,
-/// the slot end named `slot_if` inside the slot with exactly `addresses`, and up.
-/// For an OVS port the host end is only set up here; the caller adds the OVSDB port.
-/// Creates the veth pair when the slot has none yet (a NIC added while it runs);
-/// otherwise completes what nspawn's VirtualEthernetExtra left down (systemd#15402).
-pub fn apply_nic(
-    leader: u32,
-    host_if: &str,
-    slot_if: &str,
-    attach: Attach,
-    addresses: &[Cidr],
-) -> anyhow::Result<()> {
-    let (host_if, slot_if) = (host_if.to_string(), slot_if.to_string());
-    let addresses = addresses.to_vec();
-    let tx_csum_off = matches!(attach, Attach::Ovs { tx_csum_off: true });
-    let (h1, s1) = (host_if.clone(), slot_if.clone());
-    in_netns(None, move |h| {
-        Box::pin(async move {
-            let br = match &attach {
-                Attach::Bridge(b1) => Some(
-                    index_of(&h, b1)
-                        .await?
-                        .ok_or_else(|| anyhow!("bridge {b1} does not exist on the host"))?,
-                ),
-                Attach::Ovs { .. } => None,
-            };
-            let host = match index_of(&h, &h1).await? {
-                Some(i) => i,
-                None => {
-                    // The peer gets a temporary name, unique on the host, until it is
-                    // inside the slot and renamed there.
-                    let peer = format!("{h1}p");
-                    h.link()
-                        .add(LinkVeth::new(&h1, &peer).build())
-                        .execute()
-                        .await
-                        .with_context(|| format!("creating veth {h1}"))?;
-                    let p = index_of(&h, &peer)
-                        .await?
-                        .ok_or_else(|| anyhow!("veth peer {peer} vanished"))?;
-                    h.link()
-                        .set(LinkUnspec::new_with_index(p).setns_by_pid(leader).build())
-                        .execute()
-                        .await
-                        .with_context(|| format!("moving {peer} into the slot"))?;
-                    index_of(&h, &h1)
-                        .await?
-                        .ok_or_else(|| anyhow!("veth {h1} vanished"))?
-                }
-            };
-            match (br, &attach) {
-                (Some(br), Attach::Bridge(b1)) => h
-                    .link()
-                    .set(LinkUnspec::new_with_index(host).controller(br).up().build())
-                    .execute()
-                    .await
-                    .with_context(|| format!("attaching {h1} to {b1}"))?,
-                // An OVS port is an OVSDB row (the caller adds it); a Linux bridge it may
-                // still be on from an earlier config would take its frames first.
-                _ => h
-                    .link()
-                    .set(LinkUnspec::new_with_index(host).nocontroller().up().build())
-                    .execute()
-                    .await
-                    .with_context(|| format!("setting {h1} up"))?,
-            }
-            let _ = s1;
-            Ok(())
-        })
-    })?;
-    let peer = format!("{host_if}p");
-    in_netns(Some(leader), move |h| {
-        Box::pin(async move {
-            let idx = match index_of(&h, &slot_if).await? {
-                Some(i) => i,
-                None => {
-                    let p = index_of(&h, &peer)
-                        .await?
-                        .ok_or_else(|| anyhow!("the slot has no {slot_if}"))?;
-                    h.link()
-                        .set(
-                            LinkUnspec::new_with_index(p)
-                                .down()
-                                .name(slot_if.clone())
-                                .build(),
-                        )
-                        .execute()
-                        .await
-                        .with_context(|| format!("renaming {peer} to {slot_if} in the slot"))?;
-                    p
-                }
-            };
-            if tx_csum_off {
-                set_tx_checksum(&slot_if, false)
-                    .with_context(|| format!("turning off TX checksum offload on {slot_if}"))?;
-            }
-            // Exactly the configured addresses: stale ones (a changed config) go.
-            let current: Vec<(IpAddr, u8)> = h
-                .address()
-                .get()
-                .set_link_index_filter(idx)
-                .execute()
-                .try_collect::<Vec<_>>()
-                .await?
-                .into_iter()
-                .filter_map(|m| {
-                    let prefix = m.header.prefix_len;
-                    m.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Address(ip) => Some((*ip, prefix)),
-                        _ => None,
-                    })
-                })
-                .filter(|(ip, _)| !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
-                .collect();
-            for a in &addresses {
-                if !current.contains(&(a.addr, a.prefix)) {
-                    h.address()
-                        .add(idx, a.addr, a.prefix)
-                        .execute()
-                        .await
-                        .with_context(|| format!("adding {a} to {slot_if}"))?;
-                }
-            }
-            let mut stale = h.address().get().set_link_index_filter(idx).execute();
-            while let Some(m) = stale.try_next().await? {
-                let prefix = m.header.prefix_len;
-                let ip = m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => Some(*ip),
-                    _ => None,
-                });
-                if let Some(ip) = ip {
-                    let link_local =
-                        matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
-                    if !link_local && !addresses.iter().any(|a| a.addr == ip && a.prefix == prefix)
-                    {
-                        h.address()
-                            .del(m)
-                            .execute()
-                            .await
-                            .with_context(|| format!("removing {ip} from {slot_if}"))?;
-                    }
-                }
-            }
-            h.link()
-                .set(LinkUnspec::new_with_index(idx).up().build())
-                .execute()
-                .await
-                .with_context(|| format!("setting {slot_if} up"))?;
-            Ok(())
-        })
-    })
-}
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// Interface names with their addresses and prefix lengths.
 pub type Interfaces = Vec<(String, Vec<(IpAddr, u8)>)>;
 
-/// Interfaces (except lo) and their addresses in the namespace of `pid`.
-pub fn addresses(pid: Option<u32>) -> anyhow::Result<Interfaces> {
-    in_netns(pid, move |h| {
-        Box::pin(async move {
-            let links: Vec<_> = h.link().get().execute().try_collect().await?;
-            let addrs: Vec<_> = h.address().get().execute().try_collect().await?;
-            let mut out = Vec::new();
-            for l in links {
-                let name = l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n.clone()),
-                    _ => None,
-                });
-                let Some(name) = name.filter(|n| n != "lo") else {
-                    continue;
-                };
-                let mine: Vec<(IpAddr, u8)> = addrs
+pub struct Netlink {
+    sock: Socket,
+    /// The namespace's PID (`None` = ours), for sockets of other kinds opened later.
+    pid: Option<u32>,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+fn open_socket(groups: u32) -> io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind(&SocketAddr::new(0, groups))?;
+    if groups == 0 {
+        sock.connect(&SocketAddr::new(0, 0))?;
+    }
+    Ok(sock)
+}
+
+impl Netlink {
+    /// A socket in this process's network namespace.
+    pub fn here() -> Result<Netlink> {
+        Ok(Netlink::from_socket(
+            open_socket(0).map_err(Error::Open)?,
+            None,
+        ))
+    }
+
+    /// A socket in the network namespace of `pid` (a slot's leader).
+    pub fn of_pid(pid: u32) -> Result<Netlink> {
+        let sock = netns::in_netns_of(pid, || open_socket(0)).map_err(|e| match e {
+            netns::Error::Enter(source) => Error::Netns { pid, source },
+            netns::Error::Run(e) => Error::Open(e),
+        })?;
+        Ok(Netlink::from_socket(sock, Some(pid)))
+    }
+
+    /// Sockets in the namespaces of many PIDs, all opened by one thread; `None` where a
+    /// namespace could not be entered (a machine gone meanwhile, not root).
+    pub fn of_pids(pids: &[u32]) -> Vec<Option<Netlink>> {
+        netns::in_each_netns_of(pids, || open_socket(0))
+            .into_iter()
+            .zip(pids)
+            .map(|(s, &pid)| s.ok().map(|s| Netlink::from_socket(s, Some(pid))))
+            .collect()
+    }
+
+    /// `None` = ours, else the PID whose namespace this socket is in.
+    pub fn for_pid(pid: Option<u32>) -> Result<Netlink> {
+        match pid {
+            None => Netlink::here(),
+            Some(p) => Netlink::of_pid(p),
+        }
+    }
+
+    /// The PID whose network namespace this socket is in (`None` = ours).
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn from_socket(sock: Socket, pid: Option<u32>) -> Netlink {
+        Netlink {
+            sock,
+            pid,
+            seq: 0,
+            // Dumps come in messages of up to 32 KiB.
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut found = Vec::new();
+        loop {
+            let n = loop {
+                match self.sock.recv(&mut &mut self.buf[..], 0) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            let mut off = 0;
+            while off < n {
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                    .map_err(|e| Error::Decode(e.to_string()))?;
+                let len = m.header.length as usize;
+                // A reply to an earlier request this socket gave up on: not ours.
+                if m.header.sequence_number == self.seq {
+                    match m.payload {
+                        NetlinkPayload::Done(_) => return Ok(found),
+                        NetlinkPayload::Error(e) => match e.code {
+                            Some(code) => return Err(Error::Kernel(-code.get())),
+                            None => return Ok(found),
+                        },
+                        NetlinkPayload::InnerMessage(msg) => {
+                            found.push(msg);
+                            if !dump && flags & NLM_F_ACK == 0 {
+                                return Ok(found);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+
+    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.request(msg, NLM_F_ACK | flags).map(drop)
+    }
+
+    /// The index of link `name`, `None` if there is none.
+    pub fn index_of(&mut self, name: &str) -> Result<Option<u32>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(m), 0) {
+            Ok(found) => Ok(found.into_iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn link_exists(&mut self, name: &str) -> Result<bool> {
+        Ok(self.index_of(name)?.is_some())
+    }
+
+    pub fn links(&mut self) -> Result<Vec<LinkMessage>> {
+        let found = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(found
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn address_messages(&mut self) -> Result<Vec<AddressMessage>> {
+        let found = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(found
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Interfaces (except lo) and all their addresses.
+    pub fn interfaces(&mut self) -> Result<Interfaces> {
+        let links = self.links()?;
+        let addrs = self.address_messages()?;
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                let name = link_name(l).filter(|n| n != "lo")?;
+                let mine = addrs
                     .iter()
                     .filter(|m| m.header.index == l.header.index)
-                    .filter_map(|m| {
-                        m.attributes.iter().find_map(|a| match a {
-                            AddressAttribute::Address(ip) => Some((*ip, m.header.prefix_len)),
-                            _ => None,
-                        })
-                    })
+                    .filter_map(|m| address_of(m).map(|ip| (ip, m.header.prefix_len)))
                     .collect();
-                out.push((name, mine));
+                Some((name, mine))
+            })
+            .collect())
+    }
+
+    /// The addresses machined's GetMachineAddresses reports, in its order (systemd's
+    /// `local_addresses()`): no host-scope or deprecated addresses, global scope first,
+    /// IPv4 before IPv6.
+    pub fn machine_addresses(&mut self) -> Result<Vec<IpAddr>> {
+        let mut found: Vec<(u8, u32, IpAddr)> = self
+            .address_messages()?
+            .iter()
+            .filter(|m| !matches!(m.header.scope, AddressScope::Host | AddressScope::Nowhere))
+            .filter(|m| !deprecated(m))
+            // For IPv4, IFA_LOCAL is the interface's own address (IFA_ADDRESS may be the
+            // peer's on point-to-point links).
+            .filter_map(|m| {
+                let local = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                });
+                local
+                    .or_else(|| address_of(m))
+                    .map(|ip| (u8::from(m.header.scope), m.header.index, ip))
+            })
+            .collect();
+        found.sort_by_key(|(scope, index, ip)| (*scope, ip.is_ipv6(), *index));
+        Ok(found.into_iter().map(|(_, _, ip)| ip).collect())
+    }
+
+    fn new_link(&mut self, m: LinkMessage) -> Result<()> {
+        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    fn set_link(&mut self, m: LinkMessage) -> Result<()> {
+        self.ack(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Creates a Linux bridge unless a link of that name exists; true if it was created.
+    pub fn ensure_bridge(&mut self, name: &str) -> Result<bool> {
+        if self.index_of(name)?.is_some() {
+            return Ok(false);
+        }
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        match self.new_link(m) {
+            Ok(()) => Ok(true),
+            // A slot's nspawn made it meanwhile, which is as good.
+            Err(e) if e.errno() == Some(EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn create_veth(&mut self, name: &str, peer: &str) -> Result<()> {
+        let mut p = LinkMessage::default();
+        p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
+        ]));
+        self.new_link(m)
+    }
+
+    /// Moves a link into the network namespace of `pid`.
+    pub fn move_to_netns_of(&mut self, index: u32, pid: u32) -> Result<()> {
+        let mut m = link(index);
+        m.attributes.push(LinkAttribute::NetNsPid(pid));
+        self.set_link(m)
+    }
+
+    /// Sets a link up or down, optionally with a new controller (`Some(0)` = none).
+    pub fn set_state(&mut self, index: u32, up: bool, controller: Option<u32>) -> Result<()> {
+        let mut m = link(index);
+        if let Some(c) = controller {
+            m.attributes.push(LinkAttribute::Controller(c));
+        }
+        if up {
+            m.header.flags |= LinkFlags::Up;
+        } else {
+            m.header.flags.remove(LinkFlags::Up);
+        }
+        m.header.change_mask |= LinkFlags::Up;
+        self.set_link(m)
+    }
+
+    /// Takes a link out of its bridge, leaving its up/down state alone.
+    pub fn set_nocontroller(&mut self, index: u32) -> Result<()> {
+        let mut m = link(index);
+        m.attributes.push(LinkAttribute::Controller(0));
+        self.set_link(m)
+    }
+
+    /// Renames a link (and sets it down: a link that is up cannot be renamed).
+    pub fn rename_down(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut m = link(index);
+        m.header.flags.remove(LinkFlags::Up);
+        m.header.change_mask |= LinkFlags::Up;
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(m)
+    }
+
+    /// Deletes link `name` (one end of a veth pair deletes both); absent is fine.
+    pub fn delete_link(&mut self, name: &str) -> Result<()> {
+        if let Some(i) = self.index_of(name)? {
+            match self.ack(RouteNetlinkMessage::DelLink(link(i)), 0) {
+                Err(e) if e.errno() == Some(ENODEV) => {}
+                r => r?,
             }
-            Ok(out)
-        })
+        }
+        Ok(())
+    }
+
+    pub fn add_address(&mut self, index: u32, a: &Cidr) -> Result<()> {
+        let m = address_message(index, a.addr, a.prefix);
+        self.ack(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    pub fn delete_address(&mut self, m: AddressMessage) -> Result<()> {
+        self.ack(RouteNetlinkMessage::DelAddress(m), 0)
+    }
+
+    /// Addresses on link `index` (not link-local IPv6), with their messages for deletion.
+    fn addresses_on(&mut self, index: u32) -> Result<Vec<(IpAddr, u8, AddressMessage)>> {
+        Ok(self
+            .address_messages()?
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(|m| address_of(&m).map(|ip| (ip, m.header.prefix_len, m)))
+            .filter(|(ip, _, _)| !is_link_local6(ip))
+            .collect())
+    }
+
+    /// Link `index` with exactly `addresses` (stale ones of a changed config go).
+    pub fn set_addresses(
+        &mut self,
+        index: u32,
+        ifname: &str,
+        addresses: &[Cidr],
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let current = self.addresses_on(index)?;
+        for a in addresses {
+            if !current
+                .iter()
+                .any(|(ip, p, _)| (*ip, *p) == (a.addr, a.prefix))
+            {
+                self.add_address(index, a)
+                    .with_context(|| format!("adding {a} to {ifname}"))?;
+            }
+        }
+        for (ip, prefix, m) in current {
+            if !addresses.iter().any(|a| a.addr == ip && a.prefix == prefix) {
+                self.delete_address(m)
+                    .with_context(|| format!("removing {ip} from {ifname}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True once link `name` exists and has every address in `addresses`.
+    pub fn has_addresses(&mut self, name: &str, addresses: &[Cidr]) -> Result<bool> {
+        let Some(i) = self.index_of(name)? else {
+            return Ok(false);
+        };
+        let have = self.addresses_on(i)?;
+        Ok(addresses.iter().all(|a| {
+            have.iter()
+                .any(|(ip, p, _)| (*ip, *p) == (a.addr, a.prefix))
+        }))
+    }
+
+    /// Waits until `ready` holds, re-checking it whenever a link or an address of this
+    /// namespace changes, for at most `limit`; false if it never did.
+    pub fn wait_until(
+        &mut self,
+        limit: Duration,
+        mut ready: impl FnMut(&mut Netlink) -> Result<bool>,
+    ) -> Result<bool> {
+        // Subscribed before the first check, so a change right after it is not missed.
+        let watch = self.watch(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)?;
+        let deadline = Instant::now() + limit;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if ready(self)? {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if wait_readable(watch.as_fd(), left)? {
+                // Drained: the check above reads the state itself, whatever changed.
+                while watch.recv(&mut &mut buf[..], libc::MSG_DONTWAIT).is_ok() {}
+            }
+        }
+    }
+
+    /// A socket receiving the notifications of `groups` in this socket's namespace.
+    fn watch(&self, groups: u32) -> Result<Socket> {
+        match self.pid {
+            None => open_socket(groups).map_err(Error::Open),
+            Some(pid) => netns::in_netns_of(pid, || open_socket(groups)).map_err(|e| match e {
+                netns::Error::Enter(source) => Error::Netns { pid, source },
+                netns::Error::Run(e) => Error::Open(e),
+            }),
+        }
+    }
+}
+
+fn wait_readable(fd: BorrowedFd, limit: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = limit.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: one pollfd that lives across the call.
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
+fn link(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
+fn link_name(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
     })
 }
 
-/// Takes a host NIC out of whatever bridge it is a port of.
-pub fn release_port(name: &str) -> anyhow::Result<()> {
-    let name = name.to_string();
-    in_netns(None, move |h| {
-        Box::pin(async move {
-            if let Some(i) = index_of(&h, &name).await? {
-                h.link()
-                    .set(LinkUnspec::new_with_index(i).nocontroller().build())
-                    .execute()
-                    .await
-                    .with_context(|| format!("releasing {name}"))?;
-            }
-            Ok(())
-        })
+fn address_of(m: &AddressMessage) -> Option<IpAddr> {
+    m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
     })
 }
 
-/// Makes host device `name` a port of bridge `bridge`, and up, right away (networkd's
-/// file does the same at every boot, but asynchronously after a reload).
-pub fn attach_port(name: &str, bridge: &str) -> anyhow::Result<()> {
-    let (name, bridge) = (name.to_string(), bridge.to_string());
-    in_netns(None, move |h| {
-        Box::pin(async move {
-            let br = index_of(&h, &bridge)
-                .await?
-                .ok_or_else(|| anyhow!("bridge {bridge} does not exist"))?;
-            let i = index_of(&h, &name)
-                .await?
-                .ok_or_else(|| anyhow!("there is no host device {name}"))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(i).controller(br).up().build())
-                .execute()
-                .await
-                .with_context(|| format!("attaching {name} to {bridge}"))?;
-            Ok(())
+fn deprecated(m: &AddressMessage) -> bool {
+    let long = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Flags(f) => Some(f.contains(AddressFlags::Deprecated)),
+        _ => None,
+    });
+    long.unwrap_or_else(|| m.header.flags.contains(AddressHeaderFlags::Deprecated))
+}
+
+fn is_link_local6(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+fn address_message(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.index = index;
+    m.header.prefix_len = prefix;
+    m.attributes.push(AddressAttribute::Address(addr));
+    m.attributes.push(AddressAttribute::Local(addr));
+    match addr {
+        IpAddr::V4(v4) => {
+            m.header.family = AddressFamily::Inet;
+            if prefix < 31 {
+                let brd = u32::from(v4) | (u32::MAX >> u32::from(prefix));
+                m.attributes
+                    .push(AddressAttribute::Broadcast(std::net::Ipv4Addr::from(brd)));
+            }
+        }
+        IpAddr::V6(_) => m.header.family = AddressFamily::Inet6,
+    }
+    m
+}
+
+/// Waits (by notifications, for at most `limit`) until link `name` exists in our namespace
+/// and has every address in `addresses`; false if it did not.
+pub fn wait_for_link(name: &str, addresses: &[Cidr], limit: Duration) -> Result<bool> {
+    let mut nl = Netlink::here()?;
+    nl.wait_until(limit, |nl| nl.has_addresses(name, addresses))
+}
+
+/// Per leader PID: the addresses machined would report for it, or `None` if its namespace
+/// could not be read here (the caller asks machined instead).
+pub fn machine_addresses_of(leaders: &[u32]) -> Vec<Option<Vec<IpAddr>>> {
+    Netlink::of_pids(leaders)
+        .into_iter()
+        .map(|nl| nl.and_then(|mut nl| nl.machine_addresses().ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_dumps() {
+        let mut nl = Netlink::here().unwrap();
+        let addrs = nl.machine_addresses().unwrap();
+        assert!(addrs.iter().all(|a| !a.is_loopback()), "{addrs:?}");
+        let lo = nl.index_of("lo").unwrap();
+        assert!(lo.is_some());
+        assert_eq!(nl.index_of("no-such-link0").unwrap(), None);
+        // The socket is reused: a second dump answers as the first.
+        assert_eq!(nl.machine_addresses().unwrap(), addrs);
+        assert!(nl.interfaces().unwrap().iter().all(|(n, _)| n != "lo"));
+    }
+
+    #[test]
+    fn a_wait_for_what_holds_returns_at_once() {
+        let mut nl = Netlink::here().unwrap();
+        let t0 = Instant::now();
+        assert!(nl
+            .wait_until(Duration::from_secs(5), |nl| nl.link_exists("lo"))
+            .unwrap());
+        assert!(!nl
+            .wait_until(Duration::from_millis(50), |nl| nl
+                .link_exists("no-such-link0"))
+            .unwrap());
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn address_messages_carry_local_and_broadcast() {
+        let m = address_message(3, "10.0.0.2".parse().unwrap(), 24);
+        assert_eq!(m.header.family, AddressFamily::Inet);
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Broadcast("10.0.0.255".parse().unwrap())));
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Local("10.0.0.2".parse().unwrap())));
+        let m6 = address_message(3, "fd00::2".parse().unwrap(), 64);
+        assert_eq!(m6.header.family, AddressFamily::Inet6);
+    }
+
+    #[test]
+    #[ignore = "needs root: makes links in a private network namespace (cargo test -- --ignored)"]
+    fn links_and_addresses_in_a_private_namespace() {
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut nl = Netlink::here().unwrap();
+            assert!(nl.ensure_bridge("tbr0").unwrap());
+            assert!(!nl.ensure_bridge("tbr0").unwrap());
+            let br = nl.index_of("tbr0").unwrap().unwrap();
+            nl.create_veth("tv0", "tv0p").unwrap();
+            let v = nl.index_of("tv0").unwrap().unwrap();
+            nl.set_state(v, true, Some(br)).unwrap();
+            let a: Cidr = "10.9.0.1/24".parse().unwrap();
+            let b: Cidr = "fd09::1/64".parse().unwrap();
+            nl.set_addresses(br, "tbr0", &[a, b]).unwrap();
+            assert!(nl.has_addresses("tbr0", &[a, b]).unwrap());
+            // Exactly the configured addresses: the one no longer asked for goes.
+            nl.set_addresses(br, "tbr0", std::slice::from_ref(&b))
+                .unwrap();
+            assert!(!nl.has_addresses("tbr0", std::slice::from_ref(&a)).unwrap());
+            let ifs = nl.interfaces().unwrap();
+            assert!(ifs.iter().any(|(n, _)| n == "tv0p"), "{ifs:?}");
+            // A link that appears while we wait ends the wait by its notification.
+            // (A thread made here shares this namespace.)
+            let t = std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                Netlink::here().unwrap().create_veth("tv1", "tv1p").unwrap();
+            });
+            let t0 = Instant::now();
+            assert!(wait_for_link("tv1", &[], Duration::from_secs(5)).unwrap());
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            t.join().unwrap();
+            nl.delete_link("tv0").unwrap();
+            nl.delete_link("tv0").unwrap();
+            assert_eq!(nl.index_of("tv0p").unwrap(), None);
+            crate::net::nic::release_port(&mut nl, "tv1").unwrap();
         })
-    })
+        .join()
+        .unwrap();
+    }
 }

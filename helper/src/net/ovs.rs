@@ -345,7 +345,8 @@ pub fn prune_ports(o: &mut Ovs, cfg: &slot_config::Config) -> anyhow::Result<()>
         let links = match &mut links {
             Some(l) => l,
             None => links.insert(
-                crate::net::netlink::addresses(None)?
+                crate::net::netlink::Netlink::here()?
+                    .interfaces()?
                     .into_iter()
                     .map(|(name, _)| name)
                     .collect(),

@@ -6,6 +6,7 @@ pub mod inroot;
 pub mod journal;
 pub mod limits;
 pub mod lock;
+pub mod netns;
 pub mod notify;
 pub mod nsexec;
 
