@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use toml::Table;
 
 use crate::names::{
-    check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name, MAX_BRIDGE_NUMBER,
-    MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
+    check_name, check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name,
+    MAX_BRIDGE_NUMBER, MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
 };
 use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
@@ -308,10 +308,10 @@ fn required(f: &mut Fields<'_, '_>, k: &str, lo: u32, hi: u32) -> Option<u32> {
 
 fn image_name(f: &mut Fields<'_, '_>, k: &str) -> Option<String> {
     let s = f.string(k)?;
-    match check_slot_name(&s) {
+    match check_name("image", &s) {
         Ok(()) => Some(s),
         Err(e) => {
-            f.problem(k, e.replace("slot name", "image name"));
+            f.problem(k, e.to_string());
             None
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
-use slot_config::names::check_slot_name;
+use slot_config::names::check_name;
 use slot_config::Slot;
 
 use super::Ctx;
@@ -164,7 +164,7 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
 }
 
 pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
-    check_slot_name(name).map_err(|e| bad_input(e.replace("slot name", "backup name")))?;
+    check_name("backup", name)?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();

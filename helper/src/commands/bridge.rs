@@ -260,6 +260,55 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One bridge as `br-info` shows it. The JSON keys are the field names, in the
+/// alphabetical order `br-info --json` has always printed.
+#[derive(serde::Serialize)]
+struct BridgeRow {
+    addresses: Vec<String>,
+    backend: &'static str,
+    devices: Vec<String>,
+    exists: bool,
+    name: String,
+    number: u32,
+    /// What OVSDB holds for an OVS bridge (null: not OVS, or ovsdb-server unreachable).
+    ovs_ports: Option<Vec<String>>,
+    slots: Vec<String>,
+    vxlan: Option<VxlanRow>,
+}
+
+#[derive(serde::Serialize)]
+struct VxlanRow {
+    group: Option<String>,
+    id: u32,
+    local: Option<String>,
+    port: u16,
+    remote: Option<String>,
+}
+
+impl BridgeRow {
+    /// The table line: name, backend, up/absent, addresses, devices, VXLAN, slot NICs.
+    fn line(&self) -> String {
+        let vxlan = self.vxlan.as_ref().map_or_else(String::new, |v| {
+            let peer = match (&v.remote, &v.group) {
+                (Some(r), _) => format!("remote {r}"),
+                (_, Some(g)) => format!("group {g}"),
+                _ => String::new(),
+            };
+            format!("vxlan {} {peer}", v.id)
+        });
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            self.name,
+            self.backend,
+            if self.exists { "up" } else { "absent" },
+            self.addresses.join(","),
+            self.devices.join(","),
+            vxlan,
+            self.slots.join(" "),
+        )
+    }
+}
+
 pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let live = Netlink::here()?.interfaces()?;
@@ -273,16 +322,14 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
     for b in &cfg.host.bridges {
         let name = b.ifname();
-        // What OVSDB holds for an OVS bridge (null: ovsdb-server cannot be reached).
-        let ports = match (&mut ovs, b.backend) {
-            (Some(o), BridgeBackend::Ovs) => serde_json::json!(o.port_names(&name)?),
-            _ => serde_json::Value::Null,
+        let ovs_ports = match (&mut ovs, b.backend) {
+            (Some(o), BridgeBackend::Ovs) => Some(o.port_names(&name)?),
+            _ => None,
         };
-        let state = live.iter().find(|(n, _)| *n == name);
-        let nics: Vec<String> = cfg
+        let slots = cfg
             .slots
             .iter()
             .flat_map(|s| {
@@ -292,42 +339,35 @@ pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
                     .map(move |x| format!("{}:eth{}", s.name, x.number))
             })
             .collect();
-        out.push(serde_json::json!({
-            "number": b.number,
-            "name": name,
-            "backend": b.backend.as_str(),
-            "ovs_ports": ports,
-            "addresses": b.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "devices": b.devices,
-            "vxlan": b.vxlan.as_ref().map(|v| serde_json::json!({
-                "id": v.id,
-                "remote": match v.peer { VxlanPeer::Remote(a) => Some(a.to_string()), _ => None },
-                "group": match v.peer { VxlanPeer::Group(a) => Some(a.to_string()), _ => None },
-                "local": v.local.map(|a| a.to_string()),
-                "port": v.port,
-            })),
-            "exists": state.is_some(),
-            "slots": nics,
-        }));
+        rows.push(BridgeRow {
+            number: b.number,
+            backend: b.backend.as_str(),
+            ovs_ports,
+            addresses: b.addresses.iter().map(|a| a.to_string()).collect(),
+            devices: b.devices.clone(),
+            vxlan: b.vxlan.as_ref().map(|v| VxlanRow {
+                id: v.id,
+                remote: match v.peer {
+                    VxlanPeer::Remote(a) => Some(a.to_string()),
+                    _ => None,
+                },
+                group: match v.peer {
+                    VxlanPeer::Group(a) => Some(a.to_string()),
+                    _ => None,
+                },
+                local: v.local.map(|a| a.to_string()),
+                port: v.port,
+            }),
+            exists: live.iter().any(|(n, _)| *n == name),
+            name,
+            slots,
+        });
     }
     if json {
-        println!("{}", serde_json::Value::Array(out));
+        println!("{}", serde_json::to_string(&rows)?);
     } else {
-        for b in out {
-            println!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                b["name"].as_str().unwrap_or_default(),
-                b["backend"].as_str().unwrap_or_default(),
-                if b["exists"].as_bool() == Some(true) {
-                    "up"
-                } else {
-                    "absent"
-                },
-                joined(&b["addresses"], ","),
-                joined(&b["devices"], ","),
-                vxlan_text(&b["vxlan"]),
-                joined(&b["slots"], " "),
-            );
+        for r in &rows {
+            println!("{}", r.line());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -375,32 +415,6 @@ pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vxlan 5 remote 10.0.0.2` for the table; empty without a VXLAN.
-fn vxlan_text(v: &serde_json::Value) -> String {
-    if v.is_null() {
-        return String::new();
-    }
-    let peer = match (v["remote"].as_str(), v["group"].as_str()) {
-        (Some(r), _) => format!("remote {r}"),
-        (_, Some(g)) => format!("group {g}"),
-        _ => String::new(),
-    };
-    format!("vxlan {} {peer}", v["id"])
-}
-
-/// The strings of a JSON array, joined for the table.
-fn joined(v: &serde_json::Value, sep: &str) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(sep)
-        })
-        .unwrap_or_default()
-}
-
-/// A bridge's VXLAN port (`br-add N … --vxlan VNI --remote PEER`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct VxlanArgs {
     /// VXLAN network identifier (1 to 16777215), the same on every host.

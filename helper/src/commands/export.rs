@@ -187,7 +187,7 @@ pub fn import(
         return Err(bad_input(format!("{} is not a file", file.display())));
     }
     if let Some(n) = name {
-        check_slot_name(n).map_err(bad_input)?;
+        check_slot_name(n)?;
     }
     let manifest: Manifest = serde_json::from_str(&read_member(file, MANIFEST)?)
         .map_err(|e| bad_input(format!("{}: bad manifest: {e}", file.display())))?;
@@ -199,7 +199,7 @@ pub fn import(
         )));
     }
     let new = name.unwrap_or(&manifest.slot).to_string();
-    check_slot_name(&new).map_err(bad_input)?;
+    check_slot_name(&new)?;
     let mut doc: DocumentMut = read_member(file, SLOT_TOML)?
         .parse()
         .map_err(|e| bad_input(format!("{}: bad slot.toml: {e}", file.display())))?;

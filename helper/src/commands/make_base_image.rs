@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use slot_config::names::check_slot_name;
+use slot_config::names::check_name;
 
 use super::Ctx;
 use crate::error::bad_input;
@@ -113,7 +113,7 @@ const EXCLUDES: &[&str] = &[
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let name = a.name.clone().unwrap_or_else(|| cfg.host.image.clone());
-    check_slot_name(&name).map_err(|e| bad_input(e.replace("slot name", "image name")))?;
+    check_name("image", &name)?;
     if let Some(t) = &a.from_tar {
         if !t.is_file() {
             return Err(bad_input(format!("{}: no such file", t.display())));

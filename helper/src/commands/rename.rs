@@ -17,7 +17,7 @@ use crate::error::bad_input;
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
-    check_slot_name(new).map_err(bad_input)?;
+    check_slot_name(new)?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, old)?.clone();
