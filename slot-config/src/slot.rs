@@ -116,9 +116,14 @@ pub const BIND_KEYS: &[&str] = &["source", "target", "read_only"];
 
 /// Parses a slot file. What could not be read is left at its default and reported in
 /// `problems` (the caller skips a slot with problems, but still checks the rest of it so
-/// that every problem is listed at once). Resources are resolved later by `load`, once
-/// the host defaults and the number of slots are known.
-pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Slot {
+/// that every problem is listed at once). `defaults` completes what the file leaves out.
+pub fn parse_slot(
+    name: &str,
+    table: &Table,
+    file: &Path,
+    defaults: &crate::load::Defaults<'_>,
+    problems: &mut Vec<Problem>,
+) -> Slot {
     if let Err(e) = check_slot_name(name) {
         problems.push(Problem::new(
             file,
@@ -274,6 +279,8 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         }
     }
 
+    let cpus = if cpus_all_or_unset { None } else { cpus };
+    let resources = defaults.resources(cpu_quota, cpus.as_ref(), memory);
     Slot {
         name: name.to_string(),
         number,
@@ -284,17 +291,13 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         boot,
         command,
         cpu_quota,
-        cpus: if cpus_all_or_unset { None } else { cpus },
+        cpus,
         memory,
         privileged,
         environment,
         nics,
         binds,
-        resources: Resources {
-            cpu_quota: 100,
-            cpus: None,
-            memory: Memory(0),
-        },
+        resources,
     }
 }
 

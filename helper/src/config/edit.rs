@@ -3,10 +3,14 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use slot_config::Config;
 use toml_edit::DocumentMut;
+
+use super::Ctx;
+use crate::error::bad_input;
 
 pub fn read_doc(path: &Path) -> anyhow::Result<DocumentMut> {
     let text = match fs::read_to_string(path) {
@@ -48,17 +52,19 @@ pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
 /// The config as it would be with `path` holding `text`, or bad input (exit 2, nothing
 /// written) if that adds any problem anywhere: an edit of one file can invalidate
 /// another (an address another slot holds, a bridge a slot still uses).
-pub fn validate_change(
-    ctx: &crate::config::Ctx,
-    path: &Path,
-    text: &str,
-) -> anyhow::Result<slot_config::Config> {
+pub fn validate_change(ctx: &Ctx, path: &Path, text: &str) -> anyhow::Result<Config> {
+    validate_changes(ctx, &[(path.to_path_buf(), text.to_string())])
+}
+
+/// [`validate_change`] for an edit of several files at once (`resource` on many slots):
+/// every config edit of the helper goes through here before anything is written.
+pub fn validate_changes(ctx: &Ctx, changes: &[(PathBuf, String)]) -> anyhow::Result<Config> {
     let before = ctx.load();
-    let after = slot_config::load::load_dir_with(
-        &ctx.paths,
-        &ctx.facts,
-        &[(path.to_path_buf(), Some(text.to_string()))],
-    );
+    let overlay: Vec<(PathBuf, Option<String>)> = changes
+        .iter()
+        .map(|(p, t)| (p.clone(), Some(t.clone())))
+        .collect();
+    let after = slot_config::load::load_dir_with(&ctx.paths, &ctx.facts, &overlay);
     let new: Vec<String> = after
         .problems
         .iter()
@@ -68,7 +74,7 @@ pub fn validate_change(
     if new.is_empty() {
         Ok(after)
     } else {
-        Err(crate::error::bad_input(format!(
+        Err(bad_input(format!(
             "{}\nnothing was changed",
             new.join("\n")
         )))
