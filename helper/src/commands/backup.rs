@@ -10,7 +10,7 @@
 //! beside the old one and swaps them by rename.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -122,26 +122,10 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// `write_atomic` for the backup dir: mode 0600 from creation, under a `.tmp-` name that
 /// `sweep` removes if we are interrupted.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
     let dir = path.parent().context("backup path has no directory")?;
     let name = path.file_name().context("no file name")?.to_string_lossy();
     let tmp = dir.join(format!(".tmp-{name}.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let r = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("writing {}", path.display()))
+    crate::sys::replace_file(path, &tmp, text, Some(0o600))
 }
 
 fn read_meta(dir: &Path) -> Vec<Meta> {

@@ -1,8 +1,7 @@
 //! Changing /etc/slot-os files the way a person would: keys set or removed in place with
 //! toml_edit (comments and layout kept), written to a temporary file, fsynced, renamed.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -31,18 +30,7 @@ pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
         .file_name()
         .context("config path has no file name")?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("writing {}", path.display()))
+    crate::sys::replace_file(path, &dir.join(format!(".{name}.tmp")), text, None)
 }
 
 pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
