@@ -60,18 +60,11 @@ pub fn has_sshd(root: &Path, etc_ssh: Option<&OwnedFd>) -> bool {
             .is_some_and(|d| exists_at(&d, "sshd"))
 }
 
-/// Names of the host key files (private and public) in `dir`.
+/// Names of the host key files (private and public) in `dir`, read from the open
+/// descriptor itself: nothing is resolved by name again.
 fn key_files(dir: &OwnedFd) -> anyhow::Result<Vec<String>> {
-    use std::os::fd::AsRawFd;
-    // The open descriptor's own directory: nothing is resolved by name again.
-    let at = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    let mut names = Vec::new();
-    for e in fs::read_dir(&at).context("listing etc/ssh")? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if name.starts_with(PREFIX) {
-            names.push(name);
-        }
-    }
+    let mut names = crate::sys::inroot::list_fd(dir.as_fd()).context("listing etc/ssh")?;
+    names.retain(|n| n.starts_with(PREFIX));
     Ok(names)
 }
 

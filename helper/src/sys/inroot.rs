@@ -153,6 +153,19 @@ impl Root {
             .map_err(|e| self.io("opening", rel, e))
     }
 
+    /// The names in a directory inside the root (not `.` and `..`); `None` when it does not
+    /// exist.
+    pub fn list_dir(&self, rel: &str) -> Result<Option<Vec<String>>> {
+        let fd = match self.resolve(rel, OFlags::DIRECTORY | OFlags::RDONLY) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(self.io("opening", rel, e)),
+        };
+        list_fd(fd.as_fd())
+            .map(Some)
+            .map_err(|e| self.io("listing", rel, e))
+    }
+
     /// `mkdir -p` inside the root: missing components are created with `mode` and the
     /// owner of the directory they are made in (so a user-namespace shifted tree stays
     /// shifted); existing ones, symlinks included, are resolved inside the root.
@@ -326,6 +339,19 @@ impl Root {
         walk_devices(dir.as_fd(), "", 0, &mut found).map_err(|e| self.io("walking", "", e))?;
         Ok(found)
     }
+}
+
+/// The names in an open directory (not `.` and `..`).
+pub fn list_fd(dir: BorrowedFd) -> std::result::Result<Vec<String>, Errno> {
+    let mut names = Vec::new();
+    for e in rfs::Dir::read_from(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// New files and directories belong to whoever owns the directory they are made in.
