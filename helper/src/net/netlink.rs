@@ -211,32 +211,37 @@ impl Netlink {
         Ok(self.index_of(name)?.is_some())
     }
 
-    pub fn links(&mut self) -> Result<Vec<LinkMessage>> {
-        let found = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(found
+    /// Every object of one kind: `request` dumped, the answers of kind `pick` kept.
+    fn dump<T>(
+        &mut self,
+        request: RouteNetlinkMessage,
+        pick: fn(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        Ok(self
+            .request(request, NLM_F_DUMP)?
             .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })
+            .filter_map(pick)
             .collect())
     }
 
+    pub fn links(&mut self) -> Result<Vec<LinkMessage>> {
+        self.dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            |r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            },
+        )
+    }
+
     pub fn address_messages(&mut self) -> Result<Vec<AddressMessage>> {
-        let found = self.request(
+        self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(found
-            .into_iter()
-            .filter_map(|r| match r {
+            |r| match r {
                 RouteNetlinkMessage::NewAddress(a) => Some(a),
                 _ => None,
-            })
-            .collect())
+            },
+        )
     }
 
     /// Interfaces (except lo) and all their addresses.

@@ -31,6 +31,14 @@ fn lock_timeout() -> Duration {
         .map_or(LOCK_TIMEOUT, Duration::from_secs)
 }
 
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
 /// Who holds the lock, as its holder wrote it: "PID N: slot-os ARGS".
 fn holder(path: &Path) -> String {
     fs::read_to_string(path)
@@ -44,14 +52,7 @@ pub fn exclusive(paths: &Paths) -> anyhow::Result<Lock> {
     let dir = paths.run_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("lock");
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))
-    };
+    let open = || open_lock_file(&path).with_context(|| format!("opening {}", path.display()));
     let mut flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((_, Errno::EWOULDBLOCK)) => wait_for(&path, open()?, lock_timeout())?,
@@ -215,14 +216,7 @@ mod tests {
     fn a_held_lock_names_its_holder_and_is_given_up_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let open = || {
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .unwrap()
-        };
+        let open = || open_lock_file(&path).unwrap();
         let mut held = Flock::lock(open(), FlockArg::LockExclusive).unwrap();
         held.write_all(b"PID 42: slot-os backup 0 x\n").unwrap();
         let e = wait_for(&path, open(), Duration::from_millis(100)).unwrap_err();
