@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::host::parse_host;
 use crate::slot::parse_slot;
+pub use crate::slot::{auto_cpu_quota, Defaults};
 use crate::table::parse_toml;
-use crate::{CpuQuota, HostConfig, HostFacts, Paths, Problem, Resources, Slot, HOST_FILE};
-use crate::{CpuSet, Memory};
+use crate::{CpuQuota, HostConfig, HostFacts, Paths, Problem, Slot, HOST_FILE};
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -297,39 +297,6 @@ fn load_files(
     }
     check_bridge_addresses(&mut cfg);
     cfg
-}
-
-/// Fulcon's "auto" CPU%: all CPUs shared evenly, ncpu*100/number of slots.
-pub fn auto_cpu_quota(facts: &HostFacts, nslots: u32) -> u32 {
-    (facts.ncpus() * 100 / nslots.max(1)).max(1)
-}
-
-/// What a slot gets where its file says nothing: the host's defaults, "auto" resolved
-/// against this host and the number of slots.
-pub struct Defaults<'a> {
-    pub host: &'a HostConfig,
-    pub facts: &'a HostFacts,
-    pub nslots: u32,
-}
-
-impl Defaults<'_> {
-    /// The effective resources of a slot whose file asks for these.
-    pub fn resources(
-        &self,
-        cpu_quota: Option<CpuQuota>,
-        cpus: Option<&CpuSet>,
-        memory: Option<Memory>,
-    ) -> Resources {
-        let quota = match cpu_quota.unwrap_or(self.host.cpu_quota) {
-            CpuQuota::Auto => auto_cpu_quota(self.facts, self.nslots),
-            CpuQuota::Percent(p) => p,
-        };
-        Resources {
-            cpu_quota: quota,
-            cpus: cpus.cloned().or_else(|| self.host.cpus.clone()),
-            memory: memory.unwrap_or(self.host.memory),
-        }
-    }
 }
 
 fn check_resources(

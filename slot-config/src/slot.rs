@@ -11,7 +11,7 @@ use crate::names::{
 };
 use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Memory, Problem};
 
 /// A slot as configured; `None` means "the host default" so that a changed default
 /// reaches every slot that did not set its own value.
@@ -121,7 +121,7 @@ pub fn parse_slot(
     name: &str,
     table: &Table,
     file: &Path,
-    defaults: &crate::load::Defaults<'_>,
+    defaults: &Defaults<'_>,
     problems: &mut Vec<Problem>,
 ) -> Slot {
     if let Err(e) = check_slot_name(name) {
@@ -336,6 +336,39 @@ fn bind_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
         Err(e) => {
             f.problem(k, e);
             None
+        }
+    }
+}
+
+/// Fulcon's "auto" CPU%: all CPUs shared evenly, ncpu*100/number of slots.
+pub fn auto_cpu_quota(facts: &HostFacts, nslots: u32) -> u32 {
+    (facts.ncpus() * 100 / nslots.max(1)).max(1)
+}
+
+/// What a slot gets where its file says nothing: the host's defaults, "auto" resolved
+/// against this host and the number of slots.
+pub struct Defaults<'a> {
+    pub host: &'a HostConfig,
+    pub facts: &'a HostFacts,
+    pub nslots: u32,
+}
+
+impl Defaults<'_> {
+    /// The effective resources of a slot whose file asks for these.
+    pub fn resources(
+        &self,
+        cpu_quota: Option<CpuQuota>,
+        cpus: Option<&CpuSet>,
+        memory: Option<Memory>,
+    ) -> Resources {
+        let quota = match cpu_quota.unwrap_or(self.host.cpu_quota) {
+            CpuQuota::Auto => auto_cpu_quota(self.facts, self.nslots),
+            CpuQuota::Percent(p) => p,
+        };
+        Resources {
+            cpu_quota: quota,
+            cpus: cpus.cloned().or_else(|| self.host.cpus.clone()),
+            memory: memory.unwrap_or(self.host.memory),
         }
     }
 }
