@@ -1,6 +1,9 @@
 //! Fulcon's backups: `backup NUMBER NAME` (→ `slotXX.NAME`), `backup-list`, `backup-del`,
 //! `backup-restore SLOT BACKUP` (`slot-os` = reset to the base image).
 //!
+//! Over 400 lines: the five backup commands share one store (its directory, metadata, sweep
+//! of interrupted runs), which would otherwise be split across files or exported.
+//!
 //! A running slot is frozen while its root is captured, so a backup is crash-consistent.
 //! On btrfs the capture is a read-only snapshot (milliseconds of freeze); elsewhere a
 //! tar stream compressed by zstd, whose SHA-256 is recorded. Data is written under a

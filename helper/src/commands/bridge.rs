@@ -2,6 +2,9 @@
 //! and `net-nic-add DEV` / `net-nic-del DEV` (a host NIC joins a bridge so that outside
 //! hosts reach the slots). Bridges are networkd files written by the generator from
 //! slot-os.toml; networkd is asked to reload over D-Bus.
+//!
+//! Over 400 lines: br-add, br-del, br-info and net-nic-add/del edit the same `[[bridge]]`
+//! tables of slot-os.toml with the same helpers.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! `make-base-image`: the image every slot is cloned from, made from the host's own root
 //! filesystem (Fulcon), a root filesystem tarball, or a distribution bootstrap.
 //!
+//! Over 400 lines: the three sources (host, tarball, bootstrap) share the scrub that makes
+//! any of them a clean base image.
+//!
 //! Whatever the source, the image leaves the host's secrets and identity behind (every
 //! slot is cloned from it, and a slot's root can read all of it): root's files, users'
 //! homes and mail, SSH host keys, private keys and credentials of the system, and every

@@ -1,6 +1,9 @@
 //! Fulcon's network commands: `net-add SLOT IPADDR/MASK NIC_NUMBER`, `net-del SLOT
 //! NIC_NUMBER`, `net-info [NAME]`, and `net-apply NAME`, which the slot's unit runs after
 //! every start (ExecStartPost) to bring its extra NICs up with their addresses.
+//!
+//! Over 400 lines: the net-* commands edit the same `[[nic]]` tables and share how a slot's
+//! NICs are applied live.
 
 use std::process::ExitCode;
 

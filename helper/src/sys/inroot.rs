@@ -1,6 +1,9 @@
 //! Paths inside a slot root (or an unpacked export), resolved the way the slot itself
 //! would see them and never onto the host.
 //!
+//! Over 400 lines: every operation below an untrusted root goes through the one `Root`
+//! type, so none of them can resolve a path outside it by mistake; a third is tests.
+//!
 //! A slot's root user controls every file in its tree, so `ROOT/etc/hostname` may be a
 //! symlink to `/etc/shadow` and `ROOT/var/lib/dbus` one to `/etc`: a host-side
 //! `open(ROOT + "/etc/...")` follows them onto the host. Everything here starts from a
