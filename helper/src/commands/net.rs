@@ -250,23 +250,17 @@ pub fn zone_ready() -> anyhow::Result<ExitCode> {
     Netlink::here()?.ensure_bridge(&zone)?;
     let t0 = std::time::Instant::now();
     let limit = std::time::Duration::from_secs(10);
-    loop {
-        let st = bus.link_admin_state(&zone)?;
-        if st.as_deref() == Some("configured") {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if matches!(st.as_deref(), Some("failed" | "unmanaged" | "linger")) || t0.elapsed() > limit
-        {
-            anyhow::bail!(
-                "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
-                t0.elapsed().as_secs_f64(),
-                st.as_deref().unwrap_or("unknown to networkd")
-            );
-        }
-        // networkd's link state has no change signal worth a subscription for one link
-        // here; this polls the bus, bounded by `limit`.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let st = bus.wait_link_admin_state(&zone, limit, |st| {
+        matches!(st, Some("configured" | "failed" | "unmanaged" | "linger"))
+    })?;
+    if st.as_deref() == Some("configured") {
+        return Ok(ExitCode::SUCCESS);
     }
+    anyhow::bail!(
+        "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
+        t0.elapsed().as_secs_f64(),
+        st.as_deref().unwrap_or("unknown to networkd")
+    )
 }
 
 /// The lowest slot number no configured slot has, also counting the numbers that the names

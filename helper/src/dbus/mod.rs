@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 mod machined;
+mod networkd;
 mod overview;
 pub mod running;
 mod systemd;
