@@ -85,13 +85,13 @@ pub enum Command {
     /// sets it); run by slot-os-forward.service.
     Forward(forward::Args),
     /// Show bridges.
-    BrInfo(bridge::InfoArgs),
+    BrInfo(br_info::Args),
     /// Add a NIC with a static address to a slot: `net-add SLOT IPADDR/MASK NIC_NUMBER`.
     NetAdd(net::AddArgs),
     /// Delete a slot's NIC.
     NetDel(net::DelArgs),
     /// Show slots' NICs and addresses.
-    NetInfo(net::InfoArgs),
+    NetInfo(net_info::Args),
     /// Bring a running slot's extra NICs up with their addresses (run by the slot's unit
     /// after every start).
     /// `net-apply host`: the config's Open vSwitch bridges made to exist in OVSDB (run at

@@ -1,16 +1,12 @@
-//! Fulcon's bridge commands: `br-add N (IPADDR/MASK | NET_DEVICE)`, `br-del N`, `br-info`,
-//! and `net-nic-add DEV` / `net-nic-del DEV` (a host NIC joins a bridge so that outside
+//! Fulcon's bridge commands: `br-add N (IPADDR/MASK | NET_DEVICE)`, `br-del N` (`br-info`
+//! is `br_info.rs`), and `net-nic-add DEV` / `net-nic-del DEV` (a host NIC joins a bridge so that outside
 //! hosts reach the slots). Bridges are networkd files written by the generator from
 //! slot-os.toml; networkd is asked to reload over D-Bus.
-//!
-//! Over 400 lines: br-add, br-del, br-info and net-nic-add/del edit the same `[[bridge]]`
-//! tables of slot-os.toml with the same helpers.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use slot_config::host::check_ifname;
-use slot_config::host::VxlanPeer;
 use slot_config::names::{bridge_ifname, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use slot_config::{BridgeBackend, Cidr, Config, HOST_FILE};
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
@@ -263,119 +259,6 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One bridge as `br-info` shows it. The JSON keys are the field names, in the
-/// alphabetical order `br-info --json` has always printed.
-#[derive(serde::Serialize)]
-struct BridgeRow {
-    addresses: Vec<String>,
-    backend: &'static str,
-    devices: Vec<String>,
-    exists: bool,
-    name: String,
-    number: u32,
-    /// What OVSDB holds for an OVS bridge (null: not OVS, or ovsdb-server unreachable).
-    ovs_ports: Option<Vec<String>>,
-    slots: Vec<String>,
-    vxlan: Option<VxlanRow>,
-}
-
-#[derive(serde::Serialize)]
-struct VxlanRow {
-    group: Option<String>,
-    id: u32,
-    local: Option<String>,
-    port: u16,
-    remote: Option<String>,
-}
-
-impl BridgeRow {
-    /// The table line: name, backend, up/absent, addresses, devices, VXLAN, slot NICs.
-    fn line(&self) -> String {
-        let vxlan = self.vxlan.as_ref().map_or_else(String::new, |v| {
-            let peer = match (&v.remote, &v.group) {
-                (Some(r), _) => format!("remote {r}"),
-                (_, Some(g)) => format!("group {g}"),
-                _ => String::new(),
-            };
-            format!("vxlan {} {peer}", v.id)
-        });
-        format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            self.name,
-            self.backend,
-            if self.exists { "up" } else { "absent" },
-            self.addresses.join(","),
-            self.devices.join(","),
-            vxlan,
-            self.slots.join(" "),
-        )
-    }
-}
-
-pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = ctx.load();
-    let live = Netlink::here()?.interfaces()?;
-    let mut ovs = if cfg
-        .host
-        .bridges
-        .iter()
-        .any(|b| b.backend == BridgeBackend::Ovs)
-    {
-        Ovs::connect().ok()
-    } else {
-        None
-    };
-    let mut rows = Vec::new();
-    for b in &cfg.host.bridges {
-        let name = b.ifname();
-        let ovs_ports = match (&mut ovs, b.backend) {
-            (Some(o), BridgeBackend::Ovs) => Some(o.port_names(&name)?),
-            _ => None,
-        };
-        let slots = cfg
-            .slots
-            .iter()
-            .flat_map(|s| {
-                s.nics
-                    .iter()
-                    .filter(|x| x.bridge == b.number)
-                    .map(move |x| format!("{}:eth{}", s.name, x.number))
-            })
-            .collect();
-        rows.push(BridgeRow {
-            number: b.number,
-            backend: b.backend.as_str(),
-            ovs_ports,
-            addresses: b.addresses.iter().map(|a| a.to_string()).collect(),
-            devices: b.devices.clone(),
-            vxlan: b.vxlan.as_ref().map(|v| VxlanRow {
-                id: v.id,
-                remote: match v.peer {
-                    VxlanPeer::Remote(a) => Some(a.to_string()),
-                    _ => None,
-                },
-                group: match v.peer {
-                    VxlanPeer::Group(a) => Some(a.to_string()),
-                    _ => None,
-                },
-                local: v.local.map(|a| a.to_string()),
-                port: v.port,
-            }),
-            exists: live.iter().any(|(n, _)| *n == name),
-            name,
-            slots,
-        });
-    }
-    if json {
-        println!("{}", serde_json::to_string(&rows)?);
-    } else {
-        for r in &rows {
-            println!("{}", r.line());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 pub fn nic_add(ctx: &Ctx, device: &str, bridge: u32) -> anyhow::Result<ExitCode> {
     add(
         ctx,
@@ -471,18 +354,6 @@ pub struct DelArgs {
 impl DelArgs {
     pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         del(ctx, &self.number)
-    }
-}
-
-#[derive(clap::Args, Debug)]
-pub struct InfoArgs {
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl InfoArgs {
-    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        info(ctx, self.json)
     }
 }
 

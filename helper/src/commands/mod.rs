@@ -4,6 +4,7 @@
 
 pub mod autostart;
 pub mod backup;
+pub mod br_info;
 pub mod bridge;
 pub mod build;
 pub mod check;
@@ -17,6 +18,7 @@ pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
 pub mod net;
+pub mod net_info;
 pub mod rename;
 pub mod render;
 pub mod resource;

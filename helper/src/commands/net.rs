@@ -1,9 +1,9 @@
 //! Fulcon's network commands: `net-add SLOT IPADDR/MASK NIC_NUMBER`, `net-del SLOT
-//! NIC_NUMBER`, `net-info [NAME]`, and `net-apply NAME`, which the slot's unit runs after
+//! NIC_NUMBER` (`net-info` is `net_info.rs`), and `net-apply NAME`, which the slot's unit runs after
 //! every start (ExecStartPost) to bring its extra NICs up with their addresses.
 //!
-//! Over 400 lines: the net-* commands edit the same `[[nic]]` tables and share how a slot's
-//! NICs are applied live.
+//! Over 400 lines: net-add, net-del, net-apply and zone-ready edit the same `[[nic]]` tables
+//! and share how a slot's NICs are applied live.
 
 use std::process::ExitCode;
 
@@ -361,54 +361,6 @@ pub fn release(slot: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn info(ctx: &Ctx, name: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = ctx.load();
-    let slots: Vec<&Slot> = match name {
-        Some(n) => vec![targets::resolve_one(&cfg, n)?],
-        None => cfg.slots.iter().collect(),
-    };
-    let bus = Bus::system()?;
-    let leaders = running::leaders(&bus, &slots)?;
-    let mut rows: Vec<(String, String, String, bool)> = Vec::new();
-    for (s, leader) in slots.iter().zip(leaders) {
-        match leader {
-            Some(l) => {
-                for (ifname, addrs) in Netlink::of_pid(l)?.interfaces()? {
-                    for (ip, p) in addrs.iter().filter(|(ip, _)| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)) {
-                        rows.push((s.name.clone(), ifname.clone(), format!("{ip}/{p}"), true));
-                    }
-                }
-            }
-            None => {
-                for n in &s.nics {
-                    for a in &n.addresses {
-                        rows.push((s.name.clone(), n.slot_ifname(), a.to_string(), false));
-                    }
-                }
-            }
-        }
-    }
-    if json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(s, i, a, live)| serde_json::json!({"slot": s, "interface": i, "address": a, "live": live}))
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-    } else {
-        for (s, i, a, live) in rows {
-            println!(
-                "{s}\t{i}\t\t{a}{}",
-                if live {
-                    ""
-                } else {
-                    "\t(configured, slot stopped)"
-                }
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 #[derive(clap::Args, Debug)]
 pub struct AddArgs {
     pub slot: String,
@@ -440,19 +392,6 @@ pub struct DelArgs {
 impl DelArgs {
     pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         del(ctx, &self.slot, &self.nic)
-    }
-}
-
-#[derive(clap::Args, Debug)]
-pub struct InfoArgs {
-    pub name: Option<String>,
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl InfoArgs {
-    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        info(ctx, self.name.as_deref(), self.json)
     }
 }
 

@@ -521,7 +521,7 @@ fn deprecated(m: &AddressMessage) -> bool {
     long.unwrap_or_else(|| m.header.flags.contains(AddressHeaderFlags::Deprecated))
 }
 
-fn is_link_local6(ip: &IpAddr) -> bool {
+pub fn is_link_local6(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }
 
