@@ -35,8 +35,9 @@ DEB = $(CARGO_TARGET_DIR)/debian/slot-os_$(VERSION)_$(DEB_ARCH).deb
 
 all: build
 
+# The units the generator writes run the helper from BINDIR: the build bakes it in.
 build:
-	$(CARGO) build $(CARGO_PROFILE_FLAG)
+	SLOT_OS_BINDIR='$(BINDIR)' $(CARGO) build $(CARGO_PROFILE_FLAG)
 	$(MAKE) docs
 
 # Generated from the code (clap model, slot_config::keys), so they cannot drift.
@@ -71,7 +72,8 @@ install: docs
 	install -Dm644 $(GEN_DIR)/completions/slot-os.fish $(DESTDIR)$(FISH_COMPLETION_DIR)/slot-os.fish
 
 # The Debian package, from a `make install` staging tree (packaging/debian/build-deb.sh).
-deb: build
+deb:
+	$(MAKE) build PREFIX=/usr
 	$(MAKE) deb-only
 # Packages what `build` made, without building (as `install`).
 deb-only:

@@ -119,37 +119,65 @@ fn run_case(case: &Path) -> Result<(), String> {
     }
 }
 
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/generator")
+}
+
+fn check_case(name: &str) {
+    if let Err(e) = run_case(&fixtures_dir().join(name)) {
+        panic!("golden case {name} differs:\n{e}");
+    }
+}
+
+/// One `#[test]` per fixture directory (zram-generator's tests/test_cases.rs): a failure
+/// names its case, and `cargo test case_12` runs one.
+macro_rules! golden_cases {
+    ($($test:ident => $dir:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_case($dir);
+            }
+        )*
+        const CASES: &[&str] = &[$($dir),*];
+    };
+}
+
+golden_cases! {
+    case_01_empty_slot_defaults => "01-empty-slot-defaults",
+    case_02_full_slot => "02-full-slot",
+    case_03_auto_quota_three_slots => "03-auto-quota-three-slots",
+    case_04_broken_next_to_good => "04-broken-next-to-good",
+    case_05_stale_files_removed => "05-stale-files-removed",
+    case_06_single_process_mode => "06-single-process-mode",
+    case_07_image_named_differently => "07-image-named-differently",
+    case_08_broken_host_file => "08-broken-host-file",
+    case_09_duplicate_numbers_and_addresses => "09-duplicate-numbers-and-addresses",
+    case_10_no_config_dir => "10-no-config-dir",
+    case_11_default_network_none => "11-default-network-none",
+    case_11_default_network_veth => "11-default-network-veth",
+    case_12_vxlan_bridges => "12-vxlan-bridges",
+    case_13_ovs_bridge => "13-ovs-bridge",
+    case_14_named_slot_without_number => "14-named-slot-without-number",
+}
+
+/// A fixture directory without a test above would never run.
 #[test]
-fn golden_fixtures() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/generator");
-    let mut cases: Vec<PathBuf> = fs::read_dir(&root)
+fn every_fixture_has_a_test() {
+    let root = fixtures_dir();
+    let mut dirs: Vec<String> = fs::read_dir(&root)
         .unwrap()
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("input").is_dir())
+        .filter(|e| e.path().join("input").is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    cases.sort();
+    dirs.sort();
     assert!(
-        cases.len() >= 8,
+        dirs.len() >= 8,
         "fixture cases missing under {}",
         root.display()
     );
-    let mut failed = Vec::new();
-    for c in &cases {
-        if let Err(e) = run_case(c) {
-            failed.push(format!(
-                "== {}\n{e}",
-                c.file_name().unwrap().to_string_lossy()
-            ));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} golden cases differ:\n{}",
-        failed.len(),
-        cases.len(),
-        failed.join("\n")
-    );
+    assert_eq!(dirs, CASES, "add new fixtures to golden_cases!");
 }
 
 /// Running twice over the same config changes nothing and keeps the output identical.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Table;
 
-use crate::names::{bridge_ifname, check_slot_name, vxlan_ifname, MAX_BRIDGE_NUMBER};
+use crate::names::{bridge_ifname, check_name, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use crate::table::Fields;
 use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
 
@@ -176,9 +176,9 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
     if let Some(t) = defaults {
         let mut d = Fields::new(t, file, "defaults", DEFAULT_KEYS, problems);
         if let Some(img) = d.string("image") {
-            match check_slot_name(&img) {
+            match check_name("image", &img) {
                 Ok(()) => host.image = img,
-                Err(e) => d.problem("image", e.replace("slot name", "image name")),
+                Err(e) => d.problem("image", e.to_string()),
             }
         }
         if let Some(q) = d.parsed_or_int("cpu_quota") {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::host::parse_host;
 use crate::slot::parse_slot;
+pub use crate::slot::{auto_cpu_quota, Defaults};
 use crate::table::parse_toml;
-use crate::{CpuQuota, HostConfig, HostFacts, Paths, Problem, Resources, Slot, HOST_FILE};
+use crate::{CpuQuota, HostConfig, HostFacts, Paths, Problem, Slot, HOST_FILE};
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -259,17 +260,21 @@ fn load_files(
     let nslots = slot_files.len().max(1) as u32;
     let mut parsed: Vec<(&SourceFile, Option<Slot>, Vec<Problem>)> =
         slot_files.iter().map(|sf| (sf, None, Vec::new())).collect();
+    let defaults = Defaults {
+        host: &cfg.host,
+        facts,
+        nslots,
+    };
     for_each_parallel(&mut parsed, |(sf, slot, problems)| match &sf.text {
         Ok(text) => match parse_toml(text, &sf.path) {
-            Ok(t) => *slot = Some(parse_slot(&sf.name, &t, &sf.path, problems)),
+            Ok(t) => *slot = Some(parse_slot(&sf.name, &t, &sf.path, &defaults, problems)),
             Err(p) => problems.push(p),
         },
         Err(e) => problems.push(Problem::new(&sf.path, "", e.clone())),
     });
     let mut numbers: BTreeMap<u32, String> = BTreeMap::new();
     for (sf, slot, mut problems) in parsed {
-        if let Some(mut slot) = slot {
-            slot.resources = resolve_resources(&slot, &cfg.host, facts, nslots);
+        if let Some(slot) = slot {
             check_slot_against_host(&slot, &cfg.host, facts, &mut problems);
             let other = slot.number.and_then(|n| numbers.get(&n));
             if let (Some(other), Some(n)) = (other.filter(|_| problems.is_empty()), slot.number) {
@@ -292,28 +297,6 @@ fn load_files(
     }
     check_bridge_addresses(&mut cfg);
     cfg
-}
-
-/// Fulcon's "auto" CPU%: all CPUs shared evenly, ncpu*100/number of slots.
-pub fn auto_cpu_quota(facts: &HostFacts, nslots: u32) -> u32 {
-    (facts.ncpus() * 100 / nslots.max(1)).max(1)
-}
-
-pub fn resolve_resources(
-    slot: &Slot,
-    host: &HostConfig,
-    facts: &HostFacts,
-    nslots: u32,
-) -> Resources {
-    let quota = match slot.cpu_quota.unwrap_or(host.cpu_quota) {
-        CpuQuota::Auto => auto_cpu_quota(facts, nslots),
-        CpuQuota::Percent(p) => p,
-    };
-    Resources {
-        cpu_quota: quota,
-        cpus: slot.cpus.clone().or_else(|| host.cpus.clone()),
-        memory: slot.memory.unwrap_or(host.memory),
-    }
 }
 
 fn check_resources(

@@ -8,38 +8,71 @@ pub const MAX_SLOT_NUMBER: u32 = 9999;
 pub const MAX_NIC_NUMBER: u32 = 99;
 pub const MAX_BRIDGE_NUMBER: u32 = 9999;
 
-/// Checks `[a-z0-9][a-z0-9-]*`, at most 64 characters; returns why not.
-pub fn check_slot_name(name: &str) -> Result<(), String> {
+/// Why a name (of a slot, an image, a backup) is refused; `kind` says which it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a {kind} name cannot be empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} name {name:?} is {len} characters long; at most {MAX_NAME_LEN} are allowed")]
+    TooLong {
+        kind: &'static str,
+        name: String,
+        len: usize,
+    },
+    #[error("{kind} name {name:?} contains '/' or '..'; use lowercase letters, digits and '-'")]
+    Path { kind: &'static str, name: String },
+    #[error("{kind} name {name:?} must start with a lowercase letter or a digit")]
+    First { kind: &'static str, name: String },
+    #[error("{kind} name {name:?} contains {c:?}; use lowercase letters, digits and '-'")]
+    Char {
+        kind: &'static str,
+        name: String,
+        c: char,
+    },
+}
+
+/// Checks `[a-z0-9][a-z0-9-]*`, at most 64 characters, for a name of `kind` ("slot",
+/// "image", "backup": slots, images and backups share machined's name space).
+pub fn check_name(kind: &'static str, name: &str) -> Result<(), NameError> {
+    let named = || name.to_string();
     if name.is_empty() {
-        return Err("a slot name cannot be empty".into());
+        return Err(NameError::Empty { kind });
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "slot name {name:?} is {} characters long; at most {MAX_NAME_LEN} are allowed",
-            name.len()
-        ));
+        return Err(NameError::TooLong {
+            kind,
+            name: named(),
+            len: name.len(),
+        });
     }
     if name.contains('/') || name.contains("..") {
-        return Err(format!(
-            "slot name {name:?} contains '/' or '..'; use lowercase letters, digits and '-'"
-        ));
+        return Err(NameError::Path {
+            kind,
+            name: named(),
+        });
     }
-    let mut chars = name.chars();
-    let first = chars.next().unwrap_or('-');
+    let first = name.chars().next().unwrap_or('-');
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(format!(
-            "slot name {name:?} must start with a lowercase letter or a digit"
-        ));
+        return Err(NameError::First {
+            kind,
+            name: named(),
+        });
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
     {
-        return Err(format!(
-            "slot name {name:?} contains {c:?}; use lowercase letters, digits and '-'"
-        ));
+        return Err(NameError::Char {
+            kind,
+            name: named(),
+            c,
+        });
     }
     Ok(())
+}
+
+pub fn check_slot_name(name: &str) -> Result<(), NameError> {
+    check_name("slot", name)
 }
 
 /// Fulcon's naming: slot 0 is `slot00`, slot 12 is `slot12`, slot 123 is `slot123`.

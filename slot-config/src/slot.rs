@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use toml::Table;
 
 use crate::names::{
-    check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name, MAX_BRIDGE_NUMBER,
-    MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
+    check_name, check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name,
+    MAX_BRIDGE_NUMBER, MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
 };
 use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Memory, Problem};
 
 /// A slot as configured; `None` means "the host default" so that a changed default
 /// reaches every slot that did not set its own value.
@@ -116,9 +116,14 @@ pub const BIND_KEYS: &[&str] = &["source", "target", "read_only"];
 
 /// Parses a slot file. What could not be read is left at its default and reported in
 /// `problems` (the caller skips a slot with problems, but still checks the rest of it so
-/// that every problem is listed at once). Resources are resolved later by `load`, once
-/// the host defaults and the number of slots are known.
-pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Slot {
+/// that every problem is listed at once). `defaults` completes what the file leaves out.
+pub fn parse_slot(
+    name: &str,
+    table: &Table,
+    file: &Path,
+    defaults: &Defaults<'_>,
+    problems: &mut Vec<Problem>,
+) -> Slot {
     if let Err(e) = check_slot_name(name) {
         problems.push(Problem::new(
             file,
@@ -274,6 +279,8 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         }
     }
 
+    let cpus = if cpus_all_or_unset { None } else { cpus };
+    let resources = defaults.resources(cpu_quota, cpus.as_ref(), memory);
     Slot {
         name: name.to_string(),
         number,
@@ -284,17 +291,13 @@ pub fn parse_slot(name: &str, table: &Table, file: &Path, problems: &mut Vec<Pro
         boot,
         command,
         cpu_quota,
-        cpus: if cpus_all_or_unset { None } else { cpus },
+        cpus,
         memory,
         privileged,
         environment,
         nics,
         binds,
-        resources: Resources {
-            cpu_quota: 100,
-            cpus: None,
-            memory: Memory(0),
-        },
+        resources,
     }
 }
 
@@ -308,10 +311,10 @@ fn required(f: &mut Fields<'_, '_>, k: &str, lo: u32, hi: u32) -> Option<u32> {
 
 fn image_name(f: &mut Fields<'_, '_>, k: &str) -> Option<String> {
     let s = f.string(k)?;
-    match check_slot_name(&s) {
+    match check_name("image", &s) {
         Ok(()) => Some(s),
         Err(e) => {
-            f.problem(k, e.replace("slot name", "image name"));
+            f.problem(k, e.to_string());
             None
         }
     }
@@ -333,6 +336,39 @@ fn bind_path(f: &mut Fields<'_, '_>, k: &str) -> Option<PathBuf> {
         Err(e) => {
             f.problem(k, e);
             None
+        }
+    }
+}
+
+/// Fulcon's "auto" CPU%: all CPUs shared evenly, ncpu*100/number of slots.
+pub fn auto_cpu_quota(facts: &HostFacts, nslots: u32) -> u32 {
+    (facts.ncpus() * 100 / nslots.max(1)).max(1)
+}
+
+/// What a slot gets where its file says nothing: the host's defaults, "auto" resolved
+/// against this host and the number of slots.
+pub struct Defaults<'a> {
+    pub host: &'a HostConfig,
+    pub facts: &'a HostFacts,
+    pub nslots: u32,
+}
+
+impl Defaults<'_> {
+    /// The effective resources of a slot whose file asks for these.
+    pub fn resources(
+        &self,
+        cpu_quota: Option<CpuQuota>,
+        cpus: Option<&CpuSet>,
+        memory: Option<Memory>,
+    ) -> Resources {
+        let quota = match cpu_quota.unwrap_or(self.host.cpu_quota) {
+            CpuQuota::Auto => auto_cpu_quota(self.facts, self.nslots),
+            CpuQuota::Percent(p) => p,
+        };
+        Resources {
+            cpu_quota: quota,
+            cpus: cpus.cloned().or_else(|| self.host.cpus.clone()),
+            memory: memory.unwrap_or(self.host.memory),
         }
     }
 }

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use toml_edit::value;
 
 use super::Ctx;
-use crate::config_edit::{read_doc, write_doc};
+use crate::config::edit::{read_doc, write_doc};
+use crate::config::targets;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::{lock, targets};
+use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
     // Fulcon writes `autostart NAME on|off TARGETS`; NAME-like words before on/off are
@@ -35,4 +36,16 @@ pub fn run(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
     }
     bus.reload_config()?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(required = true, num_args = 1.., value_name = "[NAME] on|off all|NUMBER...")]
+    pub args: Vec<String>,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.args)
+    }
 }

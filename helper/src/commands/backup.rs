@@ -1,6 +1,9 @@
 //! Fulcon's backups: `backup NUMBER NAME` (→ `slotXX.NAME`), `backup-list`, `backup-del`,
 //! `backup-restore SLOT BACKUP` (`slot-os` = reset to the base image).
 //!
+//! Over 400 lines: the five backup commands share one store (its directory, metadata, sweep
+//! of interrupted runs), which would otherwise be split across files or exported.
+//!
 //! A running slot is frozen while its root is captured, so a backup is crash-consistent.
 //! On btrfs the capture is a read-only snapshot (milliseconds of freeze); elsewhere a
 //! tar stream compressed by zstd, whose SHA-256 is recorded. Data is written under a
@@ -10,22 +13,26 @@
 //! beside the old one and swaps them by rename.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
-use slot_config::names::check_slot_name;
+use slot_config::names::check_name;
 use slot_config::Slot;
 
 use super::Ctx;
+use crate::config::targets;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::freeze;
-use crate::hostkeys::HostKeys;
-use crate::{image, lock, notify, targets};
+use crate::storage::archive;
+use crate::storage::freeze;
+use crate::storage::hostkeys::HostKeys;
+use crate::storage::image;
+use crate::sys::lock;
+use crate::sys::notify;
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Meta {
@@ -118,26 +125,10 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// `write_atomic` for the backup dir: mode 0600 from creation, under a `.tmp-` name that
 /// `sweep` removes if we are interrupted.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
     let dir = path.parent().context("backup path has no directory")?;
     let name = path.file_name().context("no file name")?.to_string_lossy();
     let tmp = dir.join(format!(".tmp-{name}.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let r = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("writing {}", path.display()))
+    crate::sys::replace_file(path, &tmp, text, Some(0o600))
 }
 
 fn read_meta(dir: &Path) -> Vec<Meta> {
@@ -155,40 +146,12 @@ fn read_meta(dir: &Path) -> Vec<Meta> {
 fn sha256_file(p: &Path) -> anyhow::Result<String> {
     let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
     let mut h = Sha256::new();
-    image::pump(f, std::io::sink(), "verified", |c| h.update(c))?;
+    archive::pump(f, std::io::sink(), "verified", |c| h.update(c))?;
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// A prepared `tar --create` piped through `zstd -T0` into `out`, hashing the compressed stream as
-/// it is written: the data passes through once, straight to its destination.
-pub(crate) fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Result<(u64, String)> {
-    let mut tar = tar.stdout(Stdio::piped()).spawn().context("running tar")?;
-    let mut zstd = image::tool("zstd")
-        .args(["-T0", "-3", "-q", "-c"])
-        .stdin(tar.stdout.take().context("tar stdout")?)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running zstd (install the zstd package)")?;
-    let mut from = zstd.stdout.take().context("zstd stdout")?;
-    // Root only from the first byte: a backup or export holds every file of a slot.
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("creating {}", out.display()))?;
-    let mut h = Sha256::new();
-    let total = image::pump(&mut from, &mut f, label, |c| h.update(c))?;
-    f.sync_all()?;
-    let (t, z) = (tar.wait()?, zstd.wait()?);
-    if !t.success() || !z.success() {
-        bail!("tar ({t}) or zstd ({z}) failed");
-    }
-    Ok((total, format!("{:x}", h.finalize())))
-}
-
 pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
-    check_slot_name(name).map_err(|e| bad_input(e.replace("slot name", "backup name")))?;
+    check_name("backup", name)?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
@@ -218,9 +181,9 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         kind = SNAP;
         Ok((0, None))
     } else {
-        let mut tar = image::tar_create(&root);
+        let mut tar = archive::tar_create(&root);
         tar.arg(".");
-        tar_zstd(tar, &tmp, "backed up").map(|(n, h)| (n, Some(h)))
+        archive::tar_zstd(tar, &tmp, "backed up").map(|(n, h)| (n, Some(h)))
     };
     let frozen_ms = t0.elapsed().as_secs_f64() * 1000.0;
     drop(frozen);
@@ -375,12 +338,12 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
     let bus = Bus::system()?;
-    super::running::require_stopped(&bus, &s, "before restoring")?;
+    crate::dbus::running::require_stopped(&bus, &s, "before restoring")?;
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     let dest = machines.join(s.image_name());
     // Held until the new root is in place: nspawn cannot boot it meanwhile.
     let _image = lock::ImageLock::images(&[&dest], "stop it before restoring")?;
-    super::running::require_stopped(&bus, &s, "before restoring")?;
+    crate::dbus::running::require_stopped(&bus, &s, "before restoring")?;
     let new = image::sibling(&dest, ".slot-os-new-");
     let _ = image::remove_any(&new);
     let dir = backup_dir(ctx);
@@ -415,9 +378,8 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
                     s.name
                 )
             };
-            image::create_image_dir(&new)
-                .map(|_| ())
-                .and_then(|()| match untar_zstd(&data, &new) {
+            image::create_image_dir(&new).map(|_| ()).and_then(|()| {
+                match archive::untar_zstd(&data, &new) {
                     Ok(sum) if Some(&sum) == m.sha256.as_ref() => Ok(()),
                     Ok(sum) => Err(corrupted(sum)),
                     // zstd stops at a damaged frame: hash the whole file to say why.
@@ -425,7 +387,8 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
                         Ok(sum) if Some(&sum) != m.sha256.as_ref() => Err(corrupted(sum)),
                         _ => Err(e),
                     },
-                })
+                }
+            })
         }
     };
     if let Err(e) = made {
@@ -455,7 +418,7 @@ fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
     if image::is_subvolume(src) && image::snapshot(src, dest, false).is_ok() {
         return Ok(());
     }
-    let st = image::tool("cp")
+    let st = crate::sys::tool("cp")
         .args(["-a", "--reflink=auto"])
         .arg(src)
         .arg(dest)
@@ -467,33 +430,76 @@ fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `zstd -d | tar -x` of `file` into `dest`, the compressed stream fed (and hashed) by
-/// us on the way; returns its SHA-256, or why unpacking failed.
-pub(crate) fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<String> {
-    let mut z = image::tool("zstd")
-        .args(["-d", "-q", "-c", "-T0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running zstd")?;
-    let mut t = image::tar_extract(dest, "-".as_ref())
-        .stdin(z.stdout.take().context("zstd stdout")?)
-        .spawn()
-        .context("running tar")?;
-    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut h = Sha256::new();
-    let zin = z.stdin.take().context("zstd stdin")?;
-    // A damaged stream makes zstd stop reading: the broken pipe is reported below.
-    let pumped = image::pump(f, zin, "restored", |c| h.update(c));
-    let (zs, ts) = (z.wait()?, t.wait()?);
-    let sum = format!("{:x}", h.finalize());
-    if pumped.is_err() || !zs.success() || !ts.success() {
-        bail!(
-            "unpacking {} failed (zstd {zs}, tar {ts}); SHA-256 of what was read: {sum}",
-            file.display()
-        );
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    pub slot: String,
+    pub name: String,
+}
+
+impl BackupArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        backup(ctx, &self.slot, &self.name)
     }
-    Ok(sum)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AutoArgs {
+    pub slot: String,
+    /// How many automatic backups of the slot to keep (at least 1).
+    #[arg(long, default_value_t = 7)]
+    pub keep: u32,
+}
+
+impl AutoArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        auto(ctx, &self.slot, self.keep)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ListArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        list(ctx, self.json)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DelArgs {
+    pub image: String,
+}
+
+impl DelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        del(ctx, &self.image)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    pub slot: String,
+    pub image: String,
+}
+
+impl RestoreArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        restore(ctx, &self.slot, &self.image)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ThawLeftoversArgs {
+    pub slot: Option<String>,
+}
+
+impl ThawLeftoversArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        freeze::thaw_leftovers(ctx)
+    }
 }
 
 #[cfg(test)]

@@ -1,24 +1,24 @@
-//! Fulcon's bridge commands: `br-add N (IPADDR/MASK | NET_DEVICE)`, `br-del N`, `br-info`,
-//! and `net-nic-add DEV` / `net-nic-del DEV` (a host NIC joins a bridge so that outside
+//! Fulcon's bridge commands: `br-add N (IPADDR/MASK | NET_DEVICE)`, `br-del N` (`br-info`
+//! is `br_info.rs`), and `net-nic-add DEV` / `net-nic-del DEV` (a host NIC joins a bridge so that outside
 //! hosts reach the slots). Bridges are networkd files written by the generator from
 //! slot-os.toml; networkd is asked to reload over D-Bus.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slot_config::host::check_ifname;
-use slot_config::host::VxlanPeer;
 use slot_config::names::{bridge_ifname, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use slot_config::{BridgeBackend, Cidr, Config, HOST_FILE};
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
 use super::Ctx;
-use crate::cli::VxlanArgs;
-use crate::config_edit::{read_doc, write_atomic};
+use crate::config::edit::{read_doc, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::ovs::{self, Ovs};
-use crate::{lock, netlink};
+use crate::net::netlink::{self, Netlink};
+use crate::net::nic;
+use crate::net::ovs::{self, Ovs};
+use crate::sys::lock;
 
 fn parse_bridge_number(s: &str) -> anyhow::Result<u32> {
     s.parse::<u32>()
@@ -77,7 +77,7 @@ fn add_to_list(t: &mut Table, k: &str, v: &str) {
 }
 
 fn validated(ctx: &Ctx, text: &str) -> anyhow::Result<Config> {
-    crate::config_edit::validate_change(ctx, &host_file(ctx), text)
+    crate::config::edit::validate_change(ctx, &host_file(ctx), text)
 }
 
 fn commit(ctx: &Ctx, text: &str, wait_for: Option<&str>) -> anyhow::Result<()> {
@@ -97,12 +97,8 @@ fn wait_for_link(name: &str) -> anyhow::Result<()> {
 }
 
 fn wait_for_link_by(name: &str, who: &str, daemon: &str) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    while !netlink::link_exists(None, name)? {
-        if t0.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!("{who} did not create {name} within 10 s (is {daemon} running?)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !netlink::wait_for_link(name, &[], Duration::from_secs(10))? {
+        anyhow::bail!("{who} did not create {name} within 10 s (is {daemon} running?)");
     }
     Ok(())
 }
@@ -179,7 +175,7 @@ pub fn add(
             add_to_list(t, "address", &c.to_string());
         } else {
             check_ifname(what).map_err(bad_input)?;
-            if !netlink::link_exists(None, what)? {
+            if !Netlink::here()?.link_exists(what)? {
                 return Err(bad_input(format!(
                     "there is no host device {what:?}; nothing was changed"
                 )));
@@ -212,7 +208,7 @@ pub fn add(
     if vx.vxlan.is_some() {
         // networkd (252) does not apply a changed .netdev to an existing device:
         // remove it so the reload creates it anew.
-        netlink::delete_link(None, &vxlan)?;
+        Netlink::here()?.delete_link(&vxlan)?;
     }
     match &mut ovs {
         None => commit(ctx, &text, Some(&bridge_ifname(n)))?,
@@ -234,7 +230,7 @@ pub fn add(
         wait_for_link(&vxlan)?;
     }
     if let Some(dev) = device {
-        netlink::attach_port(dev, &bridge_ifname(n))?;
+        nic::attach_port(&mut Netlink::here()?, dev, &bridge_ifname(n))?;
     }
     let mut added: Vec<String> = what.iter().map(|w| w.to_string()).collect();
     if let Some(id) = vx.vxlan {
@@ -287,82 +283,10 @@ pub fn del(ctx: &Ctx, number: &str) -> anyhow::Result<ExitCode> {
     }
     // networkd (252) leaves a device in place when its .netdev goes (ovs-vswitchd has
     // removed an OVS bridge's internal interface already).
-    netlink::delete_link(None, &vxlan_ifname(n))?;
-    netlink::delete_link(None, &bridge_ifname(n))?;
+    let mut nl = Netlink::here()?;
+    nl.delete_link(&vxlan_ifname(n))?;
+    nl.delete_link(&bridge_ifname(n))?;
     println!("bridge {n} removed");
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn info(ctx: &Ctx, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = ctx.load();
-    let live = netlink::addresses(None)?;
-    let mut ovs = if cfg
-        .host
-        .bridges
-        .iter()
-        .any(|b| b.backend == BridgeBackend::Ovs)
-    {
-        Ovs::connect().ok()
-    } else {
-        None
-    };
-    let mut out = Vec::new();
-    for b in &cfg.host.bridges {
-        let name = b.ifname();
-        // What OVSDB holds for an OVS bridge (null: ovsdb-server cannot be reached).
-        let ports = match (&mut ovs, b.backend) {
-            (Some(o), BridgeBackend::Ovs) => serde_json::json!(o.port_names(&name)?),
-            _ => serde_json::Value::Null,
-        };
-        let state = live.iter().find(|(n, _)| *n == name);
-        let nics: Vec<String> = cfg
-            .slots
-            .iter()
-            .flat_map(|s| {
-                s.nics
-                    .iter()
-                    .filter(|x| x.bridge == b.number)
-                    .map(move |x| format!("{}:eth{}", s.name, x.number))
-            })
-            .collect();
-        out.push(serde_json::json!({
-            "number": b.number,
-            "name": name,
-            "backend": b.backend.as_str(),
-            "ovs_ports": ports,
-            "addresses": b.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "devices": b.devices,
-            "vxlan": b.vxlan.as_ref().map(|v| serde_json::json!({
-                "id": v.id,
-                "remote": match v.peer { VxlanPeer::Remote(a) => Some(a.to_string()), _ => None },
-                "group": match v.peer { VxlanPeer::Group(a) => Some(a.to_string()), _ => None },
-                "local": v.local.map(|a| a.to_string()),
-                "port": v.port,
-            })),
-            "exists": state.is_some(),
-            "slots": nics,
-        }));
-    }
-    if json {
-        println!("{}", serde_json::Value::Array(out));
-    } else {
-        for b in out {
-            println!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                b["name"].as_str().unwrap_or_default(),
-                b["backend"].as_str().unwrap_or_default(),
-                if b["exists"].as_bool() == Some(true) {
-                    "up"
-                } else {
-                    "absent"
-                },
-                joined(&b["addresses"], ","),
-                joined(&b["devices"], ","),
-                vxlan_text(&b["vxlan"]),
-                joined(&b["slots"], " "),
-            );
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -403,32 +327,87 @@ pub fn nic_del(ctx: &Ctx, device: &str) -> anyhow::Result<ExitCode> {
     let text = doc.to_string();
     validated(ctx, &text)?;
     commit(ctx, &text, None)?;
-    netlink::release_port(device)?;
+    nic::release_port(&mut Netlink::here()?, device)?;
     println!("{device} no longer shared on bridge {n}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vxlan 5 remote 10.0.0.2` for the table; empty without a VXLAN.
-fn vxlan_text(v: &serde_json::Value) -> String {
-    if v.is_null() {
-        return String::new();
-    }
-    let peer = match (v["remote"].as_str(), v["group"].as_str()) {
-        (Some(r), _) => format!("remote {r}"),
-        (_, Some(g)) => format!("group {g}"),
-        _ => String::new(),
-    };
-    format!("vxlan {} {peer}", v["id"])
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VxlanArgs {
+    /// VXLAN network identifier (1 to 16777215), the same on every host.
+    #[arg(long, value_name = "VNI")]
+    pub vxlan: Option<u32>,
+    /// The other host's address (point to point).
+    #[arg(long, value_name = "IP", requires = "vxlan", conflicts_with = "group")]
+    pub remote: Option<String>,
+    /// A multicast group joining any number of hosts.
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    pub group: Option<String>,
+    /// This host's source address for the tunnel (default: chosen by routing).
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    pub local: Option<String>,
+    /// UDP port (default 4789).
+    #[arg(long, requires = "vxlan")]
+    pub port: Option<u16>,
 }
 
-/// The strings of a JSON array, joined for the table.
-fn joined(v: &serde_json::Value, sep: &str) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(sep)
-        })
-        .unwrap_or_default()
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    pub number: String,
+    /// IPADDR/MASK: the host's address on the bridge; NET_DEVICE: a host NIC to enslave.
+    #[arg(required_unless_present = "vxlan")]
+    pub address_or_device: Option<String>,
+    #[command(flatten)]
+    pub vxlan: VxlanArgs,
+    /// Who makes the bridge: "networkd" (a Linux bridge, the default) or "ovs" (Open
+    /// vSwitch, through OVSDB). Only for a new bridge.
+    #[arg(long, value_name = "networkd | ovs")]
+    pub backend: Option<String>,
+}
+
+impl AddArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        add(
+            ctx,
+            &self.number,
+            self.address_or_device.as_deref(),
+            &self.vxlan,
+            self.backend.as_deref(),
+        )
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DelArgs {
+    pub number: String,
+}
+
+impl DelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        del(ctx, &self.number)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NicAddArgs {
+    pub device: String,
+    #[arg(long, default_value_t = 1)]
+    pub bridge: u32,
+}
+
+impl NicAddArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        nic_add(ctx, &self.device, self.bridge)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NicDelArgs {
+    pub device: String,
+}
+
+impl NicDelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        nic_del(ctx, &self.device)
+    }
 }

@@ -12,11 +12,12 @@ use slot_config::names::{default_slot_name, number_from_name, unit_name, MAX_SLO
 use slot_config::Config;
 
 use super::Ctx;
-use crate::config_edit::write_atomic;
+use crate::config::edit::write_atomic;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::hostkeys::HostKeys;
-use crate::{image, lock};
+use crate::storage::hostkeys::HostKeys;
+use crate::storage::image;
+use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
     let n: u32 = count
@@ -201,5 +202,20 @@ fn remove_slot(ctx: &Ctx, bus: &Bus, machines: &Path, name: &str) -> anyhow::Res
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", file.display())),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_name = "NUMBER")]
+    pub count: String,
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.count, self.dry_run)
     }
 }

@@ -9,7 +9,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("{p}");
     }
     let booted = cfg.slots.iter().filter(|s| s.boot).count() as u64;
-    if let Some(w) = crate::limits::inotify_warning_here(booted) {
+    if let Some(w) = crate::sys::limits::inotify_warning_here(booted) {
         println!("warning: {w}");
     }
     if cfg.problems.is_empty() {
@@ -26,5 +26,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             cfg.problems.len()
         );
         Ok(ExitCode::from(2))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx)
     }
 }

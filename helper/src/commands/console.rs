@@ -12,9 +12,10 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
-use super::{running, Ctx};
+use super::Ctx;
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
-use crate::targets;
 
 pub fn run(ctx: &Ctx, slot: &str, login: bool) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
@@ -28,4 +29,20 @@ pub fn run(ctx: &Ctx, slot: &str, login: bool) -> anyhow::Result<ExitCode> {
     }
     let err = c.exec();
     Err(anyhow::Error::new(err).context("running machinectl"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_name = "NUMBER | NAME")]
+    pub slot: String,
+    /// Log in on the slot's getty instead (machinectl login): for slots whose users
+    /// have passwords of their own.
+    #[arg(long)]
+    pub login: bool,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.slot, self.login)
+    }
 }

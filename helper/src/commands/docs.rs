@@ -9,16 +9,13 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;
 use slot_config::keys::{File, KeyDoc, KEYS, SECTIONS};
-
-use crate::cli::Cli;
 
 const BIN: &str = "slot-os";
 const MANUAL: &str = "slot-os manual";
@@ -26,23 +23,26 @@ const MANUAL: &str = "slot-os manual";
 /// Hand-written: the generator has no clap model (its only arguments are systemd's).
 const GENERATOR_PAGE: &str = include_str!("../../../docs/slot-os-generator.8");
 
-pub fn completions(shell: Shell) -> anyhow::Result<ExitCode> {
+fn completions(cli: &mut clap::Command, shell: Shell) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), BIN, &mut out);
+    clap_complete::generate(shell, cli, BIN, &mut out);
     std::io::stdout()
         .write_all(&out)
         .context("writing the completion script")?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn generate(dir: &Path) -> anyhow::Result<ExitCode> {
+fn generate(cli: &clap::Command, dir: &Path) -> anyhow::Result<ExitCode> {
     let man = dir.join("man");
     let comp = dir.join("completions");
     for d in [&man, &comp] {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let mut files = vec![
-        (man.join("slot-os.1"), man_slot_os()?.into_bytes()),
+        (
+            man.join("slot-os.1"),
+            man_slot_os(cli.clone())?.into_bytes(),
+        ),
         (man.join("slot-os.toml.5"), man_config().into_bytes()),
         (
             man.join("slot-os-generator.8"),
@@ -55,7 +55,7 @@ pub fn generate(dir: &Path) -> anyhow::Result<ExitCode> {
         (Shell::Fish, "slot-os.fish"),
     ] {
         let mut out = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), BIN, &mut out);
+        clap_complete::generate(shell, &mut cli.clone(), BIN, &mut out);
         files.push((comp.join(name), out));
     }
     for (path, text) in files {
@@ -93,8 +93,7 @@ fn body(section: String) -> String {
 
 /// slot-os(1): the top-level page with every visible subcommand (its synopsis,
 /// description and options) in one COMMANDS section, as rustup's and git's single pages.
-pub fn man_slot_os() -> anyhow::Result<String> {
-    let mut cmd = Cli::command();
+fn man_slot_os(mut cmd: clap::Command) -> anyhow::Result<String> {
     cmd.build();
     let man = Man::new(cmd.clone()).source(version()).manual(MANUAL);
     let mut s = String::new();
@@ -210,7 +209,7 @@ fn key_entry(r: &KeyDoc) -> String {
 }
 
 /// slot-os.toml(5): every key of both kinds of file, from `slot_config::keys`.
-pub fn man_config() -> String {
+fn man_config() -> String {
     let mut s = format!(
         ".TH SLOT-OS.TOML 5 \"\" \"{}\" \"{MANUAL}\"\n{NO_HYPHENATION}{}",
         version(),
@@ -297,3 +296,29 @@ CPUQuota=, AllowedCPUs= and MemoryMax= are enforced by the kernel only on a cgro
 \fBslot-os\fR(1), \fBslot-os-generator\fR(8), \fBsystemd.nspawn\fR(5),
 \fBsystemd.resource-control\fR(5), \fBsystemd.network\fR(5), \fBsystemd.netdev\fR(5)
 "#;
+
+// These two take the command line's model from the caller: the list of commands is above
+// them (cli.rs), and they describe it.
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_name = "bash | zsh | fish | elvish | powershell")]
+    pub shell: clap_complete::Shell,
+}
+
+impl CompletionsArgs {
+    pub fn exec(self, mut cli: clap::Command) -> anyhow::Result<ExitCode> {
+        completions(&mut cli, self.shell)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateDocsArgs {
+    pub dir: PathBuf,
+}
+
+impl GenerateDocsArgs {
+    pub fn exec(self, cli: clap::Command) -> anyhow::Result<ExitCode> {
+        generate(&cli, &self.dir)
+    }
+}

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{running, Ctx};
+use super::Ctx;
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
-use crate::{nsexec, targets};
+use crate::sys::nsexec;
 
 pub fn run(ctx: &Ctx, slot: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
@@ -24,4 +26,18 @@ pub fn run(ctx: &Ctx, slot: &str, command: &[String]) -> anyhow::Result<ExitCode
         nsexec::exit_code(&st)
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_name = "NAME | NUMBER")]
+    pub slot: String,
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.slot, &self.command)
+    }
 }

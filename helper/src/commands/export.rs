@@ -17,14 +17,16 @@ use anyhow::{bail, Context};
 use slot_config::names::{check_slot_name, number_from_name};
 use toml_edit::{value, DocumentMut};
 
-use super::backup::tar_zstd;
 use super::Ctx;
-use crate::config_edit::{validate_change, write_atomic};
+use crate::config::edit::{validate_change, write_atomic};
+use crate::config::targets;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::freeze;
-use crate::hostkeys::HostKeys;
-use crate::{image, lock, targets};
+use crate::storage::archive::tar_zstd;
+use crate::storage::freeze;
+use crate::storage::hostkeys::HostKeys;
+use crate::storage::image;
+use crate::sys::lock;
 
 const FORMAT: u32 = 1;
 const META_DIR: &str = "slot-os-export";
@@ -102,7 +104,7 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let mut tar = image::tar_create(&meta);
+    let mut tar = crate::storage::archive::tar_create(&meta);
     // Only member names and hard-link targets move under rootfs/; symlink targets
     // (which may start with "../") must stay as they are.
     tar.arg("--transform=s,^\\.,rootfs,S")
@@ -141,7 +143,7 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
 
 /// One member of the export, read from the front of the file only.
 fn read_member(file: &Path, member: &str) -> anyhow::Result<String> {
-    let out = image::tool("tar")
+    let out = crate::sys::tool("tar")
         .args(["--extract", "--to-stdout", "--occurrence=1", "--file"])
         .arg(file)
         .arg(member)
@@ -185,7 +187,7 @@ pub fn import(
         return Err(bad_input(format!("{} is not a file", file.display())));
     }
     if let Some(n) = name {
-        check_slot_name(n).map_err(bad_input)?;
+        check_slot_name(n)?;
     }
     let manifest: Manifest = serde_json::from_str(&read_member(file, MANIFEST)?)
         .map_err(|e| bad_input(format!("{}: bad manifest: {e}", file.display())))?;
@@ -197,7 +199,7 @@ pub fn import(
         )));
     }
     let new = name.unwrap_or(&manifest.slot).to_string();
-    check_slot_name(&new).map_err(bad_input)?;
+    check_slot_name(&new)?;
     let mut doc: DocumentMut = read_member(file, SLOT_TOML)?
         .parse()
         .map_err(|e| bad_input(format!("{}: bad slot.toml: {e}", file.display())))?;
@@ -263,7 +265,7 @@ pub fn import(
     image::remove_any(&tmp)?;
     fs::create_dir_all(&machines)?;
     image::create_image_dir(&tmp)?;
-    let unpacked = image::tar_extract(&tmp, file.as_os_str())
+    let unpacked = crate::storage::archive::tar_extract(&tmp, file.as_os_str())
         .args(["--strip-components=1", "rootfs"])
         .status()
         .context("running tar");
@@ -306,7 +308,7 @@ pub fn import(
     Bus::system()?.reload_config()?;
     if name.is_none() {
         // With a NAME, dispatch logs it; without, only now is the slot's name known.
-        crate::journal::record("import", &new, true, "done");
+        crate::sys::journal::record("import", &new, true, "done");
     }
     println!(
         "{new}: imported from {} (exported as {} on {})",
@@ -318,4 +320,33 @@ pub fn import(
         println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    pub slot: String,
+    pub file: PathBuf,
+}
+
+impl ExportArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        export(ctx, &self.slot, &self.file)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    pub file: PathBuf,
+    pub name: Option<String>,
+    /// Keep what the file's slot.toml asks for that reaches the host (privileged,
+    /// bind mounts) or starts it unasked (autostart). Without it those keys are
+    /// refused (autostart: not carried over).
+    #[arg(long)]
+    pub trust_config: bool,
+}
+
+impl ImportArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        import(ctx, &self.file, self.name.as_deref(), self.trust_config)
+    }
 }

@@ -5,9 +5,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
-use super::{running, Ctx};
+use super::Ctx;
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
-use crate::targets;
 
 #[derive(Debug, Default, serde::Serialize)]
 struct Usage {
@@ -203,4 +204,18 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_name = "NAME | NUMBER")]
+    pub slot: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.slot, self.json)
+    }
 }

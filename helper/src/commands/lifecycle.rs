@@ -13,8 +13,9 @@ use std::time::Instant;
 use slot_config::Slot;
 
 use super::Ctx;
+use crate::config::targets;
 use crate::dbus::{Bus, UnitStatus};
-use crate::{journal, targets};
+use crate::sys::journal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -104,7 +105,7 @@ fn warn_limits(bus: &Bus, cfg: &slot_config::Config, todo: &[String]) {
                 })
         })
         .count() as u64;
-    if let Some(w) = crate::limits::inotify_warning_here(up) {
+    if let Some(w) = crate::sys::limits::inotify_warning_here(up) {
         eprintln!("slot-os: warning: {w}");
     }
 }
@@ -179,6 +180,19 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Slots to act on: `all`, slot numbers (`0`), or slot names (`slot00`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Targets {
+    #[arg(required = true, value_name = "all | NUMBER | NAME")]
+    pub targets: Vec<String>,
+}
+
+impl Targets {
+    pub fn exec(self, ctx: &Ctx, action: Action) -> anyhow::Result<ExitCode> {
+        run(ctx, action, &self.targets)
+    }
 }
 
 #[cfg(test)]

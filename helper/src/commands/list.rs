@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use slot_config::Slot;
 
-use super::{running, Ctx};
+use super::Ctx;
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
-use crate::targets;
 
 struct Row<'a> {
     slot: &'a Slot,
@@ -185,6 +186,23 @@ pub fn run(
         }
         first = false;
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Keep refreshing the list until ^C.
+    #[arg(short = 'c', long = "continuous")]
+    pub continuous: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(value_name = "NAME | NUMBER")]
+    pub name: Option<String>,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, self.continuous, self.json, self.name.as_deref())
     }
 }
 

@@ -1,6 +1,9 @@
 //! `make-base-image`: the image every slot is cloned from, made from the host's own root
 //! filesystem (Fulcon), a root filesystem tarball, or a distribution bootstrap.
 //!
+//! Over 400 lines: the three sources (host, tarball, bootstrap) share the scrub that makes
+//! any of them a clean base image.
+//!
 //! Whatever the source, the image leaves the host's secrets and identity behind (every
 //! slot is cloned from it, and a slot's root can read all of it): root's files, users'
 //! homes and mail, SSH host keys, private keys and credentials of the system, and every
@@ -16,12 +19,13 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use slot_config::names::check_slot_name;
+use slot_config::names::check_name;
 
 use super::Ctx;
 use crate::error::bad_input;
-use crate::hostkeys::{self, HostKeys};
-use crate::{image, lock};
+use crate::storage::hostkeys::{self, HostKeys};
+use crate::storage::image;
+use crate::sys::lock;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -112,7 +116,7 @@ const EXCLUDES: &[&str] = &[
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let name = a.name.clone().unwrap_or_else(|| cfg.host.image.clone());
-    check_slot_name(&name).map_err(|e| bad_input(e.replace("slot name", "image name")))?;
+    check_name("image", &name)?;
     if let Some(t) = &a.from_tar {
         if !t.is_file() {
             return Err(bad_input(format!("{}: no such file", t.display())));
@@ -138,10 +142,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let prepared = made.and_then(|bytes| {
         scrub(&tmp, a.keep_users)?;
         image::make_mount_points(&tmp)?;
-        crate::inroot::Root::open(&tmp)?.mkdir_p("etc/slot-os", 0o755)?;
+        crate::sys::inroot::Root::open(&tmp)?.mkdir_p("etc/slot-os", 0o755)?;
         image::set_identity(&tmp, &name, None, HostKeys::Strip)?;
         install_keygen_unit(&tmp)?;
-        let r = crate::image_prep::prepare(&tmp)?;
+        let r = crate::storage::image_prep::prepare(&tmp)?;
         for c in &r.changes {
             println!("image {name}: {c}");
         }
@@ -177,13 +181,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn tar_extract_cmd(dir: &Path) -> Command {
-    image::tar_extract(dir, "-".as_ref())
+    crate::storage::archive::tar_extract(dir, "-".as_ref())
 }
 
 /// Streams `tar -c` of the root into `tar -x` of the new image through this process,
 /// counting bytes for the progress line.
 fn copy_host(root: &Path, dest: &Path, keep_users: bool) -> anyhow::Result<u64> {
-    let mut create = image::tar_create(root);
+    let mut create = crate::storage::archive::tar_create(root);
     create.arg("--one-file-system");
     for x in EXCLUDES {
         create.arg(format!("--exclude={x}"));
@@ -207,7 +211,7 @@ fn copy_host(root: &Path, dest: &Path, keep_users: bool) -> anyhow::Result<u64> 
         .stdin(Stdio::piped())
         .spawn()
         .context("running tar")?;
-    let bytes = image::pump(
+    let bytes = crate::storage::archive::pump(
         src.stdout.take().context("tar stdout")?,
         dst.stdin.take().context("tar stdin")?,
         "copied",
@@ -233,7 +237,7 @@ fn extract_tar(file: &Path, dest: &Path) -> anyhow::Result<u64> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     // GNU tar recognises gzip/xz/zstd by content when reading a file.
-    let st = image::tar_extract(dest, file.as_os_str())
+    let st = crate::storage::archive::tar_extract(dest, file.as_os_str())
         .status()
         .context("running tar")?;
     if !st.success() {
@@ -374,7 +378,7 @@ fn install_keygen_unit(root: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     // A --from-tar image is as untrusted as a slot: its etc/systemd may be a symlink.
-    let r = crate::inroot::Root::open(root)?;
+    let r = crate::sys::inroot::Root::open(root)?;
     let unit = format!("etc/systemd/system/{}", hostkeys::KEYGEN_UNIT_NAME);
     r.write_file(&unit, hostkeys::KEYGEN_UNIT.as_bytes(), 0o644)?;
     r.symlink(
@@ -385,6 +389,12 @@ fn install_keygen_unit(root: &Path) -> anyhow::Result<()> {
         &format!("/{unit}"),
     )?;
     Ok(())
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, self)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! Fulcon's network commands: `net-add SLOT IPADDR/MASK NIC_NUMBER`, `net-del SLOT
-//! NIC_NUMBER`, `net-info [NAME]`, and `net-apply NAME`, which the slot's unit runs after
+//! NIC_NUMBER` (`net-info` is `net_info.rs`), and `net-apply NAME`, which the slot's unit runs after
 //! every start (ExecStartPost) to bring its extra NICs up with their addresses.
+//!
+//! Over 400 lines: net-add, net-del, net-apply and zone-ready edit the same `[[nic]]` tables
+//! and share how a slot's NICs are applied live.
 
 use std::process::ExitCode;
 
@@ -9,12 +12,16 @@ use slot_config::names::{bridge_ifname, number_from_name, MAX_NIC_NUMBER, MAX_SL
 use slot_config::{BridgeBackend, Cidr, Config, Slot};
 use toml_edit::{value, Array, ArrayOfTables, Item, Table};
 
-use super::{running, Ctx};
-use crate::config_edit::{read_doc, write_atomic};
+use super::Ctx;
+use crate::config::edit::{read_doc, write_atomic};
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::ovs::{self, Ovs};
-use crate::{lock, netlink, targets};
+use crate::net::netlink::Netlink;
+use crate::net::nic;
+use crate::net::ovs::{self, Ovs};
+use crate::sys::lock;
 
 fn parse_nic_number(s: &str) -> anyhow::Result<u32> {
     s.parse::<u32>()
@@ -75,7 +82,7 @@ fn same_subnet(a: &Cidr, b: &Cidr) -> bool {
 }
 
 fn validated(ctx: &Ctx, slot: &Slot, text: &str) -> anyhow::Result<Config> {
-    crate::config_edit::validate_change(ctx, &slot.file, text)
+    crate::config::edit::validate_change(ctx, &slot.file, text)
 }
 
 fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
@@ -83,6 +90,7 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
         return Ok(false);
     };
     let mut ovs: Option<Ovs> = None;
+    let mut host = Netlink::here()?;
     for n in &slot.nics {
         let host_if = slot.nic_host_ifname(n.number);
         let what = || format!("{} NIC {}", slot.name, n.number);
@@ -96,11 +104,12 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
                 let dp = o
                     .ensure_bridge(b, ovs::datapath_type())
                     .with_context(what)?;
-                netlink::apply_nic(
+                nic::apply_nic(
+                    &mut host,
                     leader,
                     &host_if,
                     &n.slot_ifname(),
-                    netlink::Attach::Ovs {
+                    nic::Attach::Ovs {
                         tx_csum_off: dp == "netdev",
                     },
                     &n.addresses,
@@ -109,58 +118,21 @@ fn apply_live(bus: &Bus, cfg: &Config, slot: &Slot) -> anyhow::Result<bool> {
                 o.ensure_port(&b.ifname(), &host_if, &slot.name)
                     .with_context(what)?;
             }
-            _ => netlink::apply_nic(
+            _ => nic::apply_nic(
+                &mut host,
                 leader,
                 &host_if,
                 &n.slot_ifname(),
-                netlink::Attach::Bridge(bridge_ifname(n.bridge)),
+                nic::Attach::Bridge(bridge_ifname(n.bridge)),
                 &n.addresses,
             )
             .with_context(what)?,
         }
     }
     if let Some(o) = &mut ovs {
-        prune_ovs_ports(o, cfg)?;
+        ovs::prune_ports(o, cfg)?;
     }
     Ok(true)
-}
-
-/// Removes slot-os's OVS ports that no configured NIC accounts for, or whose veth has
-/// vanished (a slot that stopped without `net-release`, a reboot).
-pub fn prune_ovs_ports(o: &mut Ovs, cfg: &Config) -> anyhow::Result<()> {
-    let wanted: std::collections::BTreeSet<(String, String)> = cfg
-        .slots
-        .iter()
-        .flat_map(|s| {
-            s.nics
-                .iter()
-                .filter(|n| cfg.host.is_ovs(n.bridge))
-                .map(|n| (s.name.clone(), s.nic_host_ifname(n.number)))
-        })
-        .collect();
-    // Links are listed after the ports are read: a slot starting meanwhile adds its port
-    // only once its veth exists, so that veth is in this list.
-    let mut links: Option<std::collections::BTreeSet<String>> = None;
-    let gone = o.delete_ports(|p| {
-        let owner = p.owner.clone().unwrap_or_default();
-        if !wanted.contains(&(owner, p.name.clone())) {
-            return Ok(true);
-        }
-        let links = match &mut links {
-            Some(l) => l,
-            None => links.insert(
-                netlink::addresses(None)?
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .collect(),
-            ),
-        };
-        Ok(!links.contains(&p.name))
-    })?;
-    if !gone.is_empty() {
-        eprintln!("removed stale OVS ports: {}", gone.join(", "));
-    }
-    Ok(())
 }
 
 pub fn add(
@@ -275,26 +247,20 @@ pub fn zone_ready() -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     bus.start_networkd()?;
     bus.wait_for_network1()?;
-    netlink::ensure_bridge(&zone)?;
+    Netlink::here()?.ensure_bridge(&zone)?;
     let t0 = std::time::Instant::now();
     let limit = std::time::Duration::from_secs(10);
-    loop {
-        let st = bus.link_admin_state(&zone)?;
-        if st.as_deref() == Some("configured") {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if matches!(st.as_deref(), Some("failed" | "unmanaged" | "linger")) || t0.elapsed() > limit
-        {
-            anyhow::bail!(
-                "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
-                t0.elapsed().as_secs_f64(),
-                st.as_deref().unwrap_or("unknown to networkd")
-            );
-        }
-        // networkd's link state has no change signal worth a subscription for one link
-        // here; this polls the bus, bounded by `limit`.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let st = bus.wait_link_admin_state(&zone, limit, |st| {
+        matches!(st, Some("configured" | "failed" | "unmanaged" | "linger"))
+    })?;
+    if st.as_deref() == Some("configured") {
+        return Ok(ExitCode::SUCCESS);
     }
+    anyhow::bail!(
+        "networkd has not configured {zone} after {:.1} s (state: {}); slots get their NAT address once it has: networkctl status {zone}",
+        t0.elapsed().as_secs_f64(),
+        st.as_deref().unwrap_or("unknown to networkd")
+    )
 }
 
 /// The lowest slot number no configured slot has, also counting the numbers that the names
@@ -338,7 +304,7 @@ pub fn del(ctx: &Ctx, slot: &str, nic: &str) -> anyhow::Result<ExitCode> {
         Ovs::connect()?.delete_ports(|p| Ok(p.name == host_if))?;
     }
     // Deleting the host end removes the pair, and with it the NIC inside the slot.
-    netlink::delete_link(None, &host_if)?;
+    Netlink::here()?.delete_link(&host_if)?;
     println!("{}: NIC {number} removed", s.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -382,7 +348,7 @@ fn apply_host(cfg: &Config) -> anyhow::Result<ExitCode> {
             eprintln!("removed OVS bridge {} (not in the config)", b.name);
         }
     }
-    prune_ovs_ports(&mut o, cfg)?;
+    ovs::prune_ports(&mut o, cfg)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -395,50 +361,67 @@ pub fn release(slot: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn info(ctx: &Ctx, name: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = ctx.load();
-    let slots: Vec<&Slot> = match name {
-        Some(n) => vec![targets::resolve_one(&cfg, n)?],
-        None => cfg.slots.iter().collect(),
-    };
-    let bus = Bus::system()?;
-    let leaders = running::leaders(&bus, &slots)?;
-    let mut rows: Vec<(String, String, String, bool)> = Vec::new();
-    for (s, leader) in slots.iter().zip(leaders) {
-        match leader {
-            Some(l) => {
-                for (ifname, addrs) in netlink::addresses(Some(l))? {
-                    for (ip, p) in addrs.iter().filter(|(ip, _)| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)) {
-                        rows.push((s.name.clone(), ifname.clone(), format!("{ip}/{p}"), true));
-                    }
-                }
-            }
-            None => {
-                for n in &s.nics {
-                    for a in &n.addresses {
-                        rows.push((s.name.clone(), n.slot_ifname(), a.to_string(), false));
-                    }
-                }
-            }
-        }
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    pub slot: String,
+    pub address: String,
+    pub nic: String,
+    /// The bridge (default: the one whose subnet holds the address, else bridge NIC_NUMBER).
+    #[arg(long)]
+    pub bridge: Option<String>,
+}
+
+impl AddArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        add(
+            ctx,
+            &self.slot,
+            &self.address,
+            &self.nic,
+            self.bridge.as_deref(),
+        )
     }
-    if json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(s, i, a, live)| serde_json::json!({"slot": s, "interface": i, "address": a, "live": live}))
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-    } else {
-        for (s, i, a, live) in rows {
-            println!(
-                "{s}\t{i}\t\t{a}{}",
-                if live {
-                    ""
-                } else {
-                    "\t(configured, slot stopped)"
-                }
-            );
-        }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DelArgs {
+    pub slot: String,
+    pub nic: String,
+}
+
+impl DelArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        del(ctx, &self.slot, &self.nic)
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    pub slot: String,
+}
+
+impl ApplyArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        apply(ctx, &self.slot)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    pub slot: String,
+}
+
+impl ReleaseArgs {
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
+        release(&self.slot)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ZoneReadyArgs {}
+
+impl ZoneReadyArgs {
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
+        zone_ready()
+    }
 }

@@ -10,13 +10,14 @@ use slot_config::names::check_slot_name;
 use toml_edit::value;
 
 use super::Ctx;
-use crate::config_edit::{read_doc, write_doc};
+use crate::config::edit::{read_doc, write_doc};
+use crate::config::targets;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::{lock, targets};
+use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
-    check_slot_name(new).map_err(bad_input)?;
+    check_slot_name(new)?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, old)?.clone();
@@ -25,7 +26,7 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
         return Err(bad_input(format!("a slot named {new} already exists")));
     }
     let bus = Bus::system()?;
-    super::running::require_stopped(&bus, &s, "first")?;
+    crate::dbus::running::require_stopped(&bus, &s, "first")?;
     let renames_image = s.image.is_none();
     let machines = ctx.paths.under(&cfg.host.machines_dir);
     if renames_image && machines.join(new).exists() {
@@ -35,7 +36,7 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     let old_dir = machines.join(s.image_name());
     let new_dir = machines.join(new);
     let _image = lock::ImageLock::images(&[&old_dir, &new_dir], "stop it first")?;
-    super::running::require_stopped(&bus, &s, "first")?;
+    crate::dbus::running::require_stopped(&bus, &s, "first")?;
 
     // 1. The new file, still booting the old image; the number is kept explicitly since
     //    a name like `web` does not imply one.
@@ -61,7 +62,7 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
         )
         .with_context(|| format!("renaming image {} to {new}", s.name))?;
         // Inside the image: its etc/hostname may be a symlink to a host file.
-        if let Err(e) = crate::inroot::Root::open(&machines.join(new))
+        if let Err(e) = crate::sys::inroot::Root::open(&machines.join(new))
             .and_then(|r| r.write_file("etc/hostname", format!("{new}\n").as_bytes(), 0o644))
         {
             eprintln!("warning: {new}: hostname not changed: {e}");
@@ -72,4 +73,16 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     bus.reload_config()?;
     println!("{} renamed to {new}", s.name);
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub old: String,
+    pub new: String,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.old, &self.new)
+    }
 }

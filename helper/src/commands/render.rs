@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use slot_config::render::{render_all, Content, OutDir};
 
 use super::Ctx;
+use crate::config::targets::resolve_one;
 use crate::error::bad_input;
-use crate::targets::resolve_one;
 
 /// Prints what the generator would write for one slot (or for the host's bridges).
 pub fn run(ctx: &Ctx, which: &str) -> anyhow::Result<ExitCode> {
@@ -34,4 +34,16 @@ pub fn run(ctx: &Ctx, which: &str) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_name = "NAME | NUMBER | host")]
+    pub slot: String,
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, &self.slot)
+    }
 }

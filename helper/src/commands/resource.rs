@@ -9,10 +9,12 @@ use slot_config::{CpuQuota, CpuSet, Memory, Slot};
 use toml_edit::value;
 
 use super::Ctx;
-use crate::config_edit::{read_doc, write_doc};
+use crate::config::edit::{read_doc, validate_changes, write_atomic};
+use crate::config::targets;
 use crate::dbus::{Bus, UnitProp};
 use crate::error::bad_input;
-use crate::{journal, lock, targets};
+use crate::sys::journal;
+use crate::sys::lock;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,7 +33,8 @@ pub struct Args {
     pub targets: Vec<String>,
 }
 
-/// What the options asked for, validated against this host before anything changes.
+/// What the options asked for, parsed; whether this host can give it is the model's to say
+/// (see `run`: the edit is validated like every other config edit).
 struct Change {
     cpu: Option<CpuQuota>,
     /// `Some(None)` = all CPUs.
@@ -39,60 +42,25 @@ struct Change {
     memory: Option<Memory>,
 }
 
-fn parse_change(ctx: &Ctx, a: &Args) -> anyhow::Result<Change> {
-    let facts = &ctx.facts;
-    let cpu = match &a.cpu {
-        None => None,
-        Some(s) => {
-            let q: CpuQuota = s
-                .parse()
-                .map_err(|e: String| bad_input(format!("-c: {e}")))?;
-            if let CpuQuota::Percent(p) = q {
-                let max = facts.ncpus() * 100;
-                if p > max {
-                    return Err(bad_input(format!(
-                        "-c: {p}% is more than this host's {} CPUs can give; use 1 to {max}",
-                        facts.ncpus()
-                    )));
-                }
-            }
-            Some(q)
-        }
-    };
+fn parse_change(a: &Args) -> anyhow::Result<Change> {
+    let cpu = a
+        .cpu
+        .as_deref()
+        .map(|s| s.parse().map_err(|e: String| bad_input(format!("-c: {e}"))))
+        .transpose()?;
     let cpus = match a.cpus.as_deref() {
         None => None,
         Some("all") => Some(None),
-        Some(s) => {
-            let set: CpuSet = s
-                .parse()
-                .map_err(|e: String| bad_input(format!("-n: {e}")))?;
-            let beyond = set.difference(&facts.cpus);
-            if !beyond.is_empty() {
-                return Err(bad_input(format!(
-                    "-n: CPU {beyond} is beyond this host's CPUs ({}); use CPUs from {} or \"all\"",
-                    facts.cpus, facts.cpus
-                )));
-            }
-            Some(Some(set))
-        }
+        Some(s) => Some(Some(
+            s.parse()
+                .map_err(|e: String| bad_input(format!("-n: {e}")))?,
+        )),
     };
-    let memory = match &a.memory {
-        None => None,
-        Some(s) => {
-            let m: Memory = s
-                .parse()
-                .map_err(|e: String| bad_input(format!("-m: {e}")))?;
-            if let Some(total) = facts.mem_total {
-                if m.0 > total {
-                    return Err(bad_input(format!(
-                        "-m: {m} is more than this host's memory ({}); use at most that",
-                        Memory(total)
-                    )));
-                }
-            }
-            Some(m)
-        }
-    };
+    let memory = a
+        .memory
+        .as_deref()
+        .map(|s| s.parse().map_err(|e: String| bad_input(format!("-m: {e}"))))
+        .transpose()?;
     Ok(Change { cpu, cpus, memory })
 }
 
@@ -102,7 +70,7 @@ fn report(s: &Slot, ok: bool, line: String) {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let change = parse_change(ctx, &a)?;
+    let change = parse_change(&a)?;
     if change.cpu.is_none() && change.cpus.is_none() && change.memory.is_none() {
         let cfg = ctx.load();
         let slots = targets::resolve(&cfg, &a.targets)?;
@@ -113,10 +81,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let slots = targets::resolve(&cfg, &a.targets)?;
-    let bus = Bus::system()?;
-    let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
-    let statuses = bus.unit_statuses(&units);
-
+    let mut edits = Vec::new();
     for s in &slots {
         let mut doc = read_doc(&s.file)?;
         if let Some(q) = change.cpu {
@@ -130,11 +95,17 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         if let Some(m) = change.memory {
             doc["memory"] = value(m.to_string());
         }
-        write_doc(&s.file, &doc)?;
+        edits.push((s.file.clone(), doc.to_string()));
     }
-
-    // The new values as the generator will see them ("auto" resolved, defaults applied).
-    let after = ctx.load();
+    // The new values as the generator will see them ("auto" resolved, defaults applied),
+    // or bad input with nothing written.
+    let after = validate_changes(ctx, &edits)?;
+    let bus = Bus::system()?;
+    let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
+    let statuses = bus.unit_statuses(&units);
+    for (path, text) in &edits {
+        write_atomic(path, text)?;
+    }
     let mut failed = false;
     for (s, st) in slots.iter().zip(&statuses) {
         let Some(new) = after.slot(&s.name) else {
@@ -252,5 +223,11 @@ fn show(ctx: &Ctx, slots: &[&Slot], json: bool) {
             cpus_text(ctx, &s.resources.cpus),
             s.resources.memory.to_string()
         );
+    }
+}
+
+impl Args {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run(ctx, self)
     }
 }

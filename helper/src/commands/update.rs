@@ -8,11 +8,14 @@ use std::sync::Mutex;
 
 use slot_config::Slot;
 
-use super::{running, Ctx};
+use super::Ctx;
+use crate::config::targets;
+use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::nsexec::Leader;
-use crate::{notify, nsexec, targets};
+use crate::sys::notify;
+use crate::sys::nsexec;
+use crate::sys::nsexec::Leader;
 
 /// One slot's outcome: exit code of the command, or why it could not run.
 type Outcome = Result<i32, String>;
@@ -203,7 +206,7 @@ pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<Exit
     let pick = |s: &Slot, leader: u32| -> Result<Vec<String>, String> {
         // Read inside the slot's root: its os-release may be a symlink to a host file,
         // a FIFO or /dev/zero.
-        let root = crate::inroot::Root::open_process_root(leader)
+        let root = crate::sys::inroot::Root::open_process_root(leader)
             .map_err(|e| format!("cannot open the slot's root: {e}"))?;
         let read = |rel: &str| root.read_file(rel, 64 * 1024);
         let bytes = match read("etc/os-release") {
@@ -277,6 +280,45 @@ pub fn run_deploy(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
         })
         .collect();
     Ok(summary(&rows))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Print the command each slot would run, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(required = true, value_name = "all | NUMBER | NAME")]
+    pub targets: Vec<String>,
+}
+
+impl UpdateArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run_update(ctx, &self.targets, self.dry_run)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProgArgs {
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+    pub args: Vec<String>,
+}
+
+impl ProgArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run_prog(ctx, &self.args)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+    pub args: Vec<String>,
+}
+
+impl DeployArgs {
+    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        run_deploy(ctx, &self.args)
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Everything `list` shows, gathered in one go: systemd's view of the slots' units and
 //! machined's list of running machines are asked side by side (two services, each working
 //! while the other does), every call in flight at once on the one connection; then the
-//! running slots' addresses, read from their network namespaces (see `netns`), or from
+//! running slots' addresses, read from their network namespaces (see `net::netlink`), or from
 //! machined's GetMachineAddresses where that cannot be done.
 
 use std::net::IpAddr;
 
-use super::{netns, Bus, MachineInfo, UnitStatus};
+use super::{Bus, MachineInfo, UnitStatus};
+use crate::net::netlink;
 
 /// What systemd and machined say about a set of slots.
 pub struct SlotsOverview {
@@ -35,7 +36,7 @@ impl Bus {
             .collect();
         // Addresses from each running slot's netns (fast); machined for any it cannot read.
         let leaders: Vec<u32> = machines.iter().flatten().map(|m| m.leader).collect();
-        let mut read = netns::addresses_of_leaders(&leaders);
+        let mut read = netlink::machine_addresses_of(&leaders);
         let ask: Vec<String> = machines
             .iter()
             .flatten()

@@ -1,5 +1,8 @@
 //! org.freedesktop.systemd1: units' state, start/stop waiting for each job's JobRemoved
 //! signal, freeze/thaw, runtime properties, daemon-reload.
+//!
+//! Over 400 lines: systemd1 is the helper's largest D-Bus surface; every call made to it is
+//! here, one short method each.
 
 use std::collections::HashMap;
 
@@ -542,32 +545,38 @@ impl Bus {
     }
 }
 
-/// systemd's freezer errors, said in the terms of slots.
+/// The D-Bus error name of a failed call (`org.freedesktop.systemd1.UnitInactive`): from a
+/// method error, or from the head of a message that carries it ("NAME: text").
+pub(crate) fn error_name(e: &zbus::Error) -> Option<String> {
+    match e {
+        zbus::Error::MethodError(name, _, _) => Some(name.as_str().to_string()),
+        zbus::Error::Failure(m) => {
+            let head = m.split_once(": ")?.0;
+            (head.contains('.') && !head.contains(' ')).then(|| head.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// systemd's freezer errors (by their D-Bus error names), said in the terms of slots.
 fn freeze_error(unit: &str, freeze: bool, e: zbus::Error) -> anyhow::Error {
-    let msg = e.to_string();
     let (verb, method) = if freeze {
         ("suspend", "FreezeUnit")
     } else {
         ("resume", "ThawUnit")
     };
-    if msg.contains("does not support freezing") || msg.contains("NotSupported") {
-        anyhow!(
+    match error_name(&e).as_deref() {
+        Some("org.freedesktop.DBus.Error.NotSupported") => anyhow!(
             "this host cannot {verb} slots: freezing needs the unified cgroup v2 hierarchy \
              (the cgroup freezer), which this host's cgroup setup does not offer ({unit})"
-        )
-    } else if msg.contains("UnitInactive")
-        || msg.contains("not active")
-        || msg.contains("inactive")
-        || msg.contains("NoSuchUnit")
-        || msg.contains("not loaded")
-    {
-        anyhow!("{unit} is not running; nothing to {verb}")
-    } else if msg.contains("pending job") || msg.contains("UnitBusy") {
-        anyhow!(
-            "{unit} is busy (starting, stopping or already being frozen/thawed); try again: {msg}"
-        )
-    } else {
-        anyhow!("systemd1 {method} {unit}: {msg}")
+        ),
+        Some("org.freedesktop.systemd1.UnitInactive" | "org.freedesktop.systemd1.NoSuchUnit") => {
+            anyhow!("{unit} is not running; nothing to {verb}")
+        }
+        Some("org.freedesktop.systemd1.UnitBusy") => anyhow!(
+            "{unit} is busy (starting, stopping or already being frozen/thawed); try again: {e}"
+        ),
+        _ => anyhow!("systemd1 {method} {unit}: {e}"),
     }
 }
 

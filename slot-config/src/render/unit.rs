@@ -14,8 +14,18 @@ pub const OVS_UNIT_PATH: &str = "/usr/lib/systemd/system/slot-os-ovs.service";
 /// networkd, which Debian installs disabled; pulled in at boot when bridges exist.
 pub const NETWORKD_UNIT: &str = "systemd-networkd.service";
 pub const NETWORKD_UNIT_PATH: &str = "/usr/lib/systemd/system/systemd-networkd.service";
-/// Where `make install PREFIX=/usr` and the packages put the helper.
-pub const HELPER: &str = "/usr/bin/slot-os";
+/// The directory `make install` puts the helper in: the Makefile's `build` passes its
+/// `BINDIR` (`PREFIX/bin`) as `SLOT_OS_BINDIR`; a plain `cargo build` means a distribution's
+/// `/usr/bin` (the packages and the test harness install there).
+pub const BINDIR: &str = match option_env!("SLOT_OS_BINDIR") {
+    Some(d) => d,
+    None => "/usr/bin",
+};
+
+/// The helper's path, as the units the generator writes run it.
+pub fn helper() -> String {
+    format!("{BINDIR}/slot-os")
+}
 
 /// The stock unit's command line (systemd 252), repeated only when the image directory
 /// must be named because the slot boots an image not named after it.
@@ -51,7 +61,7 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
     if matches!(host.network, DefaultNetwork::Nat { .. }) {
         // The zone bridge is made and configured by networkd (DHCP server up) before nspawn
         // joins the slot to it, so the slot's first DHCP request is answered.
-        let _ = writeln!(s, "ExecStartPre=-{HELPER} zone-ready");
+        let _ = writeln!(s, "ExecStartPre=-{} zone-ready", helper());
     }
     let r = &slot.resources;
     let _ = writeln!(s, "CPUQuota={}%", r.cpu_quota);
@@ -63,11 +73,11 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         // nspawn leaves VirtualEthernetExtra= NICs down and without addresses
         // (systemd#15402); this completes them after every start, before the start job
         // ends. '-': a NIC that cannot be set up must not keep the slot from running.
-        let _ = writeln!(s, "ExecStartPost=-{HELPER} net-apply %i");
+        let _ = writeln!(s, "ExecStartPost=-{} net-apply %i", helper());
     }
     if on_ovs {
         // The veths vanish with the slot; their OVSDB ports would linger as errors.
-        let _ = writeln!(s, "ExecStopPost=-{HELPER} net-release %i");
+        let _ = writeln!(s, "ExecStopPost=-{} net-release %i", helper());
     }
     if slot.image_name() != slot.name {
         let dir = host.machines_dir.join(slot.image_name());

@@ -4,11 +4,14 @@
 //! systemd-nspawn and machined take ([`ImageLock`]).
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use slot_config::Paths;
 
@@ -16,20 +19,82 @@ pub struct Lock {
     _flock: Flock<File>,
 }
 
+/// How long a helper waits for another one's lock by default (`SLOT_OS_LOCK_TIMEOUT`, in
+/// seconds, changes it): long enough for a backup or an image copy to finish, short
+/// enough that a stuck helper is reported instead of waited for forever.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn lock_timeout() -> Duration {
+    std::env::var("SLOT_OS_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(LOCK_TIMEOUT, Duration::from_secs)
+}
+
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
+/// Who holds the lock, as its holder wrote it: "PID N: slot-os ARGS".
+fn holder(path: &Path) -> String {
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "another slot-os".to_string())
+}
+
 pub fn exclusive(paths: &Paths) -> anyhow::Result<Lock> {
     let dir = paths.run_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let flock = Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("locking {}", path.display()))?;
+    let open = || open_lock_file(&path).with_context(|| format!("opening {}", path.display()));
+    let mut flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, Errno::EWOULDBLOCK)) => wait_for(&path, open()?, lock_timeout())?,
+        Err((_, e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    };
+    // Said to whoever waits for us next. The file's content is only a message: the flock
+    // is the lock.
+    let me = format!(
+        "PID {}: {}\n",
+        std::process::id(),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let _ = flock
+        .set_len(0)
+        .and_then(|()| flock.write_all(me.as_bytes()));
     Ok(Lock { _flock: flock })
+}
+
+/// Blocks in flock(2) on a thread of its own, so waiting ends the moment the holder
+/// releases the lock, or at `limit` with who holds it.
+fn wait_for(path: &Path, f: File, limit: Duration) -> anyhow::Result<Flock<File>> {
+    eprintln!(
+        "slot-os: waiting for the helper lock {}, held by {}",
+        path.display(),
+        holder(path)
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => r.with_context(|| format!("locking {}", path.display())),
+        Err(_) => anyhow::bail!(
+            "gave up after {} s waiting for the helper lock {}, still held by {} \
+             (let it finish or end it; SLOT_OS_LOCK_TIMEOUT=SECONDS waits longer)",
+            limit.as_secs(),
+            path.display(),
+            holder(path)
+        ),
+    }
 }
 
 /// The lock systemd-nspawn and machined take on an image (systemd's image_path_lock): an
@@ -132,7 +197,7 @@ impl Drop for ImageLock {
 
 #[cfg(test)]
 mod tests {
-    use super::lock_file;
+    use super::*;
 
     #[test]
     fn image_lock_files_exclude_each_other_until_released() {
@@ -145,5 +210,23 @@ mod tests {
         drop(first);
         assert!(lock_file(&p).unwrap().is_some());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_held_lock_names_its_holder_and_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let open = || open_lock_file(&path).unwrap();
+        let mut held = Flock::lock(open(), FlockArg::LockExclusive).unwrap();
+        held.write_all(b"PID 42: slot-os backup 0 x\n").unwrap();
+        let e = wait_for(&path, open(), Duration::from_millis(100)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("gave up after 0 s"), "{msg}");
+        assert!(
+            msg.contains("still held by PID 42: slot-os backup 0 x"),
+            "{msg}"
+        );
+        drop(held);
+        assert!(wait_for(&path, open(), Duration::from_secs(5)).is_ok());
     }
 }

@@ -1,5 +1,8 @@
 //! Running a command inside a running slot so that it stays within the slot's limits.
 //!
+//! Over 400 lines: the two ways into a slot (its own systemd, or a joined process) share the
+//! pinned leader and the confinement they must both reproduce.
+//!
 //! - A booted slot: the command is a transient service of the slot's own systemd, started
 //!   over the slot's system bus (what `systemd-run --machine=X --wait --pipe` does), so it
 //!   lands in the slot's cgroup with the slot's capability bounding set, and its exit code

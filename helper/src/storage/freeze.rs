@@ -19,7 +19,7 @@ use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slot_config::Paths;
 
-use crate::commands::Ctx;
+use crate::config::Ctx;
 use crate::dbus::Bus;
 
 fn marker_dir(paths: &Paths) -> PathBuf {
@@ -47,7 +47,7 @@ pub fn thaw_orphans(bus: &Bus, paths: &Paths) {
 /// `thaw-leftovers`: [`thaw_orphans`] under the helper lock (waiting for it: the holder is
 /// a live helper whose own freeze, if any, it thaws itself).
 pub fn thaw_leftovers(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _lock = crate::lock::exclusive(&ctx.paths)?;
+    let _lock = crate::sys::lock::exclusive(&ctx.paths)?;
     if fs::read_dir(marker_dir(&ctx.paths)).is_ok_and(|mut d| d.next().is_some()) {
         thaw_orphans(&Bus::system()?, &ctx.paths);
     }

@@ -1,12 +1,15 @@
 //! Changing /etc/slot-os files the way a person would: keys set or removed in place with
 //! toml_edit (comments and layout kept), written to a temporary file, fsynced, renamed.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use slot_config::Config;
 use toml_edit::DocumentMut;
+
+use super::Ctx;
+use crate::error::bad_input;
 
 pub fn read_doc(path: &Path) -> anyhow::Result<DocumentMut> {
     let text = match fs::read_to_string(path) {
@@ -27,18 +30,7 @@ pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
         .file_name()
         .context("config path has no file name")?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("writing {}", path.display()))
+    crate::sys::replace_file(path, &dir.join(format!(".{name}.tmp")), text, None)
 }
 
 pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
@@ -48,17 +40,19 @@ pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
 /// The config as it would be with `path` holding `text`, or bad input (exit 2, nothing
 /// written) if that adds any problem anywhere: an edit of one file can invalidate
 /// another (an address another slot holds, a bridge a slot still uses).
-pub fn validate_change(
-    ctx: &crate::commands::Ctx,
-    path: &Path,
-    text: &str,
-) -> anyhow::Result<slot_config::Config> {
+pub fn validate_change(ctx: &Ctx, path: &Path, text: &str) -> anyhow::Result<Config> {
+    validate_changes(ctx, &[(path.to_path_buf(), text.to_string())])
+}
+
+/// [`validate_change`] for an edit of several files at once (`resource` on many slots):
+/// every config edit of the helper goes through here before anything is written.
+pub fn validate_changes(ctx: &Ctx, changes: &[(PathBuf, String)]) -> anyhow::Result<Config> {
     let before = ctx.load();
-    let after = slot_config::load::load_dir_with(
-        &ctx.paths,
-        &ctx.facts,
-        &[(path.to_path_buf(), Some(text.to_string()))],
-    );
+    let overlay: Vec<(PathBuf, Option<String>)> = changes
+        .iter()
+        .map(|(p, t)| (p.clone(), Some(t.clone())))
+        .collect();
+    let after = slot_config::load::load_dir_with(&ctx.paths, &ctx.facts, &overlay);
     let new: Vec<String> = after
         .problems
         .iter()
@@ -68,7 +62,7 @@ pub fn validate_change(
     if new.is_empty() {
         Ok(after)
     } else {
-        Err(crate::error::bad_input(format!(
+        Err(bad_input(format!(
             "{}\nnothing was changed",
             new.join("\n")
         )))

@@ -3,13 +3,13 @@
 //! under the real name.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
 
-use crate::inroot;
+use crate::sys::inroot;
 
 /// `struct btrfs_ioctl_vol_args` of linux/btrfs.h.
 #[repr(C)]
@@ -123,101 +123,6 @@ pub fn create_image_dir(path: &Path) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// GNU tar flags that keep what a root file system needs: numeric owners (including
-/// user-namespace shifted UIDs), xattrs of every namespace (file capabilities), ACLs.
-const TAR_KEEP: [&str; 4] = [
-    "--numeric-owner",
-    "--xattrs",
-    "--xattrs-include=*",
-    "--acls",
-];
-
-/// A child that dies with us: a helper killed midway must not leave a `tar` or `zstd`
-/// still writing into a tree the next command is about to remove or reuse.
-pub fn tool(program: &str) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new(program);
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        c.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
-    c
-}
-
-/// `tar --create` of `dir` to stdout; the caller adds excludes, then ".".
-pub fn tar_create(dir: &Path) -> Command {
-    let mut c = tool("tar");
-    c.args(["--create", "--file=-", "--sparse"])
-        .args(TAR_KEEP)
-        .arg("--directory")
-        .arg(dir);
-    c
-}
-
-/// `tar --extract` of `file` ("-" = stdin) into `dir`, owners and modes as stored.
-/// From a file GNU tar recognises gzip/xz/zstd by content.
-pub fn tar_extract(dir: &Path, file: &std::ffi::OsStr) -> Command {
-    let mut c = tool("tar");
-    c.arg("--extract")
-        .arg("--file")
-        .arg(file)
-        .args(["--same-owner", "--same-permissions"])
-        .args(TAR_KEEP)
-        .arg("--directory")
-        .arg(dir);
-    c
-}
-
-/// Copies `from` into `to`, handing every chunk to `each` (a hasher, say), with a
-/// "LABEL N MB (R MB/s)" progress line on stderr when it is a terminal, and as the unit's
-/// status when run by one.
-pub fn pump(
-    mut from: impl std::io::Read,
-    mut to: impl Write,
-    label: &str,
-    mut each: impl FnMut(&[u8]),
-) -> anyhow::Result<u64> {
-    use std::io::IsTerminal;
-    use std::time::{Duration, Instant};
-    let tty = std::io::stderr().is_terminal();
-    let unit = crate::notify::active();
-    let start = Instant::now();
-    let mut last = start;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        each(&buf[..n]);
-        to.write_all(&buf[..n])?;
-        total += n as u64;
-        if (tty || unit) && last.elapsed() > Duration::from_millis(if tty { 200 } else { 1000 }) {
-            last = Instant::now();
-            let secs = start.elapsed().as_secs_f64().max(0.001);
-            let line = format!(
-                "{label} {:.0} MB ({:.0} MB/s)",
-                total as f64 / 1e6,
-                total as f64 / 1e6 / secs
-            );
-            if tty {
-                eprint!("\r  {line}   ");
-            }
-            if unit {
-                crate::notify::progress(&line);
-            }
-        }
-    }
-    if tty && total > 0 {
-        eprintln!();
-    }
-    Ok(total)
-}
-
 /// A new random machine ID (32 lowercase hex digits, UUID v4 layout like systemd's).
 pub fn new_machine_id() -> anyhow::Result<String> {
     let mut b = [0u8; 16];
@@ -237,7 +142,7 @@ pub fn set_identity(
     image: &Path,
     hostname: &str,
     machine_id: Option<&str>,
-    keys: crate::hostkeys::HostKeys,
+    keys: crate::storage::hostkeys::HostKeys,
 ) -> anyhow::Result<()> {
     let root = inroot::Root::open(image)?;
     // Removed first: where var/lib/dbus is a symlink to /etc, its machine-id is the
@@ -246,7 +151,7 @@ pub fn set_identity(
     let id = machine_id.map(|m| format!("{m}\n")).unwrap_or_default();
     root.write_file("etc/machine-id", id.as_bytes(), 0o444)?;
     root.write_file("etc/hostname", format!("{hostname}\n").as_bytes(), 0o644)?;
-    crate::hostkeys::apply(image, hostname, keys)
+    crate::storage::hostkeys::apply(image, hostname, keys)
 }
 
 /// The machine ID an image currently has, if any (read inside the image: a symlink

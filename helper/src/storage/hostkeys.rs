@@ -35,9 +35,9 @@ const PREFIX: &str = "ssh_host_";
 /// Opens `rel` below the slot root `root`, symlinks on the way resolved inside the root
 /// (`inroot`); `None` when it does not exist.
 pub fn open_dir_in(root: &Path, rel: &str) -> anyhow::Result<Option<OwnedFd>> {
-    match crate::inroot::Root::open(root)?.open_dir(rel) {
+    match crate::sys::inroot::Root::open(root)?.open_dir(rel) {
         Ok(fd) => Ok(Some(fd)),
-        Err(crate::inroot::Error::Io { source, .. })
+        Err(crate::sys::inroot::Error::Io { source, .. })
             if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
         {
             Ok(None)
@@ -60,18 +60,11 @@ pub fn has_sshd(root: &Path, etc_ssh: Option<&OwnedFd>) -> bool {
             .is_some_and(|d| exists_at(&d, "sshd"))
 }
 
-/// Names of the host key files (private and public) in `dir`.
+/// Names of the host key files (private and public) in `dir`, read from the open
+/// descriptor itself: nothing is resolved by name again.
 fn key_files(dir: &OwnedFd) -> anyhow::Result<Vec<String>> {
-    use std::os::fd::AsRawFd;
-    // The open descriptor's own directory: nothing is resolved by name again.
-    let at = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    let mut names = Vec::new();
-    for e in fs::read_dir(&at).context("listing etc/ssh")? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if name.starts_with(PREFIX) {
-            names.push(name);
-        }
-    }
+    let mut names = crate::sys::inroot::list_fd(dir.as_fd()).context("listing etc/ssh")?;
+    names.retain(|n| n.starts_with(PREFIX));
     Ok(names)
 }
 
@@ -150,7 +143,7 @@ fn generate(hostname: &str) -> anyhow::Result<Option<(std::path::PathBuf, tempfi
         .context("making a private directory for new SSH host keys")?;
     let mut children = Vec::new();
     for t in TYPES {
-        let spawned = crate::image::tool("ssh-keygen")
+        let spawned = crate::sys::tool("ssh-keygen")
             .args(["-q", "-N", "", "-t", t, "-C"])
             .arg(format!("root@{hostname}"))
             .arg("-f")

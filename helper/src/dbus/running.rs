@@ -3,7 +3,7 @@
 use slot_config::Slot;
 
 use crate::dbus::Bus;
-use crate::nsexec::Leader;
+use crate::sys::nsexec::Leader;
 
 /// Leader PID per slot, `None` for slots that are not running.
 pub fn leaders(bus: &Bus, slots: &[&Slot]) -> anyhow::Result<Vec<Option<u32>>> {

@@ -13,12 +13,21 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use slot_config::Bridge;
 
-use crate::ovsdb::{self, as_uuid, map_get, named, set_members, string_map, uuid, Client};
+use crate::net::ovsdb::{self, as_uuid, map_get, named, set_members, string_map, uuid, Client};
 
 const BRIDGE_KEY: &str = "slot-os-bridge";
 const OWNER_KEY: &str = "slot-os-owner";
 /// How long ovs-vswitchd may take to apply a change (it takes milliseconds).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `cur_cfg` in a monitor's table updates (`{"Open_vSwitch": {UUID: {"new": {...}}}}`).
+fn cur_cfg(updates: &Value) -> Option<i64> {
+    updates
+        .get("Open_vSwitch")?
+        .as_object()?
+        .values()
+        .find_map(|row| row.get("new")?.get("cur_cfg")?.as_i64())
+}
 
 /// The userspace datapath needs no kernel module; the kernel's is faster and is used when
 /// the openvswitch module is loaded (ovs-vswitchd's start script loads it where it exists).
@@ -132,8 +141,12 @@ impl Ovs {
             .collect())
     }
 
-    /// Runs `ops` and waits until ovs-vswitchd has applied them.
+    /// Runs `ops` and waits until ovs-vswitchd has applied them: `cur_cfg` reaching the
+    /// `next_cfg` the transaction set, seen through an OVSDB monitor (as ovs-vsctl does).
     fn commit(&mut self, mut ops: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+        const MONITOR: &str = "slot-os-cur-cfg";
+        // Started first, so the change that ends the wait cannot come before it.
+        let mut cur = cur_cfg(&self.db.monitor(MONITOR, "Open_vSwitch", &["cur_cfg"])?);
         ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": [],
             "mutations": [["next_cfg", "+=", 1]]}));
         ops.push(select("Open_vSwitch", &["next_cfg"]));
@@ -147,27 +160,19 @@ impl Ovs {
             .and_then(|row| row.get("next_cfg"))
             .and_then(Value::as_i64)
             .context("OVSDB did not report next_cfg")?;
-        let t0 = Instant::now();
-        loop {
-            let c = self
-                .db
-                .transact(vec![select("Open_vSwitch", &["cur_cfg"])])?;
-            let cur = rows(&c[0])
-                .first()
-                .and_then(|row| row.get("cur_cfg"))
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if cur >= want {
-                return Ok(r);
-            }
-            if t0.elapsed() > APPLY_TIMEOUT {
-                bail!(
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        while cur.is_none_or(|c| c < want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.db.next_update(MONITOR, left)? {
+                Some(u) => cur = cur_cfg(&u).or(cur),
+                None => bail!(
                     "ovs-vswitchd did not apply the change within {} s (it is in OVSDB; is ovs-vswitchd running?)",
                     APPLY_TIMEOUT.as_secs()
-                );
+                ),
             }
-            std::thread::sleep(Duration::from_millis(2));
         }
+        self.db.monitor_cancel(MONITOR)?;
+        Ok(r)
     }
 
     /// Makes bridge `b` exist with the datapath `datapath` and slot-os's mark (an existing
@@ -320,4 +325,42 @@ impl Ovs {
         names.sort();
         Ok(names)
     }
+}
+/// Removes slot-os's OVS ports that no configured NIC accounts for, or whose veth has
+/// vanished (a slot that stopped without `net-release`, a reboot).
+pub fn prune_ports(o: &mut Ovs, cfg: &slot_config::Config) -> anyhow::Result<()> {
+    let wanted: std::collections::BTreeSet<(String, String)> = cfg
+        .slots
+        .iter()
+        .flat_map(|s| {
+            s.nics
+                .iter()
+                .filter(|n| cfg.host.is_ovs(n.bridge))
+                .map(|n| (s.name.clone(), s.nic_host_ifname(n.number)))
+        })
+        .collect();
+    // Links are listed after the ports are read: a slot starting meanwhile adds its port
+    // only once its veth exists, so that veth is in this list.
+    let mut links: Option<std::collections::BTreeSet<String>> = None;
+    let gone = o.delete_ports(|p| {
+        let owner = p.owner.clone().unwrap_or_default();
+        if !wanted.contains(&(owner, p.name.clone())) {
+            return Ok(true);
+        }
+        let links = match &mut links {
+            Some(l) => l,
+            None => links.insert(
+                crate::net::netlink::Netlink::here()?
+                    .interfaces()?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
+            ),
+        };
+        Ok(!links.contains(&p.name))
+    })?;
+    if !gone.is_empty() {
+        eprintln!("removed stale OVS ports: {}", gone.join(", "));
+    }
+    Ok(())
 }

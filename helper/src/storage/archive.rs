@@ -1,0 +1,150 @@
+//! Root file systems as tar streams: `tar` with the flags a root needs, zstd on the way,
+//! the compressed stream hashed (SHA-256) as it passes, progress shown while it runs.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::sys::{notify, tool};
+
+/// GNU tar flags that keep what a root file system needs: numeric owners (including
+/// user-namespace shifted UIDs), xattrs of every namespace (file capabilities), ACLs.
+const TAR_KEEP: [&str; 4] = [
+    "--numeric-owner",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+];
+
+/// `tar --create` of `dir` to stdout; the caller adds excludes, then ".".
+pub fn tar_create(dir: &Path) -> Command {
+    let mut c = tool("tar");
+    c.args(["--create", "--file=-", "--sparse"])
+        .args(TAR_KEEP)
+        .arg("--directory")
+        .arg(dir);
+    c
+}
+
+/// `tar --extract` of `file` ("-" = stdin) into `dir`, owners and modes as stored.
+/// From a file GNU tar recognises gzip/xz/zstd by content.
+pub fn tar_extract(dir: &Path, file: &std::ffi::OsStr) -> Command {
+    let mut c = tool("tar");
+    c.arg("--extract")
+        .arg("--file")
+        .arg(file)
+        .args(["--same-owner", "--same-permissions"])
+        .args(TAR_KEEP)
+        .arg("--directory")
+        .arg(dir);
+    c
+}
+
+/// Copies `from` into `to`, handing every chunk to `each` (a hasher, say), with a
+/// "LABEL N MB (R MB/s)" progress line on stderr when it is a terminal, and as the unit's
+/// status when run by one.
+pub fn pump(
+    mut from: impl std::io::Read,
+    mut to: impl Write,
+    label: &str,
+    mut each: impl FnMut(&[u8]),
+) -> anyhow::Result<u64> {
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
+    let tty = std::io::stderr().is_terminal();
+    let unit = notify::active();
+    let start = Instant::now();
+    let mut last = start;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        each(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+        if (tty || unit) && last.elapsed() > Duration::from_millis(if tty { 200 } else { 1000 }) {
+            last = Instant::now();
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            let line = format!(
+                "{label} {:.0} MB ({:.0} MB/s)",
+                total as f64 / 1e6,
+                total as f64 / 1e6 / secs
+            );
+            if tty {
+                eprint!("\r  {line}   ");
+            }
+            if unit {
+                notify::progress(&line);
+            }
+        }
+    }
+    if tty && total > 0 {
+        eprintln!();
+    }
+    Ok(total)
+}
+
+/// A prepared `tar --create` piped through `zstd -T0` into `out`, hashing the compressed stream as
+/// it is written: the data passes through once, straight to its destination.
+pub fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Result<(u64, String)> {
+    let mut tar = tar.stdout(Stdio::piped()).spawn().context("running tar")?;
+    let mut zstd = tool("zstd")
+        .args(["-T0", "-3", "-q", "-c"])
+        .stdin(tar.stdout.take().context("tar stdout")?)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running zstd (install the zstd package)")?;
+    let mut from = zstd.stdout.take().context("zstd stdout")?;
+    // Root only from the first byte: a backup or export holds every file of a slot.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut h = Sha256::new();
+    let total = pump(&mut from, &mut f, label, |c| h.update(c))?;
+    f.sync_all()?;
+    let (t, z) = (tar.wait()?, zstd.wait()?);
+    if !t.success() || !z.success() {
+        bail!("tar ({t}) or zstd ({z}) failed");
+    }
+    Ok((total, format!("{:x}", h.finalize())))
+}
+
+/// `zstd -d | tar -x` of `file` into `dest`, the compressed stream fed (and hashed) by
+/// us on the way; returns its SHA-256, or why unpacking failed.
+pub fn untar_zstd(file: &Path, dest: &Path) -> anyhow::Result<String> {
+    let mut z = tool("zstd")
+        .args(["-d", "-q", "-c", "-T0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running zstd")?;
+    let mut t = tar_extract(dest, "-".as_ref())
+        .stdin(z.stdout.take().context("zstd stdout")?)
+        .spawn()
+        .context("running tar")?;
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut h = Sha256::new();
+    let zin = z.stdin.take().context("zstd stdin")?;
+    // A damaged stream makes zstd stop reading: the broken pipe is reported below.
+    let pumped = pump(f, zin, "restored", |c| h.update(c));
+    let (zs, ts) = (z.wait()?, t.wait()?);
+    let sum = format!("{:x}", h.finalize());
+    if pumped.is_err() || !zs.success() || !ts.success() {
+        bail!(
+            "unpacking {} failed (zstd {zs}, tar {ts}); SHA-256 of what was read: {sum}",
+            file.display()
+        );
+    }
+    Ok(sum)
+}
