@@ -106,29 +106,14 @@ fn wait_for_link_by(name: &str, who: &str, daemon: &str) -> anyhow::Result<()> {
 /// networkd adds a bridge's addresses some time after the link appears: br-add returns only
 /// once the kernel has all of them, so the next command (net-add, a ping) can rely on them.
 fn wait_for_addresses(name: &str, want: &[Cidr], who: &str) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    loop {
-        let have = netlink::addresses(None)?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| a)
-            .unwrap_or_default();
-        let missing: Vec<String> = want
-            .iter()
-            .filter(|c| !have.contains(&(c.addr, c.prefix)))
-            .map(|c| c.to_string())
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!(
-                "{who} did not put {} on {name} within 10 s (see journalctl -u systemd-networkd)",
-                missing.join(", ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !netlink::wait_for_link(name, want, Duration::from_secs(10))? {
+        let want: Vec<String> = want.iter().map(Cidr::to_string).collect();
+        anyhow::bail!(
+            "{who} did not put {} on {name} within 10 s (see journalctl -u systemd-networkd)",
+            want.join(", ")
+        );
     }
+    Ok(())
 }
 
 pub fn add(
