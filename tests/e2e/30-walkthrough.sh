@@ -202,6 +202,7 @@ test_rename_and_back() {
   assert_ok th_run "$H" test -d /var/lib/machines/web || return 1
   assert_ok sos start web || return 1
   assert_eq web "$(sos exec 2 -- hostname)" "renamed slot boots with its new name" || return 1
+  assert_eq "127.0.1.1 web" "$(sos exec 2 -- getent hosts web | tr -s ' \t' '  ')" "and resolves it from /etc/hosts" || return 1
   assert_ok sos stop web || return 1
   out=$(sos rename web slot02 2>&1) || { t_fail "rename back: $out"; return 1; }
   assert_ok th_run "$H" test -d /var/lib/machines/slot02 || return 1

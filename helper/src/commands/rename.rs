@@ -63,7 +63,8 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("renaming image {} to {new}", s.name))?;
         // Inside the image: its etc/hostname may be a symlink to a host file.
         if let Err(e) = crate::sys::inroot::Root::open(&machines.join(new))
-            .and_then(|r| r.write_file("etc/hostname", format!("{new}\n").as_bytes(), 0o644))
+            .map_err(anyhow::Error::from)
+            .and_then(|r| crate::storage::image::set_hostname(&r, new))
         {
             eprintln!("warning: {new}: hostname not changed: {e}");
         }

@@ -150,8 +150,53 @@ pub fn set_identity(
     root.remove("var/lib/dbus/machine-id")?;
     let id = machine_id.map(|m| format!("{m}\n")).unwrap_or_default();
     root.write_file("etc/machine-id", id.as_bytes(), 0o444)?;
-    root.write_file("etc/hostname", format!("{hostname}\n").as_bytes(), 0o644)?;
+    set_hostname(&root, hostname)?;
     crate::storage::hostkeys::apply(image, hostname, keys)
+}
+
+/// Writes the image's hostname and names it on /etc/hosts' `127.0.1.1` line, as Debian's
+/// installer does for a host. An image made from a host keeps the host's name there
+/// otherwise: the slot cannot resolve its own name from files, and on Debian 13 every boot
+/// then waited about 12 s for DNS (rsyslog, sshd).
+pub fn set_hostname(root: &inroot::Root, hostname: &str) -> anyhow::Result<()> {
+    root.write_file("etc/hostname", format!("{hostname}\n").as_bytes(), 0o644)?;
+    let old = root.read_file("etc/hosts", 1 << 20)?;
+    let text = hosts_naming(
+        old.as_deref().map(String::from_utf8_lossy).as_deref(),
+        hostname,
+    );
+    root.write_file("etc/hosts", text.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// `hosts` (None: the file is missing) with every `127.0.1.1` line naming `hostname` only,
+/// or such a line added after `127.0.0.1`'s; other lines are kept as they are.
+fn hosts_naming(hosts: Option<&str>, hostname: &str) -> String {
+    let ours = format!("127.0.1.1\t{hostname}");
+    let hosts =
+        hosts.unwrap_or("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut out: Vec<String> = Vec::new();
+    let mut named = false;
+    for line in hosts.lines() {
+        if line.split_whitespace().next() == Some("127.0.1.1") {
+            if !named {
+                out.push(ours.clone());
+                named = true;
+            }
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !named {
+        let at = out
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some("127.0.0.1"))
+            .map_or(0, |i| i + 1);
+        out.insert(at, ours);
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
 }
 
 /// The machine ID an image currently has, if any (read inside the image: a symlink
@@ -297,5 +342,27 @@ pub fn remove_tree(p: &Path) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hosts_names_the_slot_on_127_0_1_1() {
+        let host = "127.0.0.1\tlocalhost\n127.0.1.1\tstock.lan stock\n\n# The following lines\n::1\tlocalhost ip6-localhost\n";
+        assert_eq!(
+            super::hosts_naming(Some(host), "slot01"),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tslot01\n\n# The following lines\n::1\tlocalhost ip6-localhost\n"
+        );
+        // no such line: added after localhost; twice: one left
+        assert_eq!(
+            super::hosts_naming(Some("127.0.0.1 localhost\n10.0.0.5 db\n"), "a"),
+            "127.0.0.1 localhost\n127.0.1.1\ta\n10.0.0.5 db\n"
+        );
+        assert_eq!(
+            super::hosts_naming(Some("127.0.1.1 x\n127.0.1.1 y\n"), "b"),
+            "127.0.1.1\tb\n"
+        );
+        assert!(super::hosts_naming(None, "c").contains("127.0.1.1\tc\n"));
     }
 }
