@@ -547,15 +547,18 @@ impl Bus {
 
 /// The D-Bus error name of a failed call (`org.freedesktop.systemd1.UnitInactive`): from a
 /// method error, or from the head of a message that carries it ("NAME: text").
+/// zbus turns the well-known `org.freedesktop.DBus.Error.*` replies into `Error::FDO`
+/// (systemd's NotSupported from FreezeUnit on a hybrid host arrives so), whose text starts
+/// with the name as well.
 pub(crate) fn error_name(e: &zbus::Error) -> Option<String> {
-    match e {
-        zbus::Error::MethodError(name, _, _) => Some(name.as_str().to_string()),
-        zbus::Error::Failure(m) => {
-            let head = m.split_once(": ")?.0;
-            (head.contains('.') && !head.contains(' ')).then(|| head.to_string())
-        }
-        _ => None,
-    }
+    let m = match e {
+        zbus::Error::MethodError(name, _, _) => return Some(name.as_str().to_string()),
+        zbus::Error::Failure(m) => m.clone(),
+        zbus::Error::FDO(f) => f.to_string(),
+        _ => return None,
+    };
+    let head = m.split_once(": ")?.0;
+    (head.contains('.') && !head.contains(' ')).then(|| head.to_string())
 }
 
 /// systemd's freezer errors (by their D-Bus error names), said in the terms of slots.
@@ -600,6 +603,19 @@ mod tests {
         assert!(e
             .to_string()
             .contains("cannot suspend slots: freezing needs the unified cgroup v2 hierarchy"));
+        // As zbus hands it over from a hybrid host (21-hybrid-cgroups).
+        let e = super::freeze_error(
+            "systemd-nspawn@slot00.service",
+            true,
+            zbus::Error::FDO(Box::new(zbus::fdo::Error::NotSupported(
+                "Unit 'systemd-nspawn@slot00.service' does not support freezing.".into(),
+            ))),
+        );
+        assert!(
+            e.to_string()
+                .contains("cannot suspend slots: freezing needs the unified cgroup v2 hierarchy"),
+            "{e}"
+        );
         let e = super::freeze_error(
             "u.service",
             true,
