@@ -240,7 +240,7 @@ test_slot_plants_symlinks_then_backup_and_restore() {
   # point at host files.
   assert_ok sos start 1 || return 1
   assert_ok sos exec 1 -- sh -c 'rm -rf /var/lib/dbus && ln -s /etc /var/lib/dbus &&
-    ln -sf /root/target/owned /etc/hostname && rm -f /etc/machine-id && ln -s /etc/machine-id /etc/machine-id && sync' || return 1
+    ln -sf /root/target/owned /etc/hostname && rm -f /etc/hosts && ln -s /root/target/hosts /etc/hosts && rm -f /etc/machine-id && ln -s /etc/machine-id /etc/machine-id && sync' || return 1
   assert_ok sos stop 1 || return 1
   local before after out
   before=$(host_state)
@@ -256,7 +256,7 @@ test_slot_plants_symlinks_then_backup_and_restore() {
 test_slot_rename_export_netadd_stay_inside() {
   local before after out rc
   # restore rewrote the identity files; plant the hostname link again, as the slot could
-  th_sh "$H" 'ln -sfn /root/target/owned /var/lib/machines/slot01/etc/hostname' || return 1
+  th_sh "$H" 'ln -sfn /root/target/owned /var/lib/machines/slot01/etc/hostname && ln -sfn /root/target/hosts /var/lib/machines/slot01/etc/hosts' || return 1
   before=$(host_state)
   out=$(sos rename slot01 slot02 2>&1); rc=$?; echo "    rename: rc=$rc: $out"
   assert_eq 0 "$rc" "rename" || return 1

@@ -69,7 +69,7 @@ scenario_teardown() {
     rec=$(cat "$VM_RUN/qemu.pid" 2>/dev/null)
     vm_poweroff
     # the very qemu process we started (PID and start time) is gone
-    [[ -z "$rec" || "$(vm__proc_id "${rec%% *}")" != "$rec" ]] || t_fail "qemu ${rec%% *} still runs"
+    [[ -z "$rec" || "$(th__proc_id "${rec%% *}")" != "$rec" ]] || t_fail "qemu ${rec%% *} still runs"
     # the run disk (the logs stay)
     rm -f -- "$VM_RUN/disk.img" "$VM_DEB"
 }
@@ -188,14 +188,21 @@ test_memory_max_oom_kills_an_allocation_past_the_limit() {
 # Per period the slot may overrun its quota a little (runtime is handed out in slices).
 VM_CPU_SLACK_PCT=150 # allowed: 1.5 x the quota per period
 
-test_cpu_quota_holds_a_busy_loop_near_its_quota() {
-    local out ms du dp dt
-    out=$(vm_sh 'slot-os resource -c "$1" 0' "$VM_CPU_QUOTA%") || { t_fail "resource -c: $out"; return 1; }
-    assert_eq "$((VM_CPU_QUOTA * 1000)) 100000" "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.max"')" "cpu.max lowered live" || return 1
-    out=$(busy_loop vm-busy1) || { t_fail "busy loop: $out"; return 1; }
+# cpu_quota_loop PCT UNIT: `resource -c PCT%` on the running slot, checked in its cpu.max,
+# then a 10 s busy loop in it; sets the caller's ms du dp dt (busy_loop's figures).
+cpu_quota_loop() {
+    local pct=$1 unit=$2 out
+    out=$(vm_sh 'slot-os resource -c "$1" 0' "$pct%") || { t_fail "resource -c: $out"; return 1; }
+    assert_eq "$((pct * 1000)) 100000" "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.max"')" "cpu.max set live to $pct%" || return 1
+    out=$(busy_loop "$unit") || { t_fail "busy loop: $out"; return 1; }
     read -r ms du dp dt <<<"$out"
-    th_note "cpu_quota ${VM_CPU_QUOTA}%: a 10 s busy loop got ${ms} ms of CPU; the slot used $((du / 1000)) ms in $dp periods ($((dp ? du / dp / 1000 : 0)) ms each), throttled in $dt"
+    th_note "cpu_quota ${pct}%: a 10 s busy loop got ${ms} ms of CPU; the slot used $((du / 1000)) ms in $dp periods ($((dp ? du / dp / 1000 : 0)) ms each), throttled in $dt"
     ((dp > 0)) || { t_fail "no CPU periods counted for the slot: $out"; return 1; }
+}
+
+test_cpu_quota_holds_a_busy_loop_near_its_quota() {
+    local ms du dp dt
+    cpu_quota_loop "$VM_CPU_QUOTA" vm-busy1 || return 1
     # the kernel stopped the slot for having used its quota (a slot without one never is)
     ((dt * 2 >= dp)) || { t_fail "throttled in only $dt of $dp periods at ${VM_CPU_QUOTA}%"; return 1; }
     ((du <= dp * VM_CPU_QUOTA * 1000 * VM_CPU_SLACK_PCT / 100)) ||
@@ -217,13 +224,8 @@ test_resource_raises_memory_live() {
 }
 
 test_resource_changes_cpu_live() {
-    local out ms
-    out=$(vm_sh 'slot-os resource -c "$1" 0' "$VM_CPU_RAISED%") || { t_fail "resource -c: $out"; return 1; }
-    assert_eq "$((VM_CPU_RAISED * 1000)) 100000" "$(vm_sh 'cat "/sys/fs/cgroup$(systemctl show -P ControlGroup systemd-nspawn@slot00.service)/cpu.max"')" "cpu.max changed" || return 1
-    out=$(busy_loop vm-busy2) || { t_fail "busy loop: $out"; return 1; }
-    read -r ms du dp dt <<<"$out"
-    th_note "cpu_quota ${VM_CPU_RAISED}%: a 10 s busy loop got ${ms} ms of CPU; the slot used $((du / 1000)) ms in $dp periods ($((dp ? du / dp / 1000 : 0)) ms each), throttled in $dt"
-    ((dp > 0)) || { t_fail "no CPU periods counted for the slot: $out"; return 1; }
+    local ms du dp dt
+    cpu_quota_loop "$VM_CPU_RAISED" vm-busy2 || return 1
     # more per period than the old quota ever allowed (so the new one is in force) ...
     ((du > dp * VM_CPU_QUOTA * 1000 * VM_CPU_SLACK_PCT / 100)) ||
         { t_fail "the slot used $du us in $dp periods: no more than the old ${VM_CPU_QUOTA}% allowed"; return 1; }

@@ -211,31 +211,14 @@ vm_accel() {
 # ---------------------------------------------------------------------------------------------
 # the running VM
 
-# "PID STARTTIME" of a live process (empty if gone): a recorded PID is only trusted with it.
-vm__proc_id() {
-    local pid=${1:-} stat rest
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
-    rest=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    [[ "${1:-}" != Z && "${1:-}" != X ]] || return 0
-    printf '%s %s\n' "$pid" "${20:-}"
-}
-vm__pid_alive() { # FILE: prints the recorded PID if that very process still runs
-    local rec pid
-    [[ -s "$1" ]] || return 1
-    rec=$(cat "$1") || return 1
-    pid=${rec%% *}
-    [[ "$(vm__proc_id "$pid")" == "$rec" ]] || return 1
-    printf '%s\n' "$pid"
-}
-vm_running() { vm__pid_alive "$VM_RUN/qemu.pid" >/dev/null; }
+# PIDs are recorded as "PID STARTTIME" (th__proc_id) and trusted only while that very
+# process runs (th__pidfile_alive), as for the test hosts.
+vm_running() { th__pidfile_alive "$VM_RUN/qemu.pid" >/dev/null; }
 
 # vm_kill: end the qemu process this run dir records (ours, or one left by a killed run).
 vm_kill() {
     local pid
-    pid=$(vm__pid_alive "$VM_RUN/qemu.pid") || return 0
+    pid=$(th__pidfile_alive "$VM_RUN/qemu.pid") || return 0
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 50); do vm_running || break; sleep 0.1; done
     if vm_running; then kill -KILL "$pid" 2>/dev/null; fi
@@ -263,7 +246,7 @@ vm_start() {
     # PDEATHSIG: qemu ends with the shell that started it, however that shell ends.
     TMPDIR=$VM_RUN/tmp setpriv --pdeathsig KILL -- "${qemu[@]}" </dev/null >"$VM_RUN/qemu.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     pid=$!
-    rec=$(vm__proc_id "$pid")
+    rec=$(th__proc_id "$pid")
     [[ -n "$rec" ]] && printf '%s\n' "$rec" >"$VM_RUN/qemu.pid"
     printf '%s\n' "$accel" >"$VM_RUN/accel"
     vm_wait_ready "" || return 1
