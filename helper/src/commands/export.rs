@@ -265,23 +265,14 @@ pub fn import(
     image::remove_any(&tmp)?;
     fs::create_dir_all(&machines)?;
     image::create_image_dir(&tmp)?;
-    let unpacked = crate::storage::archive::tar_extract(&tmp, file.as_os_str())
-        .args(["--strip-components=1", "rootfs"])
-        .status()
-        .context("running tar");
-    match unpacked {
-        Ok(st) if st.success() => {}
-        other => {
-            let _ = image::remove_any(&tmp);
-            let why = match other {
-                Ok(st) => format!("tar {st}"),
-                Err(e) => format!("{e:#}"),
-            };
-            bail!(
-                "unpacking {} failed ({why}); the file may be damaged; nothing was changed",
-                file.display()
-            );
-        }
+    let unpacked =
+        crate::storage::archive::extract_checked(file, &tmp, &["--strip-components=1", "rootfs"]);
+    if let Err(e) = unpacked {
+        let _ = image::remove_any(&tmp);
+        return Err(e.context(format!(
+            "importing {}: the file may be damaged or crafted; nothing was changed",
+            file.display()
+        )));
     }
     // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
     // new machine and needs its own (networkd and nspawn derive MACs from it).

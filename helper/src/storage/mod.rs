@@ -7,3 +7,4 @@ pub mod freeze;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod tarcheck;
