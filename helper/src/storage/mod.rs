@@ -7,4 +7,5 @@ pub mod freeze;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod provision;
 pub mod tarcheck;
