@@ -23,8 +23,6 @@ description:
     even after the slot has changed since. Use C(force) to restore again.
   - C(pruned) deletes the slot's oldest backups (those whose name starts with C(name), if
     given) beyond the newest C(keep).
-  - A value that slot-os refuses fails the task with slot-os's message and exit code
-    (C(rc=2) means bad input, and nothing was changed).
 author: slot-os contributors (@slot-os)
 options:
   slot:
@@ -56,9 +54,8 @@ options:
     description: For C(state=restored), restore even if the slot was last restored from this backup.
     type: bool
     default: false
-notes:
-  - Needs slot-os on the managed host, run as root (C(become=true)).
-  - Supports C(check_mode) and C(diff_mode).
+extends_documentation_fragment:
+  - slot_os.slot_os.slot_os
 seealso:
   - module: slot_os.slot_os.slot
 """

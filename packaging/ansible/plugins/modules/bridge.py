@@ -19,8 +19,6 @@ description:
     for what has to change.
   - slot-os cannot remove one address of a bridge. An address that the bridge has but
     C(address) does not list fails the task with a message; nothing is changed.
-  - A value that slot-os refuses fails the task with slot-os's message and exit code
-    (C(rc=2) means bad input, and nothing was changed).
 author: slot-os contributors (@slot-os)
 options:
   number:
@@ -76,9 +74,8 @@ options:
         added; slot-os refuses to change the backend of an existing bridge.
     type: str
     choices: [networkd, ovs]
-notes:
-  - Needs slot-os on the managed host, run as root (C(become=true)).
-  - Supports C(check_mode) and C(diff_mode).
+extends_documentation_fragment:
+  - slot_os.slot_os.slot_os
 seealso:
   - module: slot_os.slot_os.slot
 """

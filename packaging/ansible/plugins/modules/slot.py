@@ -24,8 +24,6 @@ description:
   - Options that are left out are left alone. Resources are compared with the settings that
     slot-os reports for the slot, so a value the slot already follows from C([defaults]) is
     not written again.
-  - A value that slot-os refuses fails the task with slot-os's message and exit code
-    (C(rc=2) means bad input, and nothing was changed).
   - In check mode nothing is changed. The task still reports whether it would change
     something, and C(commands) lists the slot-os commands it would run.
 author: slot-os contributors (@slot-os)
@@ -94,10 +92,8 @@ options:
         description:
           - Bridge number. If left out, slot-os picks the bridge whose subnet holds the address.
         type: int
-notes:
-  - Needs slot-os on the managed host, run as root (C(become=true)).
-  - Supports C(check_mode) and C(diff_mode). The diff shows what the module manages, before
-    and after.
+extends_documentation_fragment:
+  - slot_os.slot_os.slot_os
 seealso:
   - module: slot_os.slot_os.bridge
   - module: slot_os.slot_os.backup
