@@ -439,13 +439,17 @@ test_create_and_remove_one_slot() {
     assert_eq "spare: exists; nothing to change" "$(sos create spare --number 9 2>&1)" "create is idempotent" || return 1
     local files
     files=$(th_sh "$H" 'ls /etc/slot-os /var/lib/machines')
+    assert_eq "$(printf 'would write /etc/slot-os/spare2.toml\nwould clone image slot-os as spare2')" \
+        "$(sos create spare2 --dry-run 2>&1)" "create --dry-run" || return 1
+    assert_eq "$(printf 'would stop spare\nwould remove image spare\nwould remove /etc/slot-os/spare.toml')" \
+        "$(sos remove spare --dry-run 2>&1)" "remove --dry-run" || return 1
     assert_exit 2 sos create spare --number 8 || return 1
     assert_exit 2 sos create 9 || return 1
     assert_exit 2 sos create Spare || return 1
     assert_exit 2 sos create slot-os || return 1
     assert_exit 2 sos create other --image nosuch || return 1
     assert_exit 2 sos create slot03 --number 4 || return 1
-    assert_eq "$files" "$(th_sh "$H" 'ls /etc/slot-os /var/lib/machines')" "bad input creates nothing" || return 1
+    assert_eq "$files" "$(th_sh "$H" 'ls /etc/slot-os /var/lib/machines')" "dry runs and bad input change nothing" || return 1
     # A config written by hand (or a config manager) gets its image; the file is kept.
     th_sh "$H" 'printf "base_image = \"slot-os\"\nmemory = \"128M\"\n" > /etc/slot-os/hand.toml' || return 1
     local sum
