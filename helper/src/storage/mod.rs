@@ -7,4 +7,6 @@ pub mod freeze;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod stream;
 pub mod tarcheck;
+pub mod unpack;
