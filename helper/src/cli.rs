@@ -80,7 +80,7 @@ pub enum Command {
     /// Write a slot (image and config) to one file, to move it to another host.
     Export(export::ExportArgs),
     /// Create a slot from a file written by `export`.
-    Import(export::ImportArgs),
+    Import(import::ImportArgs),
     /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`, optionally with a VXLAN
     /// port so slots on several hosts share its network.
     BrAdd(bridge::AddArgs),
@@ -136,7 +136,7 @@ impl Command {
             Command::BackupAuto(a) => ("backup-auto", &a.slot),
             Command::BackupRestore(a) => ("backup-restore", &a.slot),
             Command::Export(a) => ("export", &a.slot),
-            Command::Import(export::ImportArgs {
+            Command::Import(import::ImportArgs {
                 name: Some(name), ..
             }) => ("import", name),
             Command::Rename(a) => ("rename", &a.old),

@@ -14,6 +14,7 @@ pub mod docs;
 pub mod exec;
 pub mod export;
 pub mod forward;
+pub mod import;
 pub mod info;
 pub mod lifecycle;
 pub mod list;
