@@ -298,35 +298,27 @@ test_restore_runs_once_unless_forced() {
     assert_eq null "$(sos info slot00 --json | json_get 'json.dumps(d["restored_from"])')" "slot00 not restored" || return 1
 }
 
+# refused MODULE ARGS MESSAGE: the module fails with slot-os's MESSAGE and exit code 2
+refused() {
+    local out rc
+    out=$(mod "$1" "$2" 2>&1); rc=$?
+    printf '%s\n' "$out"
+    assert_eq 2 "$rc" "ansible's exit code for $1 $2" || return 1
+    assert_contains "$out" "$3" "slot-os's message for $1 $2" || return 1
+    assert_contains "$out" '"rc": 2' "slot-os's exit code for $1 $2"
+}
+
 test_bad_values_fail_with_slot_os_message_and_change_nothing() {
-    local out rc before
+    local before
     before=$(fingerprint)
-    out=$(mod slot 'name=slot00 memory=lots' 2>&1); rc=$?
-    printf '%s\n' "$out"
-    assert_eq 2 "$rc" "memory=lots" || return 1
-    assert_contains "$out" '\"lots\" is not a memory size' "slot-os's message for the memory" || return 1
-    assert_contains "$out" '"rc": 2' "slot-os's exit code" || return 1
-    out=$(mod slot 'name=slot00 cpus=0-63' 2>&1); rc=$?
-    printf '%s\n' "$out"
-    assert_eq 2 "$rc" "cpus=0-63" || return 1
-    assert_contains "$out" "/etc/slot-os/slot00.toml: cpus" "slot-os names the file and key" || return 1
-    assert_contains "$out" "nothing was changed" "slot-os says nothing changed" || return 1
-    out=$(mod slot '{"name": "slot00", "nics": [{"number": 1, "bridge": 9, "address": "192.168.18.2/24"}]}' 2>&1); rc=$?
-    printf '%s\n' "$out"
-    assert_eq 2 "$rc" "NIC on a bridge that does not exist" || return 1
-    assert_contains "$out" "bridge 9" "slot-os names the bridge" || return 1
-    out=$(mod slot '{"name": "web", "nics": [{"number": 1, "address": "192.168.18.2/24"}, {"number": 2, "bridge": 2, "address": "10.0.2.5/24"}]}' 2>&1); rc=$?
-    printf '%s\n' "$out"
-    assert_eq 2 "$rc" "an address slot00 holds" || return 1
-    assert_contains "$out" "192.168.18.2 is already used on bridge 1 by slot00" "slot-os names the holder" || return 1
-    out=$(mod slot 'name=Bad_Name' 2>&1); rc=$?
-    printf '%s\n' "$out"
-    assert_eq 2 "$rc" "a slot name slot-os refuses" || return 1
-    assert_contains "$out" "Bad_Name" "slot-os names the name" || return 1
-    out=$(mod bridge 'number=1 address=192.168.18.1/24,nonsense' 2>&1); rc=$?
-    printf '%s\n' "$out"
-    assert_eq 2 "$rc" "a bridge address slot-os refuses" || return 1
-    assert_contains "$out" 'there is no host device \"nonsense\"' "slot-os's message" || return 1
+    refused slot 'name=slot00 memory=lots' '-m: \"lots\" is not a memory size' || return 1
+    refused slot 'name=slot00 cpus=0-63' "/etc/slot-os/slot00.toml: cpus: CPU 2-63 is beyond this host's CPUs" || return 1
+    refused slot '{"name": "slot00", "nics": [{"number": 1, "bridge": 9, "address": "192.168.18.2/24"}]}' \
+        "bridge 9 is not declared in slot-os.toml" || return 1
+    refused slot '{"name": "web", "nics": [{"number": 1, "address": "192.168.18.2/24"}, {"number": 2, "bridge": 2, "address": "10.0.2.5/24"}]}' \
+        "192.168.18.2 is already used on bridge 1 by slot00; nothing was changed" || return 1
+    refused slot 'name=Bad_Name' 'slot name \"Bad_Name\" must start with a lowercase letter' || return 1
+    refused bridge 'number=1 address=192.168.18.1/24,nonsense' 'there is no host device \"nonsense\"; nothing was changed' || return 1
     assert_eq "$before" "$(fingerprint)" "bad values change nothing" || return 1
     assert_contains "$(inslot web 'ip -4 -o addr show eth1')" "192.168.18.15/24" "web's NIC kept" || return 1
 }
