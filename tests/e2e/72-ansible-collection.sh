@@ -375,6 +375,17 @@ test_tasks_run_inside_a_slot_through_the_connection_plugin() {
     assert_contains "$out" "slot01 on localhost (local) is STOPPED" "the stopped slot is named" || return 1
 }
 
+test_frozen_then_started_again() {
+    local out
+    out=$(mod slot 'name=web state=frozen' 2>&1) || { printf '%s\n' "$out"; t_fail "state=frozen"; return 1; }
+    assert_contains "$out" '"changed": true' "web frozen" || return 1
+    assert_eq frozen "$(prop web FreezerState)" "systemd's freezer state" || return 1
+    assert_contains "$(mod slot 'name=web state=frozen' 2>&1)" '"changed": false' "frozen again changes nothing" || return 1
+    out=$(mod slot 'name=web state=started' 2>&1) || { printf '%s\n' "$out"; t_fail "state=started"; return 1; }
+    assert_contains "$out" '"slot-os resume web"' "a frozen slot is resumed to be started" || return 1
+    assert_eq running "$(prop web FreezerState)" "thawed" || return 1
+}
+
 test_a_slot_without_python_takes_raw_commands() {
     local out rc
     out=$(mod slot 'name=nopy state=present' 2>&1) || { printf '%s\n' "$out"; t_fail "creating nopy"; return 1; }
