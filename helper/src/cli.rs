@@ -31,6 +31,11 @@ pub enum Command {
     MakeBaseImage(make_base_image::Args),
     /// Divide the host into N slots (slot00..); `build 0` removes all slots.
     Build(build::Args),
+    /// Make one slot (config and its own image) without touching others: `create NAME`
+    /// or `create NUMBER`; what exists is kept.
+    Create(create::Args),
+    /// Remove one slot: stop it, delete its image and config (its backups stay).
+    Remove(remove::Args),
     /// List slots: number, state, name, CPU%, CPUs, memory, autostart, image, addresses.
     List(list::Args),
     /// Start slots (returns once each has booted).
@@ -148,6 +153,8 @@ impl Command {
             Command::Render(a) => a.exec(ctx),
             Command::MakeBaseImage(a) => a.exec(ctx),
             Command::Build(a) => a.exec(ctx),
+            Command::Create(a) => a.exec(ctx),
+            Command::Remove(a) => a.exec(ctx),
             Command::List(a) => a.exec(ctx),
             Command::Start(t) => t.exec(ctx, Action::Start),
             Command::Stop(t) => t.exec(ctx, Action::Stop),

@@ -186,6 +186,8 @@ pub fn import(
             false => (image::new_machine_id()?, HostKeys::New),
         };
         image::set_identity(&tmp, &new, Some(&id), keys)?;
+        // An import is no restore, whatever mark the file's root carried.
+        image::clear_restored(&tmp)?;
         image::sync_fs(&tmp)
     });
     if let Err(e) = prepared {
