@@ -1,5 +1,7 @@
 //! Every member of a tar stream checked before GNU tar extracts it: the bytes pass through
-//! this check on their way to `tar --extract`, so the archive is read once.
+//! this check on their way to `tar --extract`, so the archive is read once. Each member's
+//! header (and a dumpdir's listing) is held back until it passed, so nothing of a refused
+//! member ever reaches tar.
 //!
 //! GNU tar alone already keeps an extraction inside its directory (it strips a leading `/`,
 //! refuses `..` members, and defers symlinks so no member is written through one), but it
@@ -7,7 +9,19 @@
 //! host, so a member that names a path outside the tree is a crafted file: it is refused,
 //! and the caller throws the half-made tree away. GNU tar's own rules stay on as the second
 //! line, should the two parsers ever read an archive differently.
+//!
+//! An incremental stream (`--listed-incremental`, a move's copy and its changes) is
+//! extracted onto a tree that already exists, where the first dump may have left symlinks
+//! (a slot's own, pointing anywhere on the host). GNU tar's deferred symlinks do not cover
+//! those, so such a stream must also keep the two properties that make its extraction stay
+//! inside the tree ([`Rules::incremental`]): every member's directory (and a hard link's
+//! target's) is a member before it, so its dumpdir has already replaced whatever was at
+//! that path with a real directory; and no dumpdir renames directories (`R`/`T`/`X`
+//! entries): tar applies renames before anything else, by path, through whatever symlinks
+//! the first dump left (seen here: a renamed directory landed in a host directory).
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path};
 
@@ -24,11 +38,27 @@ pub enum Refused {
     LinkOut { member: String, target: String },
     #[error("a global extended header sets {0:?} for the members after it")]
     GlobalPath(String),
+    #[error("member {0:?} comes before its directory (an incremental stream lists a directory before what is in it)")]
+    Orphan(String),
+    #[error("the dumpdir of {member:?} renames directories ({entry:?}); renames are not accepted")]
+    Rename { member: String, entry: String },
+    #[error("the dumpdir of {member:?} is malformed: {why}")]
+    BadDumpdir { member: String, why: String },
     #[error("reading the archive: {0}")]
     Read(#[source] io::Error),
     #[error("passing the archive to tar: {0}")]
     Write(#[source] io::Error),
 }
+
+/// What a stream must keep beyond names inside the tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// A `--listed-incremental` stream extracted onto an existing tree (see the module doc).
+    pub incremental: bool,
+}
+
+/// The largest dumpdir accepted (a directory of about two million names).
+const DUMPDIR_CAP: u64 = 64 << 20;
 
 /// A path is inside the tree: relative, and no `..` anywhere (a `..` that stays inside after
 /// normalising is refused too: no honest archive writer makes one).
@@ -43,54 +73,120 @@ fn inside(name: &str) -> Result<(), fn(String) -> Refused> {
     Ok(())
 }
 
-/// Reads from `inner` and writes every byte read to `out`, so what the tar parser consumed
-/// is exactly what GNU tar receives.
-struct Tee<R, W> {
-    inner: R,
+/// Where the checked bytes go: straight to tar, or held back while a member is checked.
+struct Gate<W> {
     out: W,
+    held: Vec<u8>,
+    holding: bool,
     total: u64,
     write_error: Option<io::Error>,
 }
 
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Err(e) = self.out.write_all(&buf[..n]) {
+impl<W: Write> Gate<W> {
+    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.holding {
+            self.held.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.send(bytes)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.out.write_all(bytes) {
             let kind = e.kind();
             self.write_error = Some(e);
             return Err(io::Error::new(kind, "tar stopped reading"));
         }
-        self.total += n as u64;
+        self.total += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// What was held goes on, and what is read from now on goes straight through.
+    fn release(&mut self) -> io::Result<()> {
+        self.holding = false;
+        let held = std::mem::take(&mut self.held);
+        self.send(&held)
+    }
+}
+
+/// Reads from `inner` and hands every byte read to the gate, so what the tar parser
+/// consumed is exactly what GNU tar receives.
+struct Tee<'g, R, W> {
+    inner: R,
+    gate: &'g RefCell<Gate<W>>,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.gate.borrow_mut().pass(&buf[..n])?;
         Ok(n)
     }
 }
 
 /// Copies the tar stream `from` into `to` (GNU tar's stdin), refusing the first member whose
 /// name or hard-link target is absolute or has `..`. On refusal, the copy stops there: what
-/// was passed on holds no refused member, and the caller removes the tree tar made.
-/// Returns the bytes copied.
+/// was passed on holds no part of the refused member, and the caller removes the tree tar
+/// made. Returns the bytes copied.
 pub fn copy_checked(from: impl Read, to: impl Write) -> Result<u64, Refused> {
-    let mut tee = Tee {
-        inner: from,
+    copy_checked_with(from, to, Rules::default())
+}
+
+/// [`copy_checked`] with the `rules` the stream must keep.
+pub fn copy_checked_with(from: impl Read, to: impl Write, rules: Rules) -> Result<u64, Refused> {
+    let gate = RefCell::new(Gate {
         out: to,
+        held: Vec::new(),
+        holding: true,
         total: 0,
         write_error: None,
+    });
+    let mut tee = Tee {
+        inner: from,
+        gate: &gate,
     };
-    let result = check_members(&mut tee);
-    if let Some(e) = tee.write_error.take() {
+    let result = check_members(&mut tee, rules);
+    let write_error = || gate.borrow_mut().write_error.take();
+    if let Some(e) = write_error() {
         return Err(Refused::Write(e));
     }
     result?;
     // The end-of-archive blocks (and any padding after them) go through as well.
-    io::copy(&mut tee, &mut io::sink()).map_err(|e| match tee.write_error.take() {
-        Some(w) => Refused::Write(w),
-        None => Refused::Read(e),
-    })?;
-    Ok(tee.total)
+    let released = gate.borrow_mut().release();
+    let rest = released.and_then(|()| io::copy(&mut tee, &mut io::sink()));
+    if let Err(e) = rest {
+        return Err(match write_error() {
+            Some(w) => Refused::Write(w),
+            None => Refused::Read(e),
+        });
+    }
+    let total = gate.borrow().total;
+    Ok(total)
 }
 
-fn check_members(r: &mut impl Read) -> Result<(), Refused> {
-    let mut archive = tar::Archive::new(r);
+/// A member's name without its trailing `/` (GNU tar writes `./etc/` for a directory).
+fn normal(name: &str) -> &str {
+    match name.trim_end_matches('/') {
+        "" => ".",
+        n => n,
+    }
+}
+
+/// The directory a member is in (`.` for `./x`), `None` for the tree's root itself.
+fn parent(name: &str) -> Option<&str> {
+    normal(name).rsplit_once('/').map(|(p, _)| p)
+}
+
+fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Result<(), Refused> {
+    let gate = tee.gate;
+    let mut archive = tar::Archive::new(tee);
+    // Directories seen so far, for the incremental rule; the first member is the root.
+    let mut dirs: HashSet<String> = HashSet::new();
+    let mut first = true;
     for entry in archive.entries().map_err(Refused::Read)? {
         let mut entry = entry.map_err(Refused::Read)?;
         let kind = entry.header().entry_type();
@@ -110,20 +206,90 @@ fn check_members(r: &mut impl Read) -> Result<(), Refused> {
         }
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         inside(&name).map_err(|refuse| refuse(name.clone()))?;
+        let dumpdir = kind.as_byte() == b'D';
+        if rules.incremental {
+            let known = |p: Option<&str>| p.is_some_and(|p| dirs.contains(p));
+            // The root comes first, as a directory; everything else inside a known one.
+            let placed = match first {
+                true => dumpdir || kind.is_dir(),
+                false => known(parent(&name)),
+            };
+            if !placed {
+                return Err(Refused::Orphan(name));
+            }
+            if dumpdir || kind.is_dir() {
+                dirs.insert(normal(&name).to_string());
+            }
+        }
+        first = false;
         if kind.is_hard_link() {
             let target = entry
                 .link_name_bytes()
                 .map(|t| String::from_utf8_lossy(&t).into_owned())
                 .unwrap_or_default();
-            if inside(&target).is_err() {
+            let orphan = rules.incremental && !parent(&target).is_some_and(|p| dirs.contains(p));
+            if inside(&target).is_err() || orphan {
                 return Err(Refused::LinkOut {
                     member: name,
                     target,
                 });
             }
         }
+        if dumpdir && rules.incremental {
+            // tar acts on a dumpdir once it has read it whole: checked before it goes on.
+            if entry.size() > DUMPDIR_CAP {
+                return Err(Refused::BadDumpdir {
+                    member: name,
+                    why: format!("larger than {DUMPDIR_CAP} bytes"),
+                });
+            }
+            let mut listing = Vec::new();
+            entry.read_to_end(&mut listing).map_err(Refused::Read)?;
+            check_dumpdir(&name, &listing)?;
+        }
+        gate.borrow_mut().release().map_err(Refused::Read)?;
         // The data is read through (not skipped) so it reaches tar.
         io::copy(&mut entry, &mut io::sink()).map_err(Refused::Read)?;
+        gate.borrow_mut().hold();
+    }
+    Ok(())
+}
+
+/// The entries of a dumpdir (GNU tar's listing of a directory in an incremental archive):
+/// a control letter and a name each.
+pub fn dumpdir_entries(listing: &[u8]) -> Vec<(u8, String)> {
+    listing
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| (e[0], String::from_utf8_lossy(&e[1..]).into_owned()))
+        .collect()
+}
+
+/// A dumpdir may only list names in its own directory (`Y` in this dump, `N` not, `D` a
+/// directory); renames (`R`, `T`, and `X`, their temporary directory) are refused.
+fn check_dumpdir(member: &str, listing: &[u8]) -> Result<(), Refused> {
+    let bad = |why: String| Refused::BadDumpdir {
+        member: member.to_string(),
+        why,
+    };
+    if listing.last().is_some_and(|b| *b != 0) {
+        return Err(bad("its last entry is not terminated".into()));
+    }
+    for (code, name) in dumpdir_entries(listing) {
+        match code {
+            b'Y' | b'N' | b'D' => {
+                if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                    return Err(bad(format!("entry {:?} is not a name in it", name)));
+                }
+            }
+            b'R' | b'T' | b'X' => {
+                return Err(Refused::Rename {
+                    member: member.to_string(),
+                    entry: format!("{}{name}", code as char),
+                })
+            }
+            other => return Err(bad(format!("unknown entry kind {:?}", other as char))),
+        }
     }
     Ok(())
 }
@@ -359,5 +525,155 @@ mod tests {
         assert!(read_front(&mut r, 2, 5).is_err(), "a member over the cap");
         let mut r = &a[..512];
         assert!(read_front(&mut r, 2, 100).is_err(), "a cut archive");
+    }
+
+    /// GNU tar's own incremental dumps of `src`: level 0, then `change` runs, then level 1.
+    fn gnu_dumps(change: impl FnOnce(&Path)) -> (tempfile::TempDir, Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/f"), b"f").unwrap();
+        std::fs::write(src.join("gone"), b"g").unwrap();
+        let dump = |snar: &str| {
+            let out = std::process::Command::new("tar")
+                .args(["--create", "--file=-"])
+                .arg(format!(
+                    "--listed-incremental={}",
+                    dir.path().join(snar).display()
+                ))
+                .arg("-C")
+                .arg(&src)
+                .arg(".")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        let l0 = dump("snar0");
+        std::fs::copy(dir.path().join("snar0"), dir.path().join("snar1")).unwrap();
+        change(&src);
+        let l1 = dump("snar1");
+        (dir, l0, l1)
+    }
+
+    fn check_inc(a: &[u8]) -> Result<Vec<u8>, Refused> {
+        let mut out = Vec::new();
+        let rules = Rules { incremental: true };
+        copy_checked_with(a, &mut out, rules).map(|_| out)
+    }
+
+    #[test]
+    fn gnu_incremental_dumps_pass_whole() {
+        let (_d, l0, l1) = gnu_dumps(|src| {
+            std::fs::remove_file(src.join("gone")).unwrap();
+            std::fs::write(src.join("d/new"), b"n").unwrap();
+            std::fs::hard_link(src.join("d/new"), src.join("link")).unwrap();
+        });
+        assert_eq!(check_inc(&l0).unwrap(), l0);
+        assert_eq!(check_inc(&l1).unwrap(), l1);
+    }
+
+    #[test]
+    fn renamed_directories_are_refused_before_tar_reads_a_byte() {
+        let (_d, _l0, l1) = gnu_dumps(|src| {
+            std::fs::rename(src.join("d"), src.join("e")).unwrap();
+        });
+        match check_inc(&l1) {
+            Err(Refused::Rename { member, entry }) => {
+                assert_eq!(member, "./");
+                assert_eq!(entry, "R./d");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The renames are in the first member: nothing at all reached tar.
+        let mut out = Vec::new();
+        let _ = copy_checked_with(&l1[..], &mut out, Rules { incremental: true });
+        assert!(out.is_empty(), "{} bytes reached tar", out.len());
+        // Outside incremental extraction tar ignores dumpdirs: nothing to refuse there.
+        assert_eq!(check(&l1).unwrap(), l1);
+    }
+
+    fn dumpdir(name: &str, listing: &[u8]) -> (String, tar::EntryType, String, Vec<u8>) {
+        (
+            name.into(),
+            tar::EntryType::new(b'D'),
+            String::new(),
+            listing.to_vec(),
+        )
+    }
+
+    fn archive_of(members: &[(String, tar::EntryType, String, Vec<u8>)]) -> Vec<u8> {
+        let m: Vec<(&str, tar::EntryType, &str, &[u8])> = members
+            .iter()
+            .map(|(n, k, l, d)| (n.as_str(), *k, l.as_str(), d.as_slice()))
+            .collect();
+        archive(&m)
+    }
+
+    fn file(name: &str) -> (String, tar::EntryType, String, Vec<u8>) {
+        (
+            name.into(),
+            tar::EntryType::Regular,
+            String::new(),
+            b"x".to_vec(),
+        )
+    }
+
+    #[test]
+    fn members_before_their_directory_are_refused() {
+        let root = dumpdir("./", b"Da\0Yf\0\0");
+        let ok = archive_of(&[
+            root.clone(),
+            dumpdir("./a/", b"Yg\0\0"),
+            file("./a/g"),
+            file("./f"),
+        ]);
+        assert_eq!(check_inc(&ok).unwrap(), ok);
+        // ./a/g without ./a/ before it: on the target ./a may be a symlink the first dump left.
+        let orphan = archive_of(&[root.clone(), file("./a/g")]);
+        assert!(matches!(check_inc(&orphan), Err(Refused::Orphan(n)) if n == "./a/g"));
+        let first_not_dir = archive_of(&[file("./f")]);
+        assert!(matches!(check_inc(&first_not_dir), Err(Refused::Orphan(_))));
+        let link = archive_of(&[
+            root.clone(),
+            (
+                "./h".into(),
+                tar::EntryType::Link,
+                "./a/g".into(),
+                Vec::new(),
+            ),
+        ]);
+        assert!(matches!(check_inc(&link), Err(Refused::LinkOut { .. })));
+        // A refused member never reaches tar: only the members before it did.
+        let mut out = Vec::new();
+        let _ = copy_checked_with(&orphan[..], &mut out, Rules { incremental: true });
+        assert_eq!(out, archive_of(&[root])[..out.len()]);
+        assert_eq!(out.len(), 512 + 7, "the root's header and listing only");
+    }
+
+    #[test]
+    fn malformed_dumpdirs_are_refused() {
+        for listing in [
+            &b"Ya/b\0\0"[..],
+            b"Y..\0\0",
+            b"Y\0Yx\0\0",
+            b"Qx\0\0",
+            b"Yx",
+            b"Xtmp\0\0",
+            b"Rold\0Tnew\0\0",
+        ] {
+            let a = archive_of(&[dumpdir("./", listing)]);
+            assert!(
+                matches!(
+                    check_inc(&a),
+                    Err(Refused::BadDumpdir { .. } | Refused::Rename { .. })
+                ),
+                "{listing:?}"
+            );
+        }
     }
 }
