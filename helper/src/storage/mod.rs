@@ -4,6 +4,7 @@
 //! root is captured.
 
 pub mod archive;
+pub mod dump;
 pub mod freeze;
 pub mod hostkeys;
 pub mod image;

@@ -206,6 +206,7 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
         }
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         inside(&name).map_err(|refuse| refuse(name.clone()))?;
+        // GNU format's listing member; POSIX format lists a directory in a pax record.
         let dumpdir = kind.as_byte() == b'D';
         if rules.incremental {
             let known = |p: Option<&str>| p.is_some_and(|p| dirs.contains(p));
@@ -235,17 +236,11 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
                 });
             }
         }
-        if dumpdir && rules.incremental {
+        if rules.incremental {
             // tar acts on a dumpdir once it has read it whole: checked before it goes on.
-            if entry.size() > DUMPDIR_CAP {
-                return Err(Refused::BadDumpdir {
-                    member: name,
-                    why: format!("larger than {DUMPDIR_CAP} bytes"),
-                });
+            if let Some(listing) = listing_of(&mut entry, &name)? {
+                check_dumpdir(&name, &listing)?;
             }
-            let mut listing = Vec::new();
-            entry.read_to_end(&mut listing).map_err(Refused::Read)?;
-            check_dumpdir(&name, &listing)?;
         }
         gate.borrow_mut().release().map_err(Refused::Read)?;
         // The data is read through (not skipped) so it reaches tar.
@@ -253,6 +248,77 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
         gate.borrow_mut().hold();
     }
     Ok(())
+}
+
+/// GNU tar's pax keyword for a directory's listing in POSIX-format incremental archives
+/// (those with xattrs); GNU-format ones have `D` members whose data is the listing.
+const PAX_DUMPDIR: &str = "GNU.dumpdir";
+
+fn pax_dumpdir<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Vec<u8>>, Refused> {
+    if let Some(exts) = entry.pax_extensions().map_err(Refused::Read)? {
+        for ext in exts {
+            let ext = ext.map_err(Refused::Read)?;
+            if ext.key_bytes() == PAX_DUMPDIR.as_bytes() {
+                return Ok(Some(ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A member's directory listing, if it has one: a `D` member's data (read here) or its
+/// `GNU.dumpdir` pax record.
+fn listing_of<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    name: &str,
+) -> Result<Option<Vec<u8>>, Refused> {
+    if entry.header().entry_type().as_byte() != b'D' {
+        return pax_dumpdir(entry);
+    }
+    if entry.size() > DUMPDIR_CAP {
+        return Err(Refused::BadDumpdir {
+            member: name.to_string(),
+            why: format!("larger than {DUMPDIR_CAP} bytes"),
+        });
+    }
+    let mut listing = Vec::new();
+    entry.read_to_end(&mut listing).map_err(Refused::Read)?;
+    Ok(Some(listing))
+}
+
+/// The first member of an incremental tar stream (its root) and its listing, and every byte
+/// read to get them, so the stream can be handed on from its start: (consumed, listing).
+pub fn first_listing(r: &mut impl Read) -> Result<(Vec<u8>, Vec<u8>), Refused> {
+    struct Recorder<'a, R> {
+        inner: &'a mut R,
+        seen: Vec<u8>,
+    }
+    impl<R: Read> Read for Recorder<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.seen.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut archive = tar::Archive::new(Recorder {
+        inner: r,
+        seen: Vec::new(),
+    });
+    let listing = {
+        let mut entries = archive.entries().map_err(Refused::Read)?;
+        let mut first = match entries.next() {
+            Some(e) => e.map_err(Refused::Read)?,
+            None => {
+                return Err(Refused::Read(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the archive is empty",
+                )))
+            }
+        };
+        let name = String::from_utf8_lossy(&first.path_bytes()).into_owned();
+        listing_of(&mut first, &name)?.unwrap_or_default()
+    };
+    Ok((archive.into_inner().seen, listing))
 }
 
 /// The entries of a dumpdir (GNU tar's listing of a directory in an incremental archive):
@@ -528,7 +594,10 @@ mod tests {
     }
 
     /// GNU tar's own incremental dumps of `src`: level 0, then `change` runs, then level 1.
-    fn gnu_dumps(change: impl FnOnce(&Path)) -> (tempfile::TempDir, Vec<u8>, Vec<u8>) {
+    fn gnu_dumps(
+        format: &str,
+        change: impl FnOnce(&Path),
+    ) -> (tempfile::TempDir, Vec<u8>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(src.join("d")).unwrap();
@@ -537,6 +606,7 @@ mod tests {
         let dump = |snar: &str| {
             let out = std::process::Command::new("tar")
                 .args(["--create", "--file=-"])
+                .arg(format!("--format={format}"))
                 .arg(format!(
                     "--listed-incremental={}",
                     dir.path().join(snar).display()
@@ -566,35 +636,51 @@ mod tests {
         copy_checked_with(a, &mut out, rules).map(|_| out)
     }
 
+    /// GNU format (`D` members) and POSIX format (`GNU.dumpdir` pax records, what GNU tar
+    /// writes once xattrs are asked for).
+    const FORMATS: [&str; 2] = ["gnu", "posix"];
+
     #[test]
     fn gnu_incremental_dumps_pass_whole() {
-        let (_d, l0, l1) = gnu_dumps(|src| {
-            std::fs::remove_file(src.join("gone")).unwrap();
-            std::fs::write(src.join("d/new"), b"n").unwrap();
-            std::fs::hard_link(src.join("d/new"), src.join("link")).unwrap();
-        });
-        assert_eq!(check_inc(&l0).unwrap(), l0);
-        assert_eq!(check_inc(&l1).unwrap(), l1);
+        for f in FORMATS {
+            let (_d, l0, l1) = gnu_dumps(f, |src| {
+                std::fs::remove_file(src.join("gone")).unwrap();
+                std::fs::write(src.join("d/new"), b"n").unwrap();
+                std::fs::hard_link(src.join("d/new"), src.join("link")).unwrap();
+            });
+            assert_eq!(check_inc(&l0).unwrap(), l0, "{f}");
+            assert_eq!(check_inc(&l1).unwrap(), l1, "{f}");
+            let (consumed, listing) = first_listing(&mut &l1[..]).unwrap();
+            assert_eq!(consumed, l1[..consumed.len()], "{f}");
+            let names: Vec<_> = dumpdir_entries(&listing);
+            assert!(names.contains(&(b'D', "d".to_string())), "{f}: {names:?}");
+            assert!(
+                names.contains(&(b'Y', "link".to_string())),
+                "{f}: {names:?}"
+            );
+        }
     }
 
     #[test]
     fn renamed_directories_are_refused_before_tar_reads_a_byte() {
-        let (_d, _l0, l1) = gnu_dumps(|src| {
-            std::fs::rename(src.join("d"), src.join("e")).unwrap();
-        });
-        match check_inc(&l1) {
-            Err(Refused::Rename { member, entry }) => {
-                assert_eq!(member, "./");
-                assert_eq!(entry, "R./d");
+        for f in FORMATS {
+            let (_d, _l0, l1) = gnu_dumps(f, |src| {
+                std::fs::rename(src.join("d"), src.join("e")).unwrap();
+            });
+            match check_inc(&l1) {
+                Err(Refused::Rename { member, entry }) => {
+                    assert_eq!(member, "./", "{f}");
+                    assert_eq!(entry, "R./d", "{f}");
+                }
+                other => panic!("{f}: {other:?}"),
             }
-            other => panic!("{other:?}"),
+            // The renames are in the first member: nothing at all reached tar.
+            let mut out = Vec::new();
+            let _ = copy_checked_with(&l1[..], &mut out, Rules { incremental: true });
+            assert!(out.is_empty(), "{f}: {} bytes reached tar", out.len());
+            // Outside incremental extraction tar ignores dumpdirs: nothing to refuse there.
+            assert_eq!(check(&l1).unwrap(), l1, "{f}");
         }
-        // The renames are in the first member: nothing at all reached tar.
-        let mut out = Vec::new();
-        let _ = copy_checked_with(&l1[..], &mut out, Rules { incremental: true });
-        assert!(out.is_empty(), "{} bytes reached tar", out.len());
-        // Outside incremental extraction tar ignores dumpdirs: nothing to refuse there.
-        assert_eq!(check(&l1).unwrap(), l1);
     }
 
     fn dumpdir(name: &str, listing: &[u8]) -> (String, tar::EntryType, String, Vec<u8>) {
