@@ -261,7 +261,10 @@ pub fn apply(stream: impl Read, dir: &Path) -> anyhow::Result<u64> {
     let checked = tarcheck::copy_checked_with(
         stream,
         t.stdin.take().context("tar stdin")?,
-        Rules { incremental: true },
+        Rules {
+            incremental: true,
+            no_devices: true,
+        },
     );
     let mut err = String::new();
     if let Some(mut e) = t.stderr.take() {

@@ -44,6 +44,8 @@ pub enum Refused {
     Rename { member: String, entry: String },
     #[error("the dumpdir of {member:?} is malformed: {why}")]
     BadDumpdir { member: String, why: String },
+    #[error("member {0:?} is a device node; a slot gets its own /dev from nspawn, other device nodes are refused")]
+    Device(String),
     #[error("reading the archive: {0}")]
     Read(#[source] io::Error),
     #[error("passing the archive to tar: {0}")]
@@ -55,6 +57,8 @@ pub enum Refused {
 pub struct Rules {
     /// A `--listed-incremental` stream extracted onto an existing tree (see the module doc).
     pub incremental: bool,
+    /// A slot's root: no device nodes but the harmless ones of its /dev.
+    pub no_devices: bool,
 }
 
 /// The largest dumpdir accepted (a directory of about two million names).
@@ -223,6 +227,26 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
             }
         }
         first = false;
+        if rules.no_devices && (kind.is_block_special() || kind.is_character_special()) {
+            let dev = (
+                entry
+                    .header()
+                    .device_major()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(u32::MAX),
+                entry
+                    .header()
+                    .device_minor()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(u32::MAX),
+            );
+            let dir = parent(&name).unwrap_or("").trim_start_matches('.');
+            if kind.is_block_special() || !crate::sys::inroot::harmless_char_device(dir, dev) {
+                return Err(Refused::Device(name));
+            }
+        }
         if kind.is_hard_link() {
             let target = entry
                 .link_name_bytes()
@@ -632,7 +656,10 @@ mod tests {
 
     fn check_inc(a: &[u8]) -> Result<Vec<u8>, Refused> {
         let mut out = Vec::new();
-        let rules = Rules { incremental: true };
+        let rules = Rules {
+            incremental: true,
+            no_devices: true,
+        };
         copy_checked_with(a, &mut out, rules).map(|_| out)
     }
 
@@ -676,7 +703,14 @@ mod tests {
             }
             // The renames are in the first member: nothing at all reached tar.
             let mut out = Vec::new();
-            let _ = copy_checked_with(&l1[..], &mut out, Rules { incremental: true });
+            let _ = copy_checked_with(
+                &l1[..],
+                &mut out,
+                Rules {
+                    incremental: true,
+                    no_devices: false,
+                },
+            );
             assert!(out.is_empty(), "{f}: {} bytes reached tar", out.len());
             // Outside incremental extraction tar ignores dumpdirs: nothing to refuse there.
             assert_eq!(check(&l1).unwrap(), l1, "{f}");
@@ -736,7 +770,14 @@ mod tests {
         assert!(matches!(check_inc(&link), Err(Refused::LinkOut { .. })));
         // A refused member never reaches tar: only the members before it did.
         let mut out = Vec::new();
-        let _ = copy_checked_with(&orphan[..], &mut out, Rules { incremental: true });
+        let _ = copy_checked_with(
+            &orphan[..],
+            &mut out,
+            Rules {
+                incremental: true,
+                no_devices: false,
+            },
+        );
         assert_eq!(out, archive_of(&[root])[..out.len()]);
         assert_eq!(out.len(), 512 + 7, "the root's header and listing only");
     }
@@ -760,6 +801,37 @@ mod tests {
                 ),
                 "{listing:?}"
             );
+        }
+    }
+
+    #[test]
+    fn device_nodes_outside_dev_are_refused() {
+        let dev = |name: &str, kind: tar::EntryType, major: u32, minor: u32| {
+            let mut a = archive(&[
+                ("./", tar::EntryType::Directory, "", b""),
+                ("./dev/", tar::EntryType::Directory, "", b""),
+            ]);
+            a.truncate(1024); // without the end-of-archive blocks
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            h.set_mode(0o600);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            a.extend_from_slice(h.as_bytes());
+            a.extend_from_slice(&[0u8; 1024]);
+            a
+        };
+        let null = dev("./dev/null", tar::EntryType::Char, 1, 3);
+        assert_eq!(check_inc(&null).unwrap(), null);
+        for a in [
+            dev("./dev/sda", tar::EntryType::Block, 8, 0),
+            dev("./dev/mem", tar::EntryType::Char, 1, 1),
+            dev("./null", tar::EntryType::Char, 1, 3),
+        ] {
+            assert!(matches!(check_inc(&a), Err(Refused::Device(_))));
         }
     }
 }
