@@ -19,6 +19,8 @@ pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
+pub mod move_receive;
+pub mod move_slot;
 pub mod net;
 pub mod net_info;
 pub mod remove;
