@@ -440,9 +440,17 @@ fn receive_stream(
         (fed, applied)
     });
     let zs = z.wait()?;
-    // A damaged or cut stream is said as such before what it made tar or zstd say.
+    // A damaged, cut or given-up stream is said as such before what it made tar or zstd
+    // say; a pipe that broke because they stopped is theirs to explain.
+    let broken = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
+    match (&fed, applied) {
+        (Err(e), Err(a)) if broken(e) => return Err(a),
+        (Err(_), _) => {}
+        (Ok(_), a) => {
+            a?;
+        }
+    }
     let (bytes, ended) = fed.context("receiving the stream")?;
-    applied?;
     if !ended || !zs.success() {
         bail!("the stream was cut short (zstd {zs})");
     }

@@ -46,6 +46,8 @@ pub enum Refused {
     BadDumpdir { member: String, why: String },
     #[error("member {0:?} is a device node; a slot gets its own /dev from nspawn, other device nodes are refused")]
     Device(String),
+    #[error("a malformed header: {0}")]
+    Malformed(String),
     #[error("reading the archive: {0}")]
     Read(#[source] io::Error),
     #[error("passing the archive to tar: {0}")]
@@ -185,30 +187,108 @@ fn parent(name: &str) -> Option<&str> {
     normal(name).rsplit_once('/').map(|(p, _)| p)
 }
 
+/// Pax records `(key, value)` of `data`, read by their length prefixes ("LEN KEY=VALUE\n"),
+/// as GNU tar reads them. (tar-rs splits them at newlines, which binary xattr values, a
+/// dumpdir or a crafted name hold, and then skips what it could not read: it would check a
+/// name other than the one GNU tar extracts.)
+fn pax_records(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        if rest.iter().all(|b| *b == 0) {
+            break; // padding some writers leave at the end
+        }
+        let sp = rest
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or("a pax record without its length")?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or("a pax record with a bad length")?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return Err("a pax record that does not end where its length says".into());
+        }
+        let kv = &rest[sp + 1..len - 1];
+        let eq = kv
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or("a pax record without `=`")?;
+        out.push((kv[..eq].to_vec(), kv[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// The local pax records of the member whose headers are in `held` after `pad` bytes (the
+/// previous member's padding): the data of every `x` header before the member's own one.
+fn local_pax(held: &[u8], pad: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    let mut at = pad;
+    while at + 512 <= held.len() {
+        let h = tar::Header::from_byte_slice(&held[at..at + 512]);
+        let kind = h.entry_type();
+        let extension =
+            kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink();
+        if !extension {
+            break;
+        }
+        let size = h.entry_size().map_err(|e| e.to_string())? as usize;
+        let data = held
+            .get(at + 512..at + 512 + size)
+            .ok_or("an extension header cut short")?;
+        if kind.is_pax_local_extensions() {
+            out.extend(pax_records(data)?);
+        }
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    Ok(out)
+}
+
+fn padding(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
+
+fn record(pax: &[(Vec<u8>, Vec<u8>)], key: &str) -> Option<Vec<u8>> {
+    pax.iter()
+        .rev()
+        .find(|(k, _)| k == key.as_bytes())
+        .map(|(_, v)| v.clone())
+}
+
 fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Result<(), Refused> {
     let gate = tee.gate;
     let mut archive = tar::Archive::new(tee);
     // Directories seen so far, for the incremental rule; the first member is the root.
     let mut dirs: HashSet<String> = HashSet::new();
     let mut first = true;
+    let mut pad = 0;
     for entry in archive.entries().map_err(Refused::Read)? {
         let mut entry = entry.map_err(Refused::Read)?;
+        let pax = local_pax(&gate.borrow().held, pad).map_err(Refused::Malformed)?;
+        pad = padding(entry.size());
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             // GNU tar applies a global `path`/`linkpath` to what follows; the tar crate does
             // not, so the two would read different names.
-            if let Some(exts) = entry.pax_extensions().map_err(Refused::Read)? {
-                for ext in exts {
-                    let ext = ext.map_err(Refused::Read)?;
-                    let key = ext.key().unwrap_or("?");
-                    if key == "path" || key == "linkpath" {
-                        return Err(Refused::GlobalPath(key.to_string()));
-                    }
+            let mut data = Vec::new();
+            (&mut entry)
+                .take(1 << 20)
+                .read_to_end(&mut data)
+                .map_err(Refused::Read)?;
+            for (k, _) in pax_records(&data).map_err(Refused::Malformed)? {
+                if k == b"path" || k == b"linkpath" {
+                    return Err(Refused::GlobalPath(String::from_utf8_lossy(&k).into()));
                 }
             }
+            gate.borrow_mut().release().map_err(Refused::Read)?;
+            io::copy(&mut entry, &mut io::sink()).map_err(Refused::Read)?;
+            gate.borrow_mut().hold();
             continue;
         }
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // GNU tar takes a pax `path` over the header's name (and a long name).
+        let name = record(&pax, "path").unwrap_or_else(|| entry.path_bytes().into_owned());
+        let name = String::from_utf8_lossy(&name).into_owned();
         inside(&name).map_err(|refuse| refuse(name.clone()))?;
         // GNU format's listing member; POSIX format lists a directory in a pax record.
         let dumpdir = kind.as_byte() == b'D';
@@ -228,19 +308,10 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
         }
         first = false;
         if rules.no_devices && (kind.is_block_special() || kind.is_character_special()) {
+            let h = entry.header();
             let dev = (
-                entry
-                    .header()
-                    .device_major()
-                    .ok()
-                    .flatten()
-                    .unwrap_or(u32::MAX),
-                entry
-                    .header()
-                    .device_minor()
-                    .ok()
-                    .flatten()
-                    .unwrap_or(u32::MAX),
+                h.device_major().ok().flatten().unwrap_or(u32::MAX),
+                h.device_minor().ok().flatten().unwrap_or(u32::MAX),
             );
             let dir = parent(&name).unwrap_or("").trim_start_matches('.');
             if kind.is_block_special() || !crate::sys::inroot::harmless_char_device(dir, dev) {
@@ -248,10 +319,10 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
             }
         }
         if kind.is_hard_link() {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| String::from_utf8_lossy(&t).into_owned())
+            let target = record(&pax, "linkpath")
+                .or_else(|| entry.link_name_bytes().map(|t| t.into_owned()))
                 .unwrap_or_default();
+            let target = String::from_utf8_lossy(&target).into_owned();
             let orphan = rules.incremental && !parent(&target).is_some_and(|p| dirs.contains(p));
             if inside(&target).is_err() || orphan {
                 return Err(Refused::LinkOut {
@@ -262,7 +333,7 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
         }
         if rules.incremental {
             // tar acts on a dumpdir once it has read it whole: checked before it goes on.
-            if let Some(listing) = listing_of(&mut entry, &name)? {
+            if let Some(listing) = listing_of(&mut entry, &name, &pax)? {
                 check_dumpdir(&name, &listing)?;
             }
         }
@@ -278,26 +349,15 @@ fn check_members<R: Read, W: Write>(tee: &mut Tee<'_, R, W>, rules: Rules) -> Re
 /// (those with xattrs); GNU-format ones have `D` members whose data is the listing.
 const PAX_DUMPDIR: &str = "GNU.dumpdir";
 
-fn pax_dumpdir<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Vec<u8>>, Refused> {
-    if let Some(exts) = entry.pax_extensions().map_err(Refused::Read)? {
-        for ext in exts {
-            let ext = ext.map_err(Refused::Read)?;
-            if ext.key_bytes() == PAX_DUMPDIR.as_bytes() {
-                return Ok(Some(ext.value_bytes().to_vec()));
-            }
-        }
-    }
-    Ok(None)
-}
-
 /// A member's directory listing, if it has one: a `D` member's data (read here) or its
 /// `GNU.dumpdir` pax record.
 fn listing_of<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     name: &str,
+    pax: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<Option<Vec<u8>>, Refused> {
     if entry.header().entry_type().as_byte() != b'D' {
-        return pax_dumpdir(entry);
+        return Ok(record(pax, PAX_DUMPDIR));
     }
     if entry.size() > DUMPDIR_CAP {
         return Err(Refused::BadDumpdir {
@@ -315,34 +375,38 @@ fn listing_of<R: Read>(
 pub fn first_listing(r: &mut impl Read) -> Result<(Vec<u8>, Vec<u8>), Refused> {
     struct Recorder<'a, R> {
         inner: &'a mut R,
-        seen: Vec<u8>,
+        seen: &'a RefCell<Vec<u8>>,
     }
     impl<R: Read> Read for Recorder<'_, R> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let n = self.inner.read(buf)?;
-            self.seen.extend_from_slice(&buf[..n]);
+            self.seen.borrow_mut().extend_from_slice(&buf[..n]);
             Ok(n)
         }
     }
+    let seen = RefCell::new(Vec::new());
     let mut archive = tar::Archive::new(Recorder {
         inner: r,
-        seen: Vec::new(),
+        seen: &seen,
     });
-    let listing = {
-        let mut entries = archive.entries().map_err(Refused::Read)?;
-        let mut first = match entries.next() {
-            Some(e) => e.map_err(Refused::Read)?,
-            None => {
-                return Err(Refused::Read(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the archive is empty",
-                )))
-            }
-        };
-        let name = String::from_utf8_lossy(&first.path_bytes()).into_owned();
-        listing_of(&mut first, &name)?.unwrap_or_default()
+    let mut entries = archive.entries().map_err(Refused::Read)?;
+    let mut first = match entries.next() {
+        Some(e) => e.map_err(Refused::Read)?,
+        None => {
+            return Err(Refused::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive is empty",
+            )))
+        }
     };
-    Ok((archive.into_inner().seen, listing))
+    let name = String::from_utf8_lossy(&first.path_bytes()).into_owned();
+    // Only the first member's headers were read so far.
+    let pax = local_pax(&seen.borrow(), 0).map_err(Refused::Malformed)?;
+    let listing = listing_of(&mut first, &name, &pax)?.unwrap_or_default();
+    drop(first);
+    drop(entries);
+    drop(archive);
+    Ok((seen.into_inner(), listing))
 }
 
 /// The entries of a dumpdir (GNU tar's listing of a directory in an incremental archive):
@@ -833,5 +897,99 @@ mod tests {
         ] {
             assert!(matches!(check_inc(&a), Err(Refused::Device(_))));
         }
+    }
+
+    /// A pax record as GNU tar writes one: its length counts itself.
+    fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+        let body = [key.as_bytes(), b"=", value, b"\n"].concat();
+        let mut len = body.len() + 2;
+        while format!("{len} ").len() + body.len() != len {
+            len += 1;
+        }
+        [format!("{len} ").into_bytes(), body].concat()
+    }
+
+    /// A member preceded by a local pax header holding `records`.
+    fn with_pax(records: &[u8], name: &str, kind: tar::EntryType, link: &str) -> Vec<u8> {
+        let mut a = Vec::new();
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_path("PaxHeaders/m").unwrap();
+        x.set_size(records.len() as u64);
+        x.set_mode(0o644);
+        x.set_cksum();
+        a.extend_from_slice(x.as_bytes());
+        a.extend_from_slice(records);
+        a.resize(a.len().div_ceil(512) * 512, 0);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_path(name).unwrap();
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_cksum();
+        a.extend_from_slice(h.as_bytes());
+        a.extend_from_slice(&[0u8; 1024]);
+        a
+    }
+
+    #[test]
+    fn pax_records_are_read_by_length_as_gnu_tar_reads_them() {
+        // A binary xattr value with newlines (file capabilities have them) passes whole.
+        let xattr = pax_record("SCHILY.xattr.security.capability", b"\x01\n\x00\x02\n\n");
+        let a = with_pax(&xattr, "innocent", tar::EntryType::Regular, "");
+        assert_eq!(check(&a).unwrap(), a);
+        assert_eq!(
+            check_inc(&with_pax(&xattr, "./", tar::EntryType::Directory, "")).is_ok(),
+            true
+        );
+        // tar-rs cannot read a `path` with a newline and checks the header's name instead;
+        // GNU tar extracts the pax path.
+        let path = pax_record("path", b"../../etc/cron.d/x\ny");
+        let a = with_pax(&path, "innocent", tar::EntryType::Regular, "");
+        assert!(matches!(check(&a), Err(Refused::DotDot(n)) if n.starts_with("../../etc")));
+        let link = pax_record("linkpath", b"/etc/shadow\n");
+        let a = with_pax(&link, "innocent", tar::EntryType::Link, "harmless");
+        assert!(
+            matches!(check(&a), Err(Refused::LinkOut { target, .. }) if target.starts_with("/etc/shadow"))
+        );
+        // A dumpdir with a newline in a name is read whole, and its renames still refused.
+        let dd = pax_record("GNU.dumpdir", b"Ya\nb\0R./p\0T./q\0\0");
+        let a = with_pax(&dd, "./", tar::EntryType::Directory, "");
+        assert!(matches!(check_inc(&a), Err(Refused::Rename { .. })));
+        let bad = with_pax(b"99 path=x\n", "innocent", tar::EntryType::Regular, "");
+        assert!(matches!(check(&bad), Err(Refused::Malformed(_))));
+    }
+
+    #[test]
+    fn gnu_tar_posix_dumps_with_binary_xattrs_pass_whole() {
+        let (_d, l0, _l1) = gnu_dumps("posix", |_| {});
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cap");
+        std::fs::write(&f, b"x").unwrap();
+        let set = std::process::Command::new("setfattr")
+            .args(["-n", "user.bin", "-v", "0x0a010a0a00"])
+            .arg(&f)
+            .status();
+        if !set.is_ok_and(|s| s.success()) {
+            eprintln!("skipped the xattr part: no setfattr or no user xattrs here");
+            assert_eq!(check_inc(&l0).unwrap(), l0);
+            return;
+        }
+        let out = std::process::Command::new("tar")
+            .args(["--create", "--file=-", "--xattrs", "--xattrs-include=*"])
+            .arg(format!(
+                "--listed-incremental={}",
+                dir.path().join("snar").display()
+            ))
+            .arg("-C")
+            .arg(dir.path())
+            .arg(".")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(check_inc(&out.stdout).unwrap(), out.stdout);
     }
 }
