@@ -319,11 +319,17 @@ mod tests {
         let (_t, p) = paths();
         let held = alive(&p, "slot00").unwrap().expect("free");
         assert!(alive(&p, "slot00").unwrap().is_none(), "taken");
-        assert!(!wait_receiver(&p, "slot00", Duration::from_millis(100)).unwrap());
         drop(held);
         assert!(wait_receiver(&p, "slot00", Duration::from_secs(30)).unwrap());
         let again = alive(&p, "slot00").unwrap().expect("free again");
         forget_lock(&p, "slot00", again);
         assert!(!in_lock(&p, "slot00").exists());
+    }
+
+    #[test]
+    fn waiting_for_a_live_receiver_gives_up() {
+        let (_t, p) = paths();
+        let _held = alive(&p, "slot00").unwrap().expect("free");
+        assert!(!wait_receiver(&p, "slot00", Duration::from_millis(100)).unwrap());
     }
 }
