@@ -75,11 +75,6 @@ scenario_setup() {
   th_run "$A" slot-os start 0 >/dev/null || return 1
 }
 
-scenario_teardown() {
-  th_destroy "$A"
-  th_destroy "$B"
-}
-
 # --- helpers -------------------------------------------------------------------------------
 
 ticks() { cat "$(th_root "$1")/var/lib/machines/slot00/var/ticks" 2>/dev/null; }

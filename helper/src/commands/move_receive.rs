@@ -531,7 +531,9 @@ pub fn settle_all(ctx: &Ctx, bus: &Bus) {
             continue; // its receiver is at work
         };
         let before = m.phase;
-        match settle(ctx, bus, &mut m) {
+        let settled = settle(ctx, bus, &mut m);
+        drop_lock_if_settled(ctx, &m.slot, held);
+        match settled {
             Ok(st) if before != InPhase::Done => {
                 eprintln!(
                     "slot-os: {}: the move from {} was interrupted: {}",
@@ -544,7 +546,16 @@ pub fn settle_all(ctx: &Ctx, bus: &Bus) {
                 m.slot, m.source
             ),
         }
-        drop(held);
+    }
+}
+
+/// A move's receiver lock file goes once its marker has (taken, so no receiver is at work).
+fn drop_lock_if_settled(ctx: &Ctx, slot: &str, held: moves::Alive) {
+    if moves::in_marker(&ctx.paths, slot)
+        .symlink_metadata()
+        .is_err()
+    {
+        moves::forget_lock(&ctx.paths, slot, held);
     }
 }
 
@@ -560,10 +571,14 @@ fn status(ctx: &Ctx, q: &MoveRef) -> anyhow::Result<wire::Status> {
     }
     let _lock = lock::exclusive(&ctx.paths)?;
     let mpath = moves::in_marker(&ctx.paths, &q.slot);
-    match moves::load::<Incoming>(&mpath) {
+    let st = match moves::load::<Incoming>(&mpath) {
         Some(mut m) if m.id == q.id => settle(ctx, &Bus::system()?, &mut m),
         _ => Ok(gone("no part of it is here")),
+    };
+    if let Ok(Some(held)) = moves::alive(&ctx.paths, &q.slot) {
+        drop_lock_if_settled(ctx, &q.slot, held);
     }
+    st
 }
 
 /// The source removed its copy: the record of a finished move goes.
@@ -575,6 +590,9 @@ fn forget(ctx: &Ctx, q: &MoveRef) -> anyhow::Result<()> {
         if m.id == q.id && m.phase == InPhase::Done {
             moves::remove(&mpath)?;
         }
+    }
+    if let Ok(Some(held)) = moves::alive(&ctx.paths, &q.slot) {
+        drop_lock_if_settled(ctx, &q.slot, held);
     }
     Ok(())
 }

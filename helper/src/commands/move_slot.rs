@@ -543,18 +543,21 @@ impl Move<'_> {
         }
     }
 
-    /// The slot ends here at its frozen instant: SIGKILL reaches its frozen processes, so
-    /// nothing after the freeze runs (the target holds that instant).
+    /// The slot ends here at its frozen instant: its init is killed while frozen (the kernel
+    /// ends the rest of its PID namespace, nothing after the freeze runs: the target holds
+    /// that instant), then the unit is thawed so nspawn sees its container end and cleans
+    /// up as after any stop (veths, the NAT zone's bridge when it was the last slot on it).
     fn stop_frozen(&self, frozen: freeze::Frozen<'_>) -> anyhow::Result<()> {
         let unit = self.s.unit();
-        if let Err(e) = self.bus.kill_unit(&unit, libc::SIGKILL) {
+        let killed = crate::dbus::running::pinned_leader(self.bus, &self.s).and_then(|l| l.kill());
+        if let Err(e) = killed {
             eprintln!("slot-os: warning: {e:#}; stopping it instead");
         }
+        drop(frozen); // thawed: nspawn ends its dead container
         if let Some(Err(e)) = self.bus.stop_units(std::slice::from_ref(&unit)).pop() {
             return Err(e.context(format!("stopping {}", self.s.name)));
         }
         let _ = self.bus.reset_failed(&unit);
-        frozen.stopped();
         Ok(())
     }
 
@@ -669,19 +672,20 @@ enum Settled {
 
 /// The slot as it was before the move: its TOML back, started again if it ran.
 fn restore(ctx: &Ctx, bus: &Bus, m: &Outgoing) -> anyhow::Result<()> {
+    let unit = slot_config::names::unit_name(&m.slot);
+    if m.phase >= OutPhase::Stopping {
+        // Killed, or about to be: down for sure (its nspawn may still be ending) first.
+        let _ = bus.stop_units(std::slice::from_ref(&unit));
+        let _ = bus.reset_failed(&unit);
+    } else if bus.unit_status(&unit)?.is_frozen() {
+        let _ = bus.thaw_units(std::slice::from_ref(&unit));
+    }
     if moves::unpark(&ctx.paths, &m.slot, &m.config)? {
         bus.reload_config()?;
     }
-    let unit = slot_config::names::unit_name(&m.slot);
     if m.was_running {
-        let st = bus.unit_status(&unit)?;
-        if st.is_frozen() {
-            let _ = bus.thaw_units(std::slice::from_ref(&unit));
-        }
-        if !st.is_running() {
-            if let Some(Err(e)) = bus.start_units(&[unit]).pop() {
-                return Err(e.context(format!("starting {} again", m.slot)));
-            }
+        if let Some(Err(e)) = bus.start_units(&[unit]).pop() {
+            return Err(e.context(format!("starting {} again", m.slot)));
         }
     }
     moves::remove(&moves::out_marker(&ctx.paths, &m.slot))

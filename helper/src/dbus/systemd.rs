@@ -533,21 +533,6 @@ impl Bus {
         })
     }
 
-    /// KillUnit: `signal` to every process of the unit. SIGKILL reaches the processes of a
-    /// frozen unit too (the cgroup v2 freezer lets fatal signals through), so a frozen slot
-    /// ends without running again.
-    pub fn kill_unit(&self, unit: &str, signal: i32) -> anyhow::Result<()> {
-        zbus::block_on(async {
-            let m = self.manager().await?;
-            within(
-                CALL_TIMEOUT,
-                m.kill_unit(unit.to_string(), "all".into(), signal),
-            )
-            .await
-        })
-        .with_context(|| format!("systemd1 KillUnit {unit}"))
-    }
-
     /// ResetFailedUnit: a unit that ended by a signal we sent is not left "failed".
     pub fn reset_failed(&self, unit: &str) -> anyhow::Result<()> {
         zbus::block_on(async {

@@ -182,16 +182,6 @@ impl<'b> Frozen<'b> {
     }
 }
 
-impl Frozen<'_> {
-    /// The unit was stopped while frozen (its processes are gone): the freeze ends without
-    /// a thaw, and its marker goes.
-    pub fn stopped(self) {
-        set_frozen_now(None);
-        let _ = fs::remove_file(&self.marker);
-        std::mem::forget(self);
-    }
-}
-
 impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         match self.bus.thaw_units(std::slice::from_ref(&self.unit)).pop() {
