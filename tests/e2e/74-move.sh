@@ -217,3 +217,126 @@ test_move_back_over_plain_ssh() {
   gap_check "$A" "$(python3 -c "print(float('$down') * 1000)")" || { t_fail "the ticks' gap exceeds the measured downtime"; return 1; }
   assert_eq 12 "$(th_run "$A" slot-os exec 0 -- sh -c '. /etc/os-release; echo $VERSION_ID')" "the Debian 12 slot is back" || return 1
 }
+
+# state_of HOST: what a refused move must leave as it was (configs, images, markers, units).
+state_of() {
+  th_sh "$1" 'cd /etc/slot-os && ls -la --time-style=+%s.%N . && sha256sum -- *.toml; ls -a /var/lib/machines /var/lib/slot-os/moves /run/slot-os/frozen 2>&1
+    systemctl show -P ActiveState -P FreezerState -P MainPID systemd-nspawn@slot00; ip -br link'
+}
+
+# refused WHY [ARGS]: `slot-os move 0 B` from A is refused with WHY, exit 2, and changes
+# nothing on A (the slot keeps ticking) or on B.
+refused() {
+  local a b out rc
+  a=$(state_of "$A") && b=$(state_of "$B") || return 1
+  out=$(th_run "$A" slot-os move 0 "$B_IP" "${@:2}" 2>&1); rc=$?
+  echo "    refused: $(tr '\n' ' ' <<<"$out")"
+  assert_eq 2 "$rc" "move refused with exit 2" || return 1
+  assert_contains "$out" "$1" "says why" || return 1
+  assert_contains "$out" "nothing was changed" "says nothing was changed" || return 1
+  assert_eq "$a" "$(state_of "$A")" "nothing changed on $A" || return 1
+  assert_eq "$b" "$(state_of "$B")" "nothing changed on $B" || return 1
+  ticking "$A" || return 1
+}
+
+test_refusals_change_nothing_on_either_host() {
+  local toml
+  toml=$(th_run "$A" cat /etc/slot-os/slot00.toml) || return 1
+  # the name is taken on B
+  local rc
+  th_sh "$B" 'printf "memory = \"256M\"\n" > /etc/slot-os/slot00.toml' || return 1
+  refused "a slot named slot00 exists on"; rc=$?
+  th_run "$B" rm /etc/slot-os/slot00.toml || return 1
+  ((rc == 0)) || return 1
+  # its bridge exists on A only (the running slot's TOML gains a NIC on it; not applied)
+  th_run "$A" slot-os br-add 7 10.77.7.1/24 >/dev/null || return 1
+  th_sh "$A" 'printf "\n[[nic]]\nnumber = 1\nbridge = 7\n" >> /etc/slot-os/slot00.toml' || return 1
+  refused "bridge 7 is not declared"; rc=$?
+  th_sh "$A" 'printf "%s\n" "$1" > /etc/slot-os/slot00.toml' "$toml" || return 1
+  ((rc == 0)) || return 1
+  # its TOML asks for access to B (a bind mount of a host path), without --trust-config
+  th_sh "$A" 'printf "\n[[bind]]\nsource = \"/root\"\ntarget = \"/mnt/hostroot\"\n" >> /etc/slot-os/slot00.toml' || return 1
+  refused "asks for access to"; rc=$?
+  th_sh "$A" 'printf "%s\n" "$1" > /etc/slot-os/slot00.toml' "$toml" || return 1
+  ((rc == 0)) || return 1
+  assert_ok th_run "$A" slot-os br-del 7 || return 1
+}
+
+# kill_receiver: kill -9 of the target's `slot-os move-receive`.
+kill_receiver() {
+  th_sh "$B" 'kill -9 "$(cat /run/recv.pid)"' || return 1
+}
+
+test_kill_source_during_the_copy() {
+  # Held at the copy's third data frame: the slot runs on A, part of it is on B.
+  start_move "up D 3" || return 1
+  held || return 1
+  assert_eq copying "$(phase_on_a)" "the marker says copying" || return 1
+  assert_ok th_run "$B" test -d /var/lib/machines/.slot-os-move-slot00 || return 1
+  kill_source || return 1
+  # It never stopped on A; B's receiver saw its input end and removed its part.
+  ticking "$A" || return 1
+  gone_from "$B" || return 1
+  settle_by_a_run "$A" || return 1
+  whole_on "$A" || return 1
+}
+
+test_kill_source_during_the_changes() {
+  # Held as the changes start: the slot is frozen on A, its copy whole on B.
+  start_move "up S 2" || return 1
+  held || return 1
+  assert_eq frozen "$(phase_on_a)" "the marker says frozen" || return 1
+  assert_eq frozen "$(th_run "$A" systemctl show -P FreezerState systemd-nspawn@slot00)" "frozen on A" || return 1
+  kill_source || return 1
+  gone_from "$B" || return 1
+  # A killed source cannot thaw: the next slot-os run on A does.
+  settle_by_a_run "$A" || return 1
+  whole_on "$A" || return 1
+}
+
+test_kill_receiver_during_the_changes() {
+  start_move "up S 2" || return 1
+  held || return 1
+  kill_receiver || return 1
+  release go || return 1
+  wait "$MV_BG"; local rc=$?
+  echo "    $(tr '\n' ' ' <"$MV_OUT")"
+  assert_eq 1 "$rc" "the move fails" || return 1
+  assert_contains "$(cat "$MV_OUT")" "it is here and runs" "says the slot is back" || return 1
+  # The source undid it itself (thawed); the dead receiver's staging goes at B's next run.
+  whole_on "$A" || return 1
+  settle_by_a_run "$B" || return 1
+  gone_from "$B" || return 1
+}
+
+test_cut_connection_at_the_handover() {
+  # Cut as A tells B to take the slot: A has stopped it and parked its TOML, B never hears.
+  start_move "up C 1" || return 1
+  held || return 1
+  assert_eq handed-over "$(phase_on_a)" "the marker says handed-over" || return 1
+  assert_eq inactive "$(th_unit_state "$A" systemd-nspawn@slot00.service)" "stopped on A" || return 1
+  release cut || return 1
+  wait "$MV_BG"; local rc=$?
+  echo "    $(tr '\n' ' ' <"$MV_OUT")"
+  assert_eq 1 "$rc" "the move fails" || return 1
+  # A asked B over a new connection: B has no slot, so it is back on A, started again.
+  assert_contains "$(cat "$MV_OUT")" "the handover to $B_IP did not happen; it is back here and runs" "says so" || return 1
+  gone_from "$B" || return 1
+  whole_on "$A" || return 1
+}
+
+test_kill_source_after_the_target_started() {
+  # Held as B says the slot booted there: it runs on B, A's copy is stopped and parked.
+  start_move "down B 1" || return 1
+  held || return 1
+  assert_eq handed-over "$(phase_on_a)" "the marker says handed-over" || return 1
+  kill_source || return 1
+  ticking "$B" || return 1
+  assert_eq inactive "$(th_unit_state "$A" systemd-nspawn@slot00.service)" "the copy on A is not running" || return 1
+  assert_ok th_run "$A" test ! -e /etc/slot-os/slot00.toml || return 1
+  assert_ok th_run "$A" test -s /var/lib/slot-os/moves/out-slot00.toml || return 1
+  # The next slot-os run on A asks B, hears it has the slot, and removes A's copy.
+  settle_by_a_run "$A" || return 1
+  gone_from "$A" || return 1
+  whole_on "$B" || return 1
+}

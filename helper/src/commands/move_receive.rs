@@ -218,7 +218,10 @@ fn receive(
     };
     let plan = match plan(ctx, &hello) {
         Ok(p) => p,
-        Err(e) => return refuse(out, e),
+        Err(e) => {
+            moves::forget_lock(&ctx.paths, &hello.slot, alive);
+            return refuse(out, e);
+        }
     };
     let mut marker = Incoming {
         id: hello.id.clone(),
@@ -242,6 +245,7 @@ fn receive(
     if let Err(e) = made {
         let _ = image::remove_any(&plan.staging);
         let _ = moves::remove(&mpath);
+        moves::forget_lock(&ctx.paths, &hello.slot, alive);
         return refuse(out, e);
     }
     drop(held);

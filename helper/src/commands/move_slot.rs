@@ -231,7 +231,9 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             let r: wire::Refused = wire::decode(Kind::Refused, &p)?;
             let msg = format!(
                 "{}: {} refused it: {}; nothing was changed",
-                s.name, a.host, r.message
+                s.name,
+                a.host,
+                r.message.trim_end_matches("; nothing was changed")
             );
             return Err(if r.bad_input {
                 bad_input(msg)
