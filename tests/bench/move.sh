@@ -44,12 +44,18 @@ ssh_trust "$B" "$A" "$A_IP"
 th_copy_slot_image "$A" slot00
 img=$(th_root "$A")/var/lib/machines/slot00
 head -c "${size_mb}M" /dev/urandom >"$img/var/bulk"
-cat >"$img/etc/systemd/system/writer.service" <<'EOF'
-[Service]
-ExecStart=/bin/bash -c 'while :; do echo "${EPOCHREALTIME/./}" >> /var/ticks; n=$((n+1)); if ((n % 10 == 0)); then head -c 65536 /dev/urandom >> /var/log/light; fi; sleep 0.01; done'
-[Install]
-WantedBy=multi-user.target
+# (a script: systemd would expand the ${...} of an ExecStart line itself)
+cat >"$img/usr/local/bin/writer" <<'EOF'
+#!/bin/bash
+while :; do
+    echo "${EPOCHREALTIME/./}" >> /var/ticks
+    n=$((n + 1))
+    if ((n % 10 == 0)); then head -c 65536 /dev/urandom >> /var/log/light; fi
+    sleep 0.01
+done
 EOF
+chmod 755 "$img/usr/local/bin/writer"
+printf '[Service]\nExecStart=/usr/local/bin/writer\n[Install]\nWantedBy=multi-user.target\n' >"$img/etc/systemd/system/writer.service"
 ln -s ../writer.service "$img/etc/systemd/system/multi-user.target.wants/writer.service"
 th_sh "$A" 'mkdir -p /etc/slot-os && printf "memory = \"512M\"\n" > /etc/slot-os/slot00.toml && systemctl daemon-reload'
 th_run "$A" slot-os start 0 >/dev/null
