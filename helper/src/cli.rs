@@ -110,6 +110,10 @@ pub enum Command {
     /// unit before it starts).
     #[command(hide = true)]
     ZoneReady(net::ZoneReadyArgs),
+    /// Make a slot's directory hold the disk limit of its config, or lift one the config
+    /// no longer has (run by the slot's unit before every start).
+    #[command(hide = true)]
+    DiskApply(disk_apply::Args),
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd(bridge::NicAddArgs),
     /// Stop sharing a host NIC.
@@ -180,6 +184,7 @@ impl Command {
             Command::NetRelease(a) => a.exec(),
             Command::ThawLeftovers(a) => a.exec(ctx),
             Command::ZoneReady(a) => a.exec(),
+            Command::DiskApply(a) => a.exec(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),
             Command::Completions(a) => a.exec(Cli::command()),

@@ -17,6 +17,7 @@ use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
+use crate::storage::quota;
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -57,6 +58,34 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         return Err(bad_input(format!(
             "{bad}.toml has errors (see `slot-os check`); fix it before building"
         )));
+    }
+    // A disk limit (the slot's own, or [defaults]) that the file system cannot hold:
+    // refused before anything is made.
+    let limit_of = |s: &str| {
+        cfg.slot(s).map_or(cfg.host.limits.disk_bytes(), |x| {
+            x.resources.limits.disk_bytes()
+        })
+    };
+    let mut refused = Vec::new();
+    for s in wanted
+        .iter()
+        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+    {
+        if limit_of(s).is_none() {
+            continue;
+        }
+        // A clone is made on the base image's file system (on btrfs, a snapshot of it).
+        let dir = if clone.contains(&s) {
+            machines.join(&base)
+        } else {
+            machines.join(s)
+        };
+        if let Err(e) = quota::check(&dir) {
+            refused.push(format!("{s}: {e}"));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(bad_input(refused.join("\n")));
     }
     if remove.is_empty() && create_cfg.is_empty() && clone.is_empty() {
         println!("{n} slot(s) already built; nothing to change");
@@ -135,6 +164,24 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // New slots get their disk limit now, from the config just written.
+    let after = ctx.load();
+    for s in wanted
+        .iter()
+        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+    {
+        let Some(slot) = after.slot(s) else { continue };
+        if slot.resources.limits.disk_bytes().is_none() {
+            continue;
+        }
+        match quota::apply_slot(&ctx.paths, &machines, slot) {
+            Ok(done) => println!("{s}: {}", done.describe()),
+            Err(e) => {
+                println!("{s}: failed: disk limit not applied: {e:#}");
+                failed = true;
+            }
+        }
+    }
     bus.reload_config()?;
     println!(
         "build {n}: done in {:.2} s",
@@ -182,6 +229,10 @@ fn give_identity(bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
 fn remove_slot(ctx: &Ctx, bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
     let img = machines.join(name);
     let id = image::machine_id(&img);
+    // Its project's limit goes with it, so the ID is free once the files are.
+    if let Err(e) = quota::release(&img) {
+        eprintln!("warning: {name}: disk limit not lifted: {e:#}");
+    }
     if img.exists() {
         bus.remove_image(name)
             .with_context(|| format!("removing image {name}"))?;
