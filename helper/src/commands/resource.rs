@@ -8,7 +8,7 @@ use std::fs;
 use std::process::ExitCode;
 
 use slot_config::load::auto_cpu_quota;
-use slot_config::{Bandwidth, CpuQuota, CpuSet, Disk, Memory, Slot, TasksMax};
+use slot_config::{Bandwidth, CpuQuota, CpuSet, Disk, Memory, SizeLimit, Slot, TasksMax};
 use toml_edit::value;
 
 use super::Ctx;
@@ -155,11 +155,15 @@ fn limits_text(s: &Slot) -> String {
     if let Some(w) = l.io_weight {
         out.push_str(&format!(", IO weight {w}"));
     }
-    if let Some(b) = l.io_read_bandwidth_max {
-        out.push_str(&format!(", read {b}/s"));
-    }
-    if let Some(b) = l.io_write_bandwidth_max {
-        out.push_str(&format!(", write {b}/s"));
+    for (what, bw) in [
+        ("read", l.io_read_bandwidth_max),
+        ("write", l.io_write_bandwidth_max),
+    ] {
+        match bw {
+            Some(b @ Bandwidth(SizeLimit::Bytes(_))) => out.push_str(&format!(", {what} {b}/s")),
+            Some(_) => out.push_str(&format!(", {what} none")),
+            None => {}
+        }
     }
     if let Some(d) = l.disk {
         out.push_str(&format!(", disk {d}"));

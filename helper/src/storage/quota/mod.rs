@@ -43,27 +43,51 @@ fn magic(dir: &Path) -> nix::Result<i64> {
     nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type().0 as i64)
 }
 
-/// Where `p` is mounted from: (device, mount point), from /proc/self/mountinfo (the
-/// deepest mount of `p`'s device that is a prefix of `p`).
-fn mount_of(p: &Path) -> Option<(String, String)> {
+/// How `p`'s file system is mounted, from /proc/self/mountinfo: the deepest mount of
+/// `p`'s device that is a prefix of `p`.
+struct Mount {
+    source: String,
+    point: String,
+    /// The file system's own options (ext4 and xfs list `prjquota` there).
+    options: String,
+}
+
+fn mount_of(p: &Path) -> Option<Mount> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(p).ok()?.dev();
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(String, String)> = None;
+    let mut best: Option<Mount> = None;
     for line in info.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let sep = f.iter().position(|x| *x == "-")?;
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
         if f.get(2) != Some(&format!("{major}:{minor}").as_str()) {
             continue;
         }
-        let mnt = f.get(4)?.replace("\\040", " ");
-        let source = f.get(sep + 2)?.to_string();
-        if p.starts_with(&mnt) && best.as_ref().is_none_or(|(_, m)| mnt.len() > m.len()) {
-            best = Some((source, mnt));
+        let (Some(point), Some(source), Some(options)) = (f.get(4), f.get(sep + 2), f.get(sep + 3))
+        else {
+            continue;
+        };
+        let point = point.replace("\\040", " ");
+        if p.starts_with(&point) && best.as_ref().is_none_or(|m| point.len() > m.point.len()) {
+            best = Some(Mount {
+                source: source.to_string(),
+                point,
+                options: options.to_string(),
+            });
         }
     }
     best
+}
+
+/// Whether mount options switch project quotas on (`prjquota`; xfs also `pquota`,
+/// `pqnoenforce` only counts).
+fn prjquota_option(options: &str) -> bool {
+    options
+        .split(',')
+        .any(|o| matches!(o, "prjquota" | "pquota" | "prjjquota"))
 }
 
 /// Whether the file system holding `dir` can enforce a slot's disk limit there. `dir` is
@@ -81,7 +105,11 @@ pub fn check_fs(dir: &Path) -> Result<Backend, Unenforceable> {
 
 fn check_with(dir: &Path, subvolume: bool) -> Result<Backend, Unenforceable> {
     let m = magic(dir).map_err(|e| Unenforceable(format!("{}: {e}", dir.display())))?;
-    let (dev, mnt) = mount_of(dir).unwrap_or_else(|| ("its device".into(), "it".into()));
+    let mount = mount_of(dir);
+    let (dev, mnt) = mount.as_ref().map_or_else(
+        || ("its device".into(), "it".into()),
+        |m| (m.source.clone(), m.point.clone()),
+    );
     let d = dir.display();
     match m {
         BTRFS_SUPER_MAGIC => {
@@ -99,18 +127,24 @@ fn check_with(dir: &Path, subvolume: bool) -> Result<Backend, Unenforceable> {
         m @ (EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC) => {
             let fs = if m == EXT4_SUPER_MAGIC { "ext4" } else { "xfs" };
             let f = File::open(dir).map_err(|e| Unenforceable(format!("{d}: {e}")))?;
-            let (tracked, enforced) = project::state(f.as_fd())
-                .map_err(|e| Unenforceable(format!("{d}: reading quota state: {e}")))?;
-            if enforced {
-                return Ok(Backend::Project { fs });
+            // What the quota code says, where we may ask (a container's seccomp filter may
+            // refuse quotactl_fd: then the mount options speak alone).
+            let state = project::state(f.as_fd()).ok();
+            let mounted_with = mount.as_ref().is_some_and(|m| prjquota_option(&m.options));
+            match state {
+                Some((_, true)) => Ok(Backend::Project { fs }),
+                None if mounted_with => Err(Unenforceable(format!(
+                    "{d}: the project quota state of its file system cannot be read here \
+                     (quotactl refused), so `disk` cannot be checked; nothing was changed"
+                ))),
+                _ => Err(Unenforceable(how_to(
+                    fs,
+                    &d.to_string(),
+                    &dev,
+                    &mnt,
+                    state.map(|(tracked, _)| tracked),
+                ))),
             }
-            Err(Unenforceable(how_to(
-                fs,
-                &d.to_string(),
-                &dev,
-                &mnt,
-                tracked,
-            )))
         }
         _ => Err(Unenforceable(format!(
             "{d} is on a file system that cannot limit a directory's disk use, so `disk` \
@@ -121,21 +155,28 @@ fn check_with(dir: &Path, subvolume: bool) -> Result<Backend, Unenforceable> {
     }
 }
 
-/// What to do on this file system to get project quotas enforced.
-fn how_to(fs: &str, dir: &str, dev: &str, mnt: &str, tracked: bool) -> String {
+/// What to do on this file system to get project quotas enforced. `tracked`: whether
+/// the file system counts project usage already (`None`: not known here).
+fn how_to(fs: &str, dir: &str, dev: &str, mnt: &str, tracked: Option<bool>) -> String {
     let head = format!(
         "{dir} is on {fs} ({dev}, mounted on {mnt}) without project quotas enforced, so `disk` \
          cannot be enforced; nothing was changed"
     );
+    let fstab = "add `prjquota` to its options in /etc/fstab, and mount it again";
     match (fs, tracked) {
-        ("ext4", false) => format!(
+        ("ext4", Some(false)) => format!(
             "{head}. To enable them: stop the slots, unmount {mnt}, run `tune2fs -O \
-             project,quota {dev}` (for the root file system, from a rescue system), add \
-             `prjquota` to its options in /etc/fstab, and mount it again. Or remove `disk`"
+             project,quota {dev}` (for the root file system, from a rescue system), {fstab}. \
+             Or remove `disk`"
         ),
-        ("ext4", true) => format!(
-            "{head}. It tracks project usage but was mounted without `prjquota`: add \
-             `prjquota` to its options in /etc/fstab and mount it again. Or remove `disk`"
+        ("ext4", Some(true)) => format!(
+            "{head}. It counts project usage but was mounted without `prjquota`: {fstab}. Or \
+             remove `disk`"
+        ),
+        ("ext4", None) => format!(
+            "{head}. To enable them: stop the slots, unmount {mnt}, run `tune2fs -O \
+             project,quota {dev}` unless `tune2fs -l {dev}` lists both features already (for \
+             the root file system, from a rescue system), {fstab}. Or remove `disk`"
         ),
         _ => format!(
             "{head}. xfs turns project quotas on only when mounting: add `prjquota` to its \
@@ -423,20 +464,30 @@ mod tests {
             "/var/lib/machines/slot00",
             "/dev/vdb1",
             "/var/lib/machines",
-            false,
+            Some(false),
         );
         assert!(m.contains("tune2fs -O project,quota /dev/vdb1"), "{m}");
         assert!(
             m.contains("prjquota") && m.contains("nothing was changed"),
             "{m}"
         );
-        let m = how_to("ext4", "/x", "/dev/vdb1", "/", true);
+        let m = how_to("ext4", "/x", "/dev/vdb1", "/", Some(true));
         assert!(
             m.contains("mounted without `prjquota`") && !m.contains("tune2fs"),
             "{m}"
         );
-        let m = how_to("xfs", "/x", "/dev/sda2", "/", false);
+        let m = how_to("ext4", "/x", "/dev/vdb1", "/", None);
+        assert!(m.contains("unless `tune2fs -l /dev/vdb1`"), "{m}");
+        let m = how_to("xfs", "/x", "/dev/sda2", "/", Some(false));
         assert!(m.contains("rootflags=prjquota"), "{m}");
+    }
+
+    #[test]
+    fn prjquota_among_mount_options() {
+        assert!(prjquota_option("rw,relatime,prjquota"));
+        assert!(prjquota_option("rw,attr2,inode64,pquota"));
+        assert!(!prjquota_option("rw,relatime,errors=remount-ro"));
+        assert!(!prjquota_option("rw,pqnoenforce"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! btrfs qgroups: the slot's subvolume has its own qgroup `0/ID`, whose referenced-bytes
 //! limit is the slot's disk limit (what `btrfs qgroup limit SIZE PATH` and `machinectl
 //! set-limit` set). Quotas are a per-file-system switch (`btrfs quota enable`), turned on
-//! the first time a limit is set. Usage and limits are read from sysfs
-//! (`/sys/fs/btrfs/FSID/qgroups/0_ID/`), which the kernel keeps since 5.9.
+//! the first time a limit is set. Usage and limits are read from the quota tree itself
+//! (BTRFS_IOC_TREE_SEARCH, as systemd's btrfs-util.c does): /sys/fs/btrfs, which has them
+//! too, is not there in a container.
 //!
 //! Referenced, not exclusive: a slot snapshotted from the base image shares the base's
 //! extents, and `disk` counts everything the slot can see, as on a copied slot, so the
@@ -12,19 +13,10 @@
 //! Every ioctl here goes to a directory whose file system was checked to be btrfs first:
 //! btrfs's ioctl numbers are reused by device drivers (systemd's btrfs-util.c warns of it).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-
-/// `struct btrfs_ioctl_fs_info_args` of linux/btrfs.h (1024 bytes); only the fsid is read.
-#[repr(C)]
-struct FsInfo {
-    max_id: u64,
-    num_devices: u64,
-    fsid: [u8; 16],
-    rest: [u8; 992],
-}
+use std::path::Path;
 
 /// `struct btrfs_ioctl_ino_lookup_args` (4096 bytes).
 #[repr(C)]
@@ -52,7 +44,7 @@ struct QgroupLimit {
     rsv_excl: u64,
 }
 
-nix::ioctl_read!(btrfs_fs_info, 0x94, 31, FsInfo);
+nix::ioctl_readwrite!(btrfs_tree_search, 0x94, 17, SearchArgs);
 nix::ioctl_readwrite!(btrfs_ino_lookup, 0x94, 18, InoLookup);
 nix::ioctl_readwrite!(btrfs_quota_ctl, 0x94, 40, QuotaCtl);
 nix::ioctl_none!(btrfs_quota_rescan_wait, 0x94, 46);
@@ -67,6 +59,38 @@ struct QgroupCreate {
     qgroupid: u64,
 }
 
+/// `struct btrfs_ioctl_search_key`.
+#[repr(C)]
+#[derive(Default)]
+struct SearchKey {
+    tree_id: u64,
+    min_objectid: u64,
+    max_objectid: u64,
+    min_offset: u64,
+    max_offset: u64,
+    min_transid: u64,
+    max_transid: u64,
+    min_type: u32,
+    max_type: u32,
+    nr_items: u32,
+    unused: u32,
+    unused1: u64,
+    unused2: u64,
+    unused3: u64,
+    unused4: u64,
+}
+
+/// `struct btrfs_ioctl_search_args` (4096 bytes): the key, then the items found, each a
+/// 32-byte `btrfs_ioctl_search_header` and its item.
+#[repr(C)]
+struct SearchArgs {
+    key: SearchKey,
+    buf: [u8; 4096 - 104],
+}
+
+const BTRFS_QUOTA_TREE_OBJECTID: u64 = 8;
+const BTRFS_QGROUP_INFO_KEY: u32 = 242;
+const BTRFS_QGROUP_LIMIT_KEY: u32 = 244;
 const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
 const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
 const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
@@ -75,27 +99,6 @@ const CLEAR_VALUE: u64 = u64::MAX;
 
 fn open(dir: &Path) -> io::Result<File> {
     File::open(dir)
-}
-
-/// The file system's UUID, as its /sys/fs/btrfs directory is named.
-fn fsid(f: &File) -> io::Result<String> {
-    let mut a = FsInfo {
-        max_id: 0,
-        num_devices: 0,
-        fsid: [0; 16],
-        rest: [0; 992],
-    };
-    // SAFETY: a btrfs directory's fd and a properly laid out fs_info struct.
-    unsafe { btrfs_fs_info(f.as_raw_fd(), &mut a) }.map_err(io::Error::from)?;
-    let h: Vec<String> = a.fsid.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    ))
 }
 
 /// The ID of the subvolume at `dir`.
@@ -128,14 +131,48 @@ fn subvolume_id(f: &File) -> io::Result<u64> {
     Ok(a.treeid)
 }
 
-fn sysfs_dir(f: &File) -> io::Result<PathBuf> {
-    Ok(Path::new("/sys/fs/btrfs").join(fsid(f)?))
+/// The quota tree's item of type `ty` for qgroup `0/id` (key: objectid 0, that type,
+/// offset the qgroup ID; the search range is one key, since the kernel compares keys as a
+/// whole). `Ok(None)` when quotas are off (there is no quota tree then), `Ok(Some(None))`
+/// when there is no such item.
+fn qgroup_item(f: &File, id: u64, ty: u32) -> io::Result<Option<Option<Vec<u8>>>> {
+    let mut a = SearchArgs {
+        key: SearchKey {
+            tree_id: BTRFS_QUOTA_TREE_OBJECTID,
+            min_offset: id,
+            max_offset: id,
+            max_transid: u64::MAX,
+            min_type: ty,
+            max_type: ty,
+            nr_items: 1,
+            ..Default::default()
+        },
+        buf: [0; 4096 - 104],
+    };
+    // SAFETY: a btrfs directory's fd and a properly laid out search_args.
+    match unsafe { btrfs_tree_search(f.as_raw_fd(), &mut a) } {
+        Ok(_) => {}
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    if a.key.nr_items == 0 {
+        return Ok(Some(None));
+    }
+    // btrfs_ioctl_search_header: transid, objectid, offset, type, len; then the item.
+    let len = u32::from_ne_bytes(a.buf[28..32].try_into().unwrap_or([0; 4])) as usize;
+    Ok(Some(a.buf.get(32..32 + len).map(<[u8]>::to_vec)))
+}
+
+/// The little-endian u64 at word `i` of an on-disk item.
+fn le64(item: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        item.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+    ))
 }
 
 /// Whether quotas are on for the file system of `dir`.
 pub fn enabled(dir: &Path) -> io::Result<bool> {
-    let f = open(dir)?;
-    Ok(sysfs_dir(&f)?.join("qgroups").is_dir())
+    Ok(qgroup_item(&open(dir)?, 0, BTRFS_QGROUP_INFO_KEY)?.is_some())
 }
 
 /// `btrfs quota enable`, then waits for the scan that fills in the usage of what is
@@ -176,20 +213,29 @@ pub fn set_limit(dir: &Path, bytes: Option<u64>) -> io::Result<()> {
 /// `Ok(None)` when quotas are off or the subvolume has no qgroup.
 pub fn usage(dir: &Path) -> io::Result<Option<(u64, Option<u64>)>> {
     let f = open(dir)?;
-    let q = sysfs_dir(&f)?
-        .join("qgroups")
-        .join(format!("0_{}", subvolume_id(&f)?));
-    let read = |name: &str| -> io::Result<Option<u64>> {
-        match fs::read_to_string(q.join(name)) {
-            Ok(s) => Ok(s.trim().parse().ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    };
-    let Some(used) = read("referenced")? else {
+    let id = subvolume_id(&f)?;
+    // btrfs_qgroup_info_item: generation, rfer, ...; btrfs_qgroup_limit_item: flags,
+    // max_rfer, ...
+    let Some(Some(info)) = qgroup_item(&f, id, BTRFS_QGROUP_INFO_KEY)? else {
         return Ok(None);
     };
-    // The kernel keeps 0 for "no limit".
-    let limit = read("max_referenced")?.filter(|m| *m > 0);
+    let Some(used) = le64(&info, 1) else {
+        return Ok(None);
+    };
+    let limit = qgroup_item(&f, id, BTRFS_QGROUP_LIMIT_KEY)?
+        .flatten()
+        .filter(|l| le64(l, 0).is_some_and(|flags| flags & BTRFS_QGROUP_LIMIT_MAX_RFER != 0))
+        .and_then(|l| le64(&l, 1));
     Ok(Some((used, limit)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn search_args_are_one_page() {
+        assert_eq!(std::mem::size_of::<super::SearchKey>(), 104);
+        assert_eq!(std::mem::size_of::<super::SearchArgs>(), 4096);
+        assert_eq!(std::mem::size_of::<super::InoLookup>(), 4096);
+        assert_eq!(std::mem::size_of::<super::QgroupLimit>(), 48);
+    }
 }
