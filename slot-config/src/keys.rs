@@ -80,7 +80,7 @@ pub const KEYS: &[KeyDoc] = &[
         "Memory limit per slot."),
     row(Host, "defaults", "disk", "string \"none\" or a size with K, M, G or T (powers of 1024), at least 1M", "\"none\"",
         "a project quota (ext4, xfs) or btrfs qgroup on each slot's directory, kept by the helper (`slot-os disk-apply`, ExecStartPre= in the unit drop-in)",
-        "Disk limit per slot: what the slot's own directory may hold. The file system must enforce it (see slot-os(8), Disk quotas)."),
+        "Disk limit per slot: what the slot's own directory may hold. The file system must enforce it: ext4 or xfs with project quotas (the prjquota mount option), or btrfs (a qgroup per slot subvolume, referenced bytes)."),
     row(Host, "defaults", "tasks_max", "integer 1 to 4194304, or string \"none\"", "unset: the stock unit's TasksMax=16384",
         "TasksMax= in systemd-nspawn@NAME.service.d/50-slot-os.conf (\"none\": TasksMax=infinity)",
         "Processes and threads per slot."),

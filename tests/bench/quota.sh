@@ -3,11 +3,12 @@
 # with the bare tools in the same run.
 #  1. Project IDs on an existing tree (what the first `resource -d` on an ext4/xfs slot
 #     does): the helper's walk (storage::quota::project::tag_tree, run through an ignored
-#     test of the release build) against `chattr -R -p ID +P`, interleaved, on a loop ext4
-#     with the `project` feature (no `quota` feature: this machine's kernel cannot mount one
-#     with it, so the quota files' own updates are not in these numbers; the VM tier's log
-#     shows a real one, under emulation). Trees of 10k and 50k files shaped like a root
-#     file system (a few files per directory).
+#     test of the release build) against `chattr -R -p ID +P` and `xfs_quota -x -c 'project
+#     -s'`, interleaved, on a loop xfs (this machine's kernel has no ext4 quota support, and
+#     so mounts no ext4 with the `project` feature; xfs keeps project IDs without quota
+#     support, so the quota files' own updates are not in these numbers: the VM tier's log
+#     has a real ext4 one, under emulation). Trees of 10k and 50k files shaped like a root
+#     file system (8 files per directory). Needs xfsprogs.
 #  2. `slot-os resource -d` (validate, persist, set, daemon-reload) against the bare
 #     `btrfs qgroup limit`, and `slot-os disk-apply` (what every slot start runs) with and
 #     without a limit, in a test host whose machines dir is a loop btrfs.
@@ -31,9 +32,9 @@ mkdir -p "$work/mnt"
 
 # ---- 1. the walk
 cargo test --release -q -p slot-os --lib --no-run 2>/dev/null
-truncate -s 2G "$work/ext4.img"
-mkfs.ext4 -q -F -O project -I 256 "$work/ext4.img"
-mount -o loop "$work/ext4.img" "$work/mnt"
+truncate -s 2G "$work/xfs.img"
+mkfs.xfs -q -f "$work/xfs.img"
+mount -o loop "$work/xfs.img" "$work/mnt"
 # tree DIR N: N files, 8 per directory, directories 3 levels deep
 tree() {
     local d=$1 n=$2 i
@@ -57,12 +58,17 @@ for n in 10000 50000; do
         chattr -R -p $((id + 100)) +P "$work/mnt/t$n" 2>/dev/null || true
         e=$EPOCHREALTIME
         raw+="chattr$n $((${e/./} - ${s/./}))"$'\n'
+        s=$EPOCHREALTIME
+        xfs_quota -x -c "project -s -p $work/mnt/t$n $((id + 200))" "$work/mnt" >/dev/null
+        e=$EPOCHREALTIME
+        raw+="xfsq$n $((${e/./} - ${s/./}))"$'\n'
     done
 done
-echo "# 1. project IDs on every inode of a tree (ext4, warm cache), $rounds rounds; ms: median min max"
+echo "# 1. project IDs on every inode of a tree (xfs, warm cache), $rounds rounds; ms: median min max"
 for n in 10000 50000; do
     printf '%-44s %s\n' "helper walk, $n files" "$(stats sos$n 1)"
     printf '%-44s %s\n' "chattr -R -p ID +P, $n files" "$(stats chattr$n 1)"
+    printf '%-44s %s\n' "xfs_quota project -s, $n files" "$(stats xfsq$n 1)"
 done
 umount "$work/mnt"
 

@@ -95,7 +95,7 @@ test_writing_past_disk_fails_in_the_slot_and_raising_it_live_succeeds() {
   used=$(used_mib slot00)
   [[ "$used" -gt 100 ]] || { t_fail "slot00 uses ${used} MiB: not the base image's files"; return 1; }
   out=$(sos resource -d "$((used + 64))M" 0 2>&1) || { t_fail "resource -d: $out"; return 1; }
-  assert_contains "$out" "disk $((used + 64))M (applied live and persisted)" "resource -d reports it" || return 1
+  assert_contains "$out" "disk $((used + 64))M (persisted; disk limit applied)" "resource -d reports it" || return 1
   out=$(inslot 0 'dd if=/dev/zero of=/root/big bs=1M count=160 conv=fsync 2>&1'); rc=$?
   printf 'rc %s: %s\n' "$rc" "$out"
   ((rc != 0)) || { t_fail "a 160 MiB write past a 64 MiB margin succeeded"; return 1; }

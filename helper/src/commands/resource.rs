@@ -8,6 +8,7 @@ use std::fs;
 use std::process::ExitCode;
 
 use slot_config::load::auto_cpu_quota;
+use slot_config::render::render_all;
 use slot_config::{Bandwidth, CpuQuota, CpuSet, Disk, Memory, SizeLimit, Slot, TasksMax};
 use toml_edit::value;
 
@@ -239,9 +240,26 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             return Err(bad_input(refused.join("\n")));
         }
     }
-    let bus = Bus::system()?;
+    // Only the unit's properties need systemd: a disk limit alone is the file system's.
+    let bus = if change.has_unit_props() {
+        Some(Bus::system()?)
+    } else {
+        None
+    };
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
-    let statuses = bus.unit_statuses(&units);
+    let statuses: Vec<Option<bool>> = match &bus {
+        Some(b) => {
+            b.unit_statuses(&units)
+                .into_iter()
+                .map(|st| {
+                    Some(st.is_ok_and(|st| {
+                        st.active_state == "active" || st.active_state == "reloading"
+                    }))
+                })
+                .collect()
+        }
+        None => vec![None; units.len()],
+    };
     for (path, text) in &edits {
         write_atomic(path, text)?;
     }
@@ -256,9 +274,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             failed = true;
             continue;
         };
-        let running = st
-            .as_ref()
-            .is_ok_and(|st| st.active_state == "active" || st.active_state == "reloading");
+        let running = *st == Some(true);
         // The disk limit is the file system's: set whether the slot runs or not.
         let mut disk_note = String::new();
         if change.disk.is_some() {
@@ -279,7 +295,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        if running && change.has_unit_props() {
+        if let (true, Some(bus)) = (running, &bus) {
             let mut props = Vec::new();
             if change.cpu.is_some() {
                 props.push(UnitProp::CpuQuotaPercent(new.resources.cpu_quota));
@@ -338,7 +354,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-    bus.reload_config()?;
+    // systemd re-reads the generator's files only if they change: a new disk size, say,
+    // changes none of them, and a daemon-reload is most of such a command's time.
+    if render_all(&cfg) != render_all(&after) {
+        match &bus {
+            Some(b) => b.reload_config()?,
+            None => Bus::system()?.reload_config()?,
+        }
+    }
     Ok(if failed {
         ExitCode::from(1)
     } else {

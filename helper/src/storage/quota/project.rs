@@ -327,6 +327,9 @@ type Visit<'f> = dyn FnMut(BorrowedFd, bool) -> io::Result<bool> + 'f;
 struct Walk<'v> {
     dev: u64,
     visit: &'v mut Visit<'v>,
+    /// Leave out a subdirectory already in `skip` that passes it on: what
+    /// [`tag_tree`]'s second pass needs (such a directory was finished by the first).
+    skip: Option<u32>,
     done: Tagged,
 }
 
@@ -372,6 +375,11 @@ impl Walk<'_> {
                         self.done.skipped += 1;
                         continue;
                     }
+                    if let Some(id) = self.skip {
+                        if dir_project(fd.as_fd()).map_err(|e| werr(&path, e))? == (id, true) {
+                            continue;
+                        }
+                    }
                     self.tag(fd.as_fd(), true, &path)?;
                     self.entries(fd.as_fd(), &path, depth + 1)?;
                 }
@@ -393,26 +401,34 @@ impl Walk<'_> {
 /// inode makes the ID's usage non-zero, so no other slot chooses it), and the mark to pass
 /// it on last, once everything below is tagged: a root that passes on one of our IDs is a
 /// finished walk. What a running slot created directly in the root during the walk is
-/// tagged by a second pass over the root's entries.
+/// tagged by a second pass over the root's entries, which does not descend into the
+/// directories the first pass finished (each was marked before it was listed, so what was
+/// made in it since inherited the ID).
 pub fn tag_tree(root: BorrowedFd, path: &Path, id: u32) -> Result<Tagged, WalkError> {
     let at = path.display().to_string();
     set_project(root, id, false).map_err(|e| werr(&at, e))?;
     let mut visit = move |fd: BorrowedFd, is_dir: bool| set_project(fd, id, is_dir);
-    let mut done = walk(root, &at, &mut visit)?;
+    let mut done = walk(root, &at, &mut visit, None)?;
     set_project(root, id, true).map_err(|e| werr(&at, e))?;
     done.inodes += 1;
-    let again = walk(root, &at, &mut visit)?;
+    let again = walk(root, &at, &mut visit, Some(id))?;
     done.changed += again.changed;
     Ok(done)
 }
 
 /// Visits every regular file and directory below `root` (not `root` itself) on `root`'s
 /// file system, without following a symlink.
-fn walk(root: BorrowedFd, at: &str, visit: &mut Visit<'_>) -> Result<Tagged, WalkError> {
+fn walk(
+    root: BorrowedFd,
+    at: &str,
+    visit: &mut Visit<'_>,
+    skip: Option<u32>,
+) -> Result<Tagged, WalkError> {
     let dev = rfs::fstat(root).map_err(|e| werr(at, e))?.st_dev as u64;
     let mut w = Walk {
         dev,
         visit,
+        skip,
         done: Tagged::default(),
     };
     w.entries(root, at, 0)?;
@@ -469,7 +485,7 @@ mod tests {
             seen.push((rfs::fstat(fd)?.st_ino, is_dir));
             Ok(true)
         };
-        let t = walk(fd.as_fd(), "root", &mut visit).unwrap();
+        let t = walk(fd.as_fd(), "root", &mut visit, None).unwrap();
         assert_eq!(
             (t.inodes, t.changed, t.skipped),
             (4, 4, 2),
