@@ -214,6 +214,26 @@ impl SizeLimit {
     }
 }
 
+impl SizeLimit {
+    /// `"none"`, or a size of at least `min` bytes; `small` and `bad` are the messages for
+    /// a smaller size and for what is not a size.
+    fn parse(
+        s: &str,
+        min: u64,
+        small: impl FnOnce() -> String,
+        bad: impl FnOnce() -> String,
+    ) -> Result<SizeLimit, String> {
+        if s.trim() == "none" {
+            return Ok(SizeLimit::None);
+        }
+        match size_bytes(s) {
+            Some(b) if b >= min => Ok(SizeLimit::Bytes(b)),
+            Some(_) => Err(small()),
+            None => Err(bad()),
+        }
+    }
+}
+
 impl fmt::Display for SizeLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -234,18 +254,13 @@ pub struct Disk(pub SizeLimit);
 impl FromStr for Disk {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s.trim() == "none" {
-            return Ok(Disk(SizeLimit::None));
-        }
-        match size_bytes(s) {
-            Some(b) if b >= MIN_DISK => Ok(Disk(SizeLimit::Bytes(b))),
-            Some(_) => Err(format!(
-                "{s:?} is too small a disk limit; use at least 1M, or \"none\""
-            )),
-            None => Err(format!(
-                "{s:?} is not a disk size; use a number with a K, M, G or T suffix, like \"10G\", or \"none\""
-            )),
-        }
+        SizeLimit::parse(
+            s,
+            MIN_DISK,
+            || format!("{s:?} is too small a disk limit; use at least 1M, or \"none\""),
+            || format!("{s:?} is not a disk size; use a number with a K, M, G or T suffix, like \"10G\", or \"none\""),
+        )
+        .map(Disk)
     }
 }
 
@@ -268,18 +283,13 @@ pub struct Bandwidth(pub SizeLimit);
 impl FromStr for Bandwidth {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s.trim() == "none" {
-            return Ok(Bandwidth(SizeLimit::None));
-        }
-        match size_bytes(s) {
-            Some(b) if b >= MIN_BANDWIDTH => Ok(Bandwidth(SizeLimit::Bytes(b))),
-            Some(_) => Err(format!(
-                "{s:?} is too little bandwidth; use at least 1M (bytes per second), or \"none\""
-            )),
-            None => Err(format!(
-                "{s:?} is not a bandwidth; use bytes per second with a K, M, G or T suffix, like \"50M\", or \"none\""
-            )),
-        }
+        SizeLimit::parse(
+            s,
+            MIN_BANDWIDTH,
+            || format!("{s:?} is too little bandwidth; use at least 1M (bytes per second), or \"none\""),
+            || format!("{s:?} is not a bandwidth; use bytes per second with a K, M, G or T suffix, like \"50M\", or \"none\""),
+        )
+        .map(Bandwidth)
     }
 }
 

@@ -350,3 +350,18 @@ test_tasks_max_stops_a_fork_loop() {
     out=$(vm_sh 'slot-os resource --tasks-max none 0') || { t_fail "resource --tasks-max none: $out"; return 1; }
     assert_eq max "$(vm_sh 'cat "/sys/fs/cgroup$1/pids.max"' "$cg")" "pids.max lifted live" || return 1
 }
+
+test_restore_keeps_the_slots_project_and_limit() {
+    local out want
+    want=$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_limit')
+    # a reset to the base image: a new root beside the old one, swapped in by rename; it
+    # joins the old root's project before the swap
+    out=$(vm_sh -t 900 'slot-os stop 0 && slot-os backup-restore 0 slot-os && lsattr -dp /var/lib/machines/slot00 && lsattr -p /var/lib/machines/slot00/etc/hostname') ||
+        { t_fail "stop/backup-restore: $out"; return 1; }
+    printf '%s\n' "$out"
+    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ /var/lib/machines/slot00$'\n' ]] ||
+        { t_fail "the restored root is not in project 2000000000 with the inherit flag: $out"; return 1; }
+    [[ "$out" =~ 2000000000\ [^$'\n']*\ /var/lib/machines/slot00/etc/hostname ]] ||
+        { t_fail "a restored file is not in project 2000000000: $out"; return 1; }
+    assert_eq "$want" "$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.limit')" "the limit holds for the restored root" || return 1
+}
