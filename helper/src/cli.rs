@@ -43,7 +43,8 @@ pub enum Command {
     Resume(lifecycle::Targets),
     /// Start slots at boot (on) or not (off): `autostart on|off (all | NUMBER...)`.
     Autostart(autostart::Args),
-    /// Show (no option) or set the CPU%, CPU set and memory of slots, live and persisted.
+    /// Show (no option) or set the CPU%, CPU set, memory, disk, tasks and IO limits of slots,
+    /// live and persisted.
     Resource(resource::Args),
     /// A root shell in a running slot (no password needed; ^] three times to leave).
     Console(console::Args),
