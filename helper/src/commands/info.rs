@@ -9,6 +9,7 @@ use super::{disk_text, human, Ctx};
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::image;
 use crate::storage::quota;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -115,6 +116,7 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         s,
     ));
     let l = &s.resources.limits;
+    let restored = image::restored_from(&ctx.paths.under(&cfg.host.machines_dir).join(&image));
     if json {
         let v = serde_json::json!({
             "name": s.name,
@@ -139,6 +141,7 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             "disk_limit": l.disk_bytes(),
             "disk_usage": disk,
             "usage": u,
+            "restored_from": restored,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -213,6 +216,9 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             _ => String::new(),
         }
     );
+    if let Some(r) = &restored {
+        println!("   Restored: from {}", r.backup);
+    }
     if leader.is_some() {
         println!(
             "      Usage: {} processes, CPU time {:.2} s, memory {}",

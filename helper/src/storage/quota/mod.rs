@@ -381,6 +381,36 @@ pub fn check_slot(machines: &Path, slot: &Slot) -> Result<Option<Backend>, Unenf
     }
 }
 
+/// For slots about to be made, `(name, cloned from base)`: the slots whose disk limit (their
+/// own, or `[defaults]`' for a slot without a file yet) the file system cannot hold, each
+/// with why. A clone is judged by the base image it is made from (on btrfs a snapshot of a
+/// subvolume is one), a slot whose image exists by that image.
+pub fn refused_new(
+    cfg: &slot_config::Config,
+    machines: &Path,
+    base: &str,
+    slots: &[(&str, bool)],
+) -> Vec<String> {
+    let mut refused = Vec::new();
+    for (name, clone) in slots {
+        let limit = cfg.slot(name).map_or(cfg.host.limits.disk_bytes(), |s| {
+            s.resources.limits.disk_bytes()
+        });
+        if limit.is_none() {
+            continue;
+        }
+        let dir = match (clone, cfg.slot(name)) {
+            (true, _) => machines.join(base),
+            (false, Some(s)) => slot_dir(machines, s),
+            (false, None) => machines.join(name),
+        };
+        if let Err(e) = check(&dir) {
+            refused.push(format!("{name}: {e}"));
+        }
+    }
+    refused
+}
+
 /// Makes the slot's directory hold the slot's configured limit (or none).
 pub fn apply_slot(
     paths: &slot_config::Paths,
