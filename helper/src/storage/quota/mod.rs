@@ -206,8 +206,8 @@ pub enum Applied {
         id: u32,
         tagged: project::Tagged,
     },
-    /// btrfs quotas were switched on for the file system first.
-    QuotasEnabled(Option<u64>),
+    /// Limit set after switching btrfs quotas on for the file system.
+    QuotasEnabled(u64),
 }
 
 /// Where the helper keeps what it needs besides the slot: the short lock that makes
@@ -245,7 +245,7 @@ pub fn apply(env: &Env<'_>, t: &Target<'_>, limit: Option<u64>) -> anyhow::Resul
             Ok(if enabled {
                 Applied::Limit(Some(bytes))
             } else {
-                Applied::QuotasEnabled(Some(bytes))
+                Applied::QuotasEnabled(bytes)
             })
         }
         Backend::Project { .. } => {
@@ -348,13 +348,13 @@ impl Applied {
         match self {
             Applied::Nothing => "no disk limit".into(),
             Applied::Limit(Some(b)) => format!("disk limit {}", size(*b)),
-            Applied::Limit(None) | Applied::QuotasEnabled(None) => "disk limit lifted".into(),
+            Applied::Limit(None) => "disk limit lifted".into(),
             Applied::Tagged { limit, id, tagged } => format!(
                 "disk limit {} (project {id}; {} files and directories put into it)",
                 size(*limit),
                 tagged.inodes
             ),
-            Applied::QuotasEnabled(Some(b)) => format!(
+            Applied::QuotasEnabled(b) => format!(
                 "disk limit {} (btrfs quotas were off on this file system: switched on)",
                 size(*b)
             ),
