@@ -50,7 +50,8 @@ pub enum Command {
     Resume(lifecycle::Targets),
     /// Start slots at boot (on) or not (off): `autostart on|off (all | NUMBER...)`.
     Autostart(autostart::Args),
-    /// Show (no option) or set the CPU%, CPU set and memory of slots, live and persisted.
+    /// Show (no option) or set the CPU%, CPU set, memory, disk, tasks and IO limits of slots,
+    /// live and persisted.
     Resource(resource::Args),
     /// A root shell in a running slot (no password needed; ^] three times to leave).
     Console(console::Args),
@@ -123,6 +124,10 @@ pub enum Command {
     /// unit before it starts).
     #[command(hide = true)]
     ZoneReady(net::ZoneReadyArgs),
+    /// Make a slot's directory hold the disk limit of its config, or lift one the config
+    /// no longer has (run by the slot's unit before every start).
+    #[command(hide = true)]
+    DiskApply(disk_apply::Args),
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd(bridge::NicAddArgs),
     /// Stop sharing a host NIC.
@@ -197,6 +202,7 @@ impl Command {
             Command::NetRelease(a) => a.exec(),
             Command::ThawLeftovers(a) => a.exec(ctx),
             Command::ZoneReady(a) => a.exec(),
+            Command::DiskApply(a) => a.exec(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),
             Command::Completions(a) => a.exec(Cli::command()),

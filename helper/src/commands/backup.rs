@@ -31,6 +31,7 @@ use crate::storage::archive;
 use crate::storage::freeze;
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
+use crate::storage::quota;
 use crate::sys::lock;
 use crate::sys::notify;
 
@@ -422,7 +423,20 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
             s.name
         );
     }
+    // The new root joins the old one's project before the swap: the slot keeps its ID and
+    // its limit without a walk after it.
+    if let Err(e) = quota::adopt(&dest, &new) {
+        let _ = image::remove_any(&new);
+        return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
     image::swap_into_place(&new, &dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, &s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
     println!(
         "{}: restored from {name} in {:.2} s",
         s.name,

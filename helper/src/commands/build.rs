@@ -15,6 +15,7 @@ use crate::config::edit::{new_slot_text, remove_file, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::storage::provision::{self, NewImage};
+use crate::storage::quota;
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -55,6 +56,17 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         return Err(bad_input(format!(
             "{bad}.toml has errors (see `slot-os check`); fix it before building"
         )));
+    }
+    // A disk limit (the slot's own, or [defaults]) that the file system cannot hold:
+    // refused before anything is made.
+    let new: Vec<(&str, bool)> = wanted
+        .iter()
+        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+        .map(|s| (s.as_str(), clone.contains(&s)))
+        .collect();
+    let refused = quota::refused_new(&cfg, &machines, &base, &new);
+    if !refused.is_empty() {
+        return Err(bad_input(refused.join("\n")));
     }
     if remove.is_empty() && create_cfg.is_empty() && clone.is_empty() {
         println!("{n} slot(s) already built; nothing to change");
@@ -127,6 +139,24 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             );
+        }
+    }
+    // New slots get their disk limit now, from the config just written.
+    let after = ctx.load();
+    for s in wanted
+        .iter()
+        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+    {
+        let Some(slot) = after.slot(s) else { continue };
+        if slot.resources.limits.disk_bytes().is_none() {
+            continue;
+        }
+        match quota::apply_slot(&ctx.paths, &machines, slot) {
+            Ok(done) => println!("{s}: {}", done.describe()),
+            Err(e) => {
+                println!("{s}: failed: disk limit not applied: {e:#}");
+                failed = true;
+            }
         }
     }
     bus.reload_config()?;

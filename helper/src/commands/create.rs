@@ -18,6 +18,7 @@ use crate::config::edit::{new_slot_text, validate_change, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::storage::provision::{self, NewImage};
+use crate::storage::quota;
 use crate::sys::{journal, lock};
 
 #[derive(clap::Args, Debug)]
@@ -139,6 +140,11 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             machines.display()
         )));
     }
+    // A disk limit the file system cannot hold: refused before anything is made.
+    let refused = quota::refused_new(&cfg, &machines, &base, &[(&name, clone)]);
+    if !refused.is_empty() {
+        return Err(bad_input(refused.join("\n")));
+    }
     if a.dry_run {
         if text.is_some() {
             println!("would write {}", file.display());
@@ -171,11 +177,19 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         write_atomic(&file, text)?;
     }
     bus.reload_config()?;
-    let line = match (text.is_some(), clone) {
+    let mut line = match (text.is_some(), clone) {
         (true, true) => format!("created (image cloned from {base})"),
         (true, false) => format!("created (its image {image} existed)"),
         _ => format!("image cloned from {base} (config kept)"),
     };
+    if let Some(s) = ctx.load().slot(&name) {
+        if s.resources.limits.disk_bytes().is_some() {
+            match quota::apply_slot(&ctx.paths, &machines, s) {
+                Ok(done) => line.push_str(&format!("; {}", done.describe())),
+                Err(e) => line.push_str(&format!("; disk limit not applied: {e:#}")),
+            }
+        }
+    }
     journal::record("create", &name, true, &line);
     println!("{name}: {line}");
     Ok(ExitCode::SUCCESS)

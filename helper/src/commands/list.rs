@@ -22,6 +22,7 @@ use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::quota;
 
 struct Row<'a> {
     slot: &'a Slot,
@@ -31,6 +32,8 @@ struct Row<'a> {
     freezer_state: String,
     leader: Option<u32>,
     addresses: Vec<String>,
+    /// What the slot's disk quota reports, where one tracks its directory.
+    disk: Option<quota::Usage>,
 }
 
 /// Addresses worth showing: not link-local (fe80::/10, 169.254/16), not loopback.
@@ -41,7 +44,11 @@ fn shown(ip: &IpAddr) -> bool {
     }
 }
 
-fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
+fn gather<'a>(
+    bus: &Bus,
+    machines: &std::path::Path,
+    slots: &[&'a Slot],
+) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
     let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
     let o = bus.slots_overview(&units, &names)?;
@@ -63,6 +70,7 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
                 .filter(|ip| shown(ip))
                 .map(|ip| ip.to_string())
                 .collect(),
+            disk: quota::usage(&quota::slot_dir(machines, s)),
         });
     }
     Ok(rows)
@@ -80,8 +88,11 @@ fn image(s: &Slot) -> &str {
     s.base_image.as_deref().unwrap_or(s.image_name())
 }
 
+/// Fulcon's columns; with a DISK column (used/limit) after the memory when a quota
+/// tracks any of the slots.
 fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
-    let cols: Vec<[String; 4]> = rows
+    let with_disk = rows.iter().any(|r| r.disk.is_some());
+    let cols: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
             let s = r.slot;
@@ -90,22 +101,28 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
                 cpus_text(ctx, s),
                 s.resources.memory.to_string(),
                 image(s).to_string(),
+                if with_disk {
+                    format!("  {}", super::disk_text(r.disk))
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
     let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
-    let (wn, wc, wm, wi) = (w(0), w(1), w(2), w(3));
+    let (wn, wc, wm, wi, wd) = (w(0), w(1), w(2), w(3), w(4));
     let mut out = String::new();
     for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
         let line = format!(
-            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {}",
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}{:<wd$}  {}  {:<wi$}  {}",
             s.number_text(),
             r.state,
             c[0],
             s.resources.cpu_quota,
             c[1],
             c[2],
+            c[4],
             if s.autostart { "A" } else { "-" },
             c[3],
             r.addresses.join(" "),
@@ -154,6 +171,8 @@ fn to_json(ctx: &Ctx, cfg: &Config, rows: &[Row<'_>]) -> serde_json::Value {
                     "active_state": r.active_state,
                     "sub_state": r.sub_state,
                     "freezer_state": r.freezer_state,
+                    // {used, limit} in bytes from the slot's quota; null where none tracks it
+                    "disk": r.disk,
                 });
                 if let (Some(o), serde_json::Value::Object(extra)) =
                     (v.as_object_mut(), settings_json(cfg, &machines, s))
@@ -187,7 +206,7 @@ pub fn run(
             Some(b) => b,
             None => bus.insert(Bus::system()?),
         };
-        let rows = gather(bus, &slots)?;
+        let rows = gather(bus, &ctx.paths.under(&cfg.host.machines_dir), &slots)?;
         let text = if json {
             format!("{}\n", to_json(ctx, &cfg, &rows))
         } else {

@@ -360,7 +360,7 @@ impl Session<'_> {
             eprintln!("slot-os: warning: {e:#}");
         }
         let t0 = Instant::now();
-        if let Err(e) = start(self.bus, self.marker) {
+        if let Err(e) = start(self.ctx, self.bus, self.marker) {
             let why = format!("{e:#}");
             roll_back(self.ctx, self.bus, self.marker);
             let _ = wire::send(
@@ -461,9 +461,14 @@ fn receive_stream(
     Ok(bytes)
 }
 
-/// Starts the arrived slot if it ran on the source (waiting until it has booted).
-fn start(bus: &Bus, m: &Incoming) -> anyhow::Result<()> {
+/// Starts the arrived slot if it ran on the source (waiting until it has booted), after
+/// giving it the disk limit its TOML asks for (as an import does: a start refuses a limit
+/// the file system was not given).
+fn start(ctx: &Ctx, bus: &Bus, m: &Incoming) -> anyhow::Result<()> {
     bus.reload_config()?;
+    if let (Some(s), Some(machines)) = (ctx.load().slot(&m.slot), m.image.parent()) {
+        super::import::apply_disk(ctx, machines, s);
+    }
     if m.start {
         if let Some(Err(e)) = bus.start_units(&[unit_name(&m.slot)]).pop() {
             return Err(e);
@@ -493,7 +498,7 @@ fn settle(ctx: &Ctx, bus: &Bus, m: &mut Incoming) -> anyhow::Result<wire::Status
     let committed = m.config.symlink_metadata().is_ok();
     match m.phase {
         InPhase::Done => Ok(have("it runs here")),
-        InPhase::Committed | InPhase::Committing if committed => match start(bus, m) {
+        InPhase::Committed | InPhase::Committing if committed => match start(ctx, bus, m) {
             Ok(()) => {
                 m.phase = InPhase::Done;
                 moves::save(&ctx.paths, &mpath, &*m)?;

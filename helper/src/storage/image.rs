@@ -76,10 +76,15 @@ pub fn delete_subvolume(p: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(name.len() < args.name.len(), "subvolume name too long");
     args.name[..name.len()].copy_from_slice(name);
     let dir = File::open(parent).with_context(|| format!("opening {}", parent.display()))?;
+    let id = crate::storage::quota::qgroup::subvolume_id_of(p).ok();
     // SAFETY: as for btrfs_subvol_create.
     unsafe { btrfs_snap_destroy(std::os::fd::AsRawFd::as_raw_fd(&dir), &args) }
         .map_err(std::io::Error::from)
         .with_context(|| format!("deleting subvolume {}", p.display()))?;
+    // Its qgroup (and with it a disk limit) would linger where quotas are on.
+    if let Some(id) = id {
+        crate::storage::quota::qgroup::destroy(parent, id);
+    }
     Ok(())
 }
 

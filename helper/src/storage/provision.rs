@@ -89,10 +89,14 @@ fn finish(bus: &Bus, machines: &Path, temp: &str, n: &NewImage<'_>) -> anyhow::R
     bus.rename_image(temp, n.image)
 }
 
-/// Deletes image `name` (machined's RemoveImage) and the journal link nspawn made for it.
+/// Deletes image `name` (machined's RemoveImage) and the journal link nspawn made for it,
+/// and lifts its disk limit first, so its project ID is free once its files are gone.
 pub fn remove_image(bus: &Bus, paths: &Paths, machines: &Path, name: &str) -> anyhow::Result<()> {
     let img = machines.join(name);
     let id = image::machine_id(&img);
+    if let Err(e) = crate::storage::quota::release(&img) {
+        eprintln!("warning: {name}: disk limit not lifted: {e:#}");
+    }
     if img.symlink_metadata().is_ok() {
         bus.remove_image(name)
             .with_context(|| format!("removing image {name}"))?;
