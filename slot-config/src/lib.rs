@@ -12,6 +12,7 @@ pub mod names;
 pub mod paths;
 pub mod render;
 pub mod slot;
+pub mod storage;
 pub mod syntax;
 pub mod table;
 pub mod values;
@@ -22,6 +23,7 @@ pub use host::{Bridge, BridgeBackend, DefaultNetwork, HostConfig};
 pub use load::{load_dir, Config};
 pub use paths::Paths;
 pub use slot::{Bind, Nic, Resources, Slot};
+pub use storage::Storage;
 pub use values::{Cidr, CpuQuota, CpuSet, Memory};
 
 /// First line of every file slot-os writes; stale-file cleanup only ever removes files
