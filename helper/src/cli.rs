@@ -110,6 +110,13 @@ pub enum Command {
     /// unit before it starts).
     #[command(hide = true)]
     ZoneReady(net::ZoneReadyArgs),
+    /// Mount an overlay slot's root on its image directory (run by slot-os-root@NAME.service
+    /// before the slot starts).
+    #[command(hide = true)]
+    RootMount(root::Args),
+    /// Unmount an overlay slot's root (run by slot-os-root@NAME.service after it stops).
+    #[command(hide = true)]
+    RootUmount(root::Args),
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd(bridge::NicAddArgs),
     /// Stop sharing a host NIC.
@@ -180,6 +187,8 @@ impl Command {
             Command::NetRelease(a) => a.exec(),
             Command::ThawLeftovers(a) => a.exec(ctx),
             Command::ZoneReady(a) => a.exec(),
+            Command::RootMount(a) => a.exec_mount(ctx),
+            Command::RootUmount(a) => a.exec_umount(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),
             Command::Completions(a) => a.exec(Cli::command()),

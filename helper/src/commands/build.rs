@@ -1,6 +1,7 @@
-//! `build N`: slots slot00..slot(N-1), each a TOML file plus its own clone of the base
-//! image; slots numbered N and above are removed; `build 0` removes them all.
-//! Only slots named slotNN belong to `build`; slots an admin named otherwise stay.
+//! `build N`: slots slot00..slot(N-1), each a TOML file plus its own root made from the
+//! base image (a machined clone: btrfs snapshot or copy; or an overlay on a version of the
+//! base, see `storage::layer`); slots numbered N and above are removed; `build 0` removes
+//! them all. Only slots named slotNN belong to `build`; slots an admin named otherwise stay.
 
 use std::fs;
 use std::path::Path;
@@ -9,14 +10,17 @@ use std::time::Instant;
 
 use anyhow::Context;
 use slot_config::names::{default_slot_name, number_from_name, unit_name, MAX_SLOT_NUMBER};
-use slot_config::Config;
+use slot_config::{Config, Storage};
 
 use super::Ctx;
 use crate::config::edit::write_atomic;
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::storage::backend::{self, Choice};
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
+use crate::storage::layout::{self, Layout};
+use crate::storage::{layer, lower};
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -42,10 +46,36 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| !ctx.paths.config_dir().join(format!("{s}.toml")).exists())
         .collect();
-    let clone: Vec<&String> = wanted
-        .iter()
-        .filter(|s| !machines.join(s.as_str()).exists())
-        .collect();
+    let stage = layout::stage_dir(&ctx.paths);
+    // What each new slot is made with: its own file's `storage`, else the host's backend
+    // (resolved once, and only if some slot needs it: auto probes the kernel).
+    let mut host_choice: Option<Choice> = None;
+    let mut clone: Vec<(&String, Storage)> = Vec::new();
+    for s in &wanted {
+        let asked = cfg.slot(s).and_then(|x| x.storage);
+        let made = |st| Layout::named(&machines, s, Some(st)).exists();
+        if asked.is_some_and(made) || (asked.is_none() && machines.join(s.as_str()).exists()) {
+            continue;
+        }
+        let storage = match asked {
+            Some(st) => st,
+            None => {
+                if host_choice.is_none() {
+                    let c = backend::choose(cfg.host.backend, &machines, &stage)
+                        .map_err(|e| bad_input(e.to_string()))?;
+                    println!("storage: {} ({})", c.storage, c.why);
+                    host_choice = Some(c);
+                }
+                host_choice.as_ref().map_or(Storage::Copy, |c| c.storage)
+            }
+        };
+        if asked == Some(Storage::Btrfs) || asked == Some(Storage::Overlay) {
+            backend::choose(asked, &machines, &stage).map_err(|e| {
+                bad_input(format!("{s}.toml asks for storage = \"{storage}\": {e}"))
+            })?;
+        }
+        clone.push((s, storage));
+    }
 
     if !clone.is_empty() && !machines.join(&base).is_dir() {
         return Err(bad_input(format!(
@@ -69,8 +99,13 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
                 ctx.paths.config_dir().join(format!("{s}.toml")).display()
             );
         }
-        for s in &clone {
-            println!("would clone image {base} as {s}");
+        for (s, st) in &clone {
+            match st {
+                Storage::Overlay => {
+                    println!("would make {s} an overlay slot on a version of image {base}")
+                }
+                _ => println!("would clone image {base} as {s} ({st})"),
+            }
         }
         for s in &remove {
             println!("would remove slot {s} (stop it, delete its image and config)");
@@ -101,39 +136,91 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let to_clone: Vec<String> = clone.iter().map(|s| s.to_string()).collect();
-    let cloned_ok: Vec<anyhow::Result<()>> = bus
+    let to_clone: Vec<String> = clone
+        .iter()
+        .filter(|(_, st)| *st != Storage::Overlay)
+        .map(|(s, _)| s.to_string())
+        .collect();
+    let mut made: Vec<(String, anyhow::Result<()>)> = bus
         .clone_images(&base, &to_clone)
         .into_iter()
         .zip(&to_clone)
-        .map(|(r, s)| r.and_then(|()| give_identity(&bus, &machines, s)))
+        .map(|(r, s)| {
+            (
+                s.clone(),
+                r.and_then(|()| give_identity(&bus, &machines, s)),
+            )
+        })
         .collect();
+    let overlays: Vec<&String> = clone
+        .iter()
+        .filter(|(_, st)| *st == Storage::Overlay)
+        .map(|(s, _)| *s)
+        .collect();
+    if !overlays.is_empty() {
+        // One version of the base for all of them: copied now if the base changed since
+        // the newest one (or there is none), else shared.
+        match lower::current(&machines, &base) {
+            Ok((v, new)) => {
+                if new {
+                    println!("{base}: new read-only version {v} for overlay slots");
+                }
+                for s in overlays {
+                    let r = layer::provision(&machines, s, &v, &stage, |root| {
+                        let id = image::new_machine_id()?;
+                        image::set_identity_in(root, s, Some(&id), HostKeys::New)
+                    });
+                    made.push((s.clone(), r));
+                }
+            }
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                for s in overlays {
+                    made.push((s.clone(), Err(anyhow::anyhow!("{e:#}"))));
+                }
+            }
+        }
+    }
     for s in &wanted {
         let file = ctx.paths.config_dir().join(format!("{s}.toml"));
-        let cloned = clone.contains(&s);
-        if let Some(Err(e)) = to_clone.iter().position(|c| c == s).map(|i| &cloned_ok[i]) {
-            println!("{s}: failed: cloning image {base}: {e:#}");
-            failed = true;
-            continue;
+        let storage = clone.iter().find(|(c, _)| c == &s).map(|(_, st)| *st);
+        match made.iter().find(|(m, _)| m == s).map(|(_, r)| r) {
+            Some(Err(e)) => {
+                println!("{s}: failed: making its root from image {base}: {e:#}");
+                failed = true;
+                continue;
+            }
+            Some(Ok(())) if !create_cfg.contains(&s) => record_storage(&file, storage)?,
+            _ => {}
         }
         if create_cfg.contains(&s) {
+            let storage_line = storage
+                .map(|st| format!("storage = \"{st}\"\n"))
+                .unwrap_or_default();
             let text = format!(
                 "# Slot {s}, made by `slot-os build`. Keys and defaults: slot-os.toml(5).\n\
                  # Resources not set here follow [defaults] in slot-os.toml.\n\
-                 base_image = \"{base}\"\n"
+                 base_image = \"{base}\"\n{storage_line}"
             );
             write_atomic(&file, &text)?;
         }
-        if cloned || create_cfg.contains(&s) {
+        if storage.is_some() || create_cfg.contains(&s) {
             println!(
                 "{s}: built{}",
-                if cloned {
-                    format!(" (image cloned from {base})")
-                } else {
-                    String::new()
+                match storage {
+                    Some(Storage::Overlay) => format!(" (overlay root on a version of {base})"),
+                    Some(st) => format!(" (image cloned from {base}, {st})"),
+                    None => String::new(),
                 }
             );
         }
+    }
+    let gone = layer::prune_versions(&machines, &ctx.paths.under(&cfg.host.backup_dir));
+    if !gone.is_empty() {
+        println!(
+            "base versions no slot or backup uses any more, deleted: {}",
+            gone.join(", ")
+        );
     }
     bus.reload_config()?;
     println!(
@@ -155,16 +242,37 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
         .map(|s| s.name.clone())
         .chain(cfg.skipped.iter().cloned())
         .collect();
-    if let Ok(rd) = fs::read_dir(ctx.paths.under(&cfg.host.machines_dir)) {
-        names.extend(
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().map(String::from)),
-        );
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
+    // Image directories, and overlay layers whose mount point an interrupted run left out.
+    for dir in [
+        machines.clone(),
+        crate::storage::layout::layers_dir(&machines),
+    ] {
+        if let Ok(rd) = fs::read_dir(dir) {
+            names.extend(
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(String::from)),
+            );
+        }
     }
     names.retain(|n| number_from_name(n).is_some_and(|num| default_slot_name(num) == *n));
     names.sort();
     names.dedup();
     names
+}
+
+/// Writes what `build` made a slot's root with into its existing file (an admin's file, or
+/// one whose root was removed and is made again), unless the file says so already.
+fn record_storage(file: &Path, storage: Option<Storage>) -> anyhow::Result<()> {
+    let Some(st) = storage else {
+        return Ok(());
+    };
+    let mut doc = crate::config::edit::read_doc(file)?;
+    if doc.get("storage").and_then(|v| v.as_str()) == Some(st.as_str()) {
+        return Ok(());
+    }
+    doc["storage"] = toml_edit::value(st.as_str());
+    crate::config::edit::write_doc(file, &doc)
 }
 
 /// A fresh clone gets its own machine-id and hostname; if that fails it is removed.
@@ -181,8 +289,23 @@ fn give_identity(bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
 /// which the next `build` (or `build 0`) finishes removing.
 fn remove_slot(ctx: &Ctx, bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
     let img = machines.join(name);
-    let id = image::machine_id(&img);
-    if img.exists() {
+    let overlay = Layout::named(machines, name, Some(Storage::Overlay));
+    let id = if overlay.exists() {
+        image::machine_id(&overlay.capture_dir())
+    } else {
+        image::machine_id(&img)
+    };
+    if overlay.exists() || layer::is_mounted(machines, name) {
+        // Its root unit stops with the slot (StopWhenUnneeded); stopping it here waits for
+        // the unmount instead of racing it.
+        if let Some(Err(e)) = bus
+            .stop_units(&[slot_config::names::root_unit_name(name)])
+            .pop()
+        {
+            eprintln!("warning: {name}: stopping its root unit: {e:#}");
+        }
+        layer::remove(machines, name).with_context(|| format!("removing overlay slot {name}"))?;
+    } else if img.exists() {
         bus.remove_image(name)
             .with_context(|| format!("removing image {name}"))?;
     }

@@ -22,6 +22,7 @@ pub mod net_info;
 pub mod rename;
 pub mod render;
 pub mod resource;
+pub mod root;
 pub mod update;
 
 pub use crate::config::Ctx;

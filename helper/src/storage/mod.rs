@@ -3,7 +3,11 @@
 //! running slot while its root is captured.
 
 pub mod archive;
+pub mod backend;
 pub mod freeze;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod layer;
+pub mod layout;
+pub mod lower;

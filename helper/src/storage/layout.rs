@@ -1,0 +1,122 @@
+//! Where a slot's root and its own data are on disk, by storage backend. One place answers
+//! "what does a capture of this slot read" and "what does a restore replace", so backups,
+//! quotas and exports ask here instead of assuming the image directory.
+//!
+//! ```text
+//! MACHINES/NAME                        the root nspawn boots: a plain image (btrfs, copy),
+//!                                      or an overlay slot's mount point (empty when stopped)
+//! MACHINES/.slot-os/                   hidden from machined (a leading '.'), root only
+//!   lower/IMAGE@N/root                 version N of base image IMAGE, never changed
+//!   lower/IMAGE@N/version.json         its fingerprint and when it was made
+//!   slot/NAME/upper                    an overlay slot's own files (0:0 on disk)
+//!   slot/NAME/work                     overlayfs's work directory
+//!   slot/NAME/base                     the version it is pinned to ("IMAGE@N")
+//! ```
+//! Everything sits inside the machines directory, so it is one file system: quotas and `df`
+//! see one place, and versions are made and swapped by rename.
+
+use std::path::{Path, PathBuf};
+
+use slot_config::{HostConfig, Paths, Slot, Storage};
+
+/// The hidden directory of slot-os's own layers, inside the machines directory.
+pub const HIDDEN: &str = ".slot-os";
+/// In an overlay slot's layer directory: its upper, work directory and pin.
+pub const UPPER: &str = "upper";
+pub const WORK: &str = "work";
+pub const PIN: &str = "base";
+
+/// The machines directory as the helper reaches it (under `SLOT_OS_ROOT` in tests).
+pub fn machines_dir(paths: &Paths, host: &HostConfig) -> PathBuf {
+    paths.under(&host.machines_dir)
+}
+
+/// `MACHINES/.slot-os/lower`: versions of base images.
+pub fn lowers_dir(machines: &Path) -> PathBuf {
+    machines.join(HIDDEN).join("lower")
+}
+
+/// `MACHINES/.slot-os/slot`: overlay slots' own layers.
+pub fn layers_dir(machines: &Path) -> PathBuf {
+    machines.join(HIDDEN).join("slot")
+}
+
+/// Where the helper's private mount namespaces stage overlay layers (see `sys::overlay`).
+pub fn stage_dir(paths: &Paths) -> PathBuf {
+    paths.run_dir().join("stage")
+}
+
+/// A slot's places on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The name of its image (and of its layer directory).
+    pub image_name: String,
+    /// `MACHINES/IMAGE`: the root nspawn boots; an overlay slot's mount point.
+    pub image: PathBuf,
+    /// An overlay slot's own layer (`MACHINES/.slot-os/slot/IMAGE`).
+    pub layer: Option<PathBuf>,
+}
+
+impl Layout {
+    pub fn of(machines: &Path, slot: &Slot) -> Layout {
+        Layout::named(machines, slot.image_name(), slot.storage)
+    }
+
+    pub fn named(machines: &Path, image: &str, storage: Option<Storage>) -> Layout {
+        Layout {
+            image_name: image.to_string(),
+            image: machines.join(image),
+            layer: (storage == Some(Storage::Overlay)).then(|| layers_dir(machines).join(image)),
+        }
+    }
+
+    pub fn is_overlay(&self) -> bool {
+        self.layer.is_some()
+    }
+
+    /// What is the slot's own, as files on disk: what a backup captures and a disk quota
+    /// limits. A plain image: the whole image. An overlay slot: its upper directory (the
+    /// base version below it is shared and recorded by its pin), where deleted base files
+    /// are whiteouts (character devices 0/0) and replaced directories carry
+    /// `trusted.overlay.opaque`: a capture must keep both.
+    pub fn capture_dir(&self) -> PathBuf {
+        match &self.layer {
+            Some(l) => l.join(UPPER),
+            None => self.image.clone(),
+        }
+    }
+
+    /// What a restore builds anew beside itself and exchanges in one rename: the image
+    /// directory, or an overlay slot's whole layer directory (upper, work and pin together,
+    /// since a backup may need another base version than the slot has now).
+    pub fn restore_target(&self) -> &Path {
+        self.layer.as_deref().unwrap_or(&self.image)
+    }
+
+    /// Whether the slot's data exists (an overlay slot's mount point alone is not its data).
+    pub fn exists(&self) -> bool {
+        self.restore_target().is_dir()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_and_restores_by_backend() {
+        let m = Path::new("/var/lib/machines");
+        let plain = Layout::named(m, "slot00", Some(Storage::Copy));
+        assert_eq!(plain.capture_dir(), m.join("slot00"));
+        assert_eq!(plain.restore_target(), m.join("slot00"));
+        assert_eq!(Layout::named(m, "slot00", None), plain);
+        let ov = Layout::named(m, "slot00", Some(Storage::Overlay));
+        assert_eq!(
+            ov.capture_dir(),
+            m.join(".slot-os/slot/slot00/upper"),
+            "only the upper is the slot's own"
+        );
+        assert_eq!(ov.restore_target(), m.join(".slot-os/slot/slot00"));
+        assert_eq!(ov.image, m.join("slot00"));
+    }
+}
