@@ -61,6 +61,9 @@ pub enum Command {
     Exec(exec::Args),
     /// Rename a stopped slot (config, image and units).
     Rename(rename::Args),
+    /// Move stopped overlay slots onto the newest version of their base image (made now if
+    /// the base changed); each keeps its own files.
+    Rebase(rebase::Args),
     /// Back up a slot as slotXX.NAME.
     Backup(backup::BackupArgs),
     /// Back up a slot as slotXX.auto-YYYYMMDD-HHMMSS (UTC) and delete its oldest automatic
@@ -169,6 +172,7 @@ impl Command {
             Command::Info(a) => a.exec(ctx),
             Command::Exec(a) => a.exec(ctx),
             Command::Rename(a) => a.exec(ctx),
+            Command::Rebase(a) => a.exec(ctx),
             Command::Backup(a) => a.exec(ctx),
             Command::BackupAuto(a) => a.exec(ctx),
             Command::BackupList(a) => a.exec(ctx),

@@ -26,6 +26,7 @@ use crate::storage::archive::tar_zstd;
 use crate::storage::freeze;
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
+use crate::storage::layout;
 use crate::sys::lock;
 
 const FORMAT: u32 = 1;
@@ -66,10 +67,36 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
             parent.display()
         )));
     }
-    let root = ctx.paths.under(&cfg.host.machines_dir).join(s.image_name());
-    if !root.is_dir() {
-        bail!("{} has no image at {}", s.name, root.display());
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = layout::Layout::of(&machines, &s);
+    if !lay.exists() {
+        bail!(
+            "{} has no image at {}",
+            s.name,
+            lay.restore_target().display()
+        );
     }
+    // An overlay slot is exported as its merged tree (base version and upper, IDs as on
+    // disk), read through a read-only overlay of its own that only this process sees: the
+    // file then boots on any host, which need not have this host's base versions. tar
+    // reaches it through our descriptor of its root.
+    let merged = match lay.is_overlay() {
+        true => {
+            let stage = layout::stage_dir(&ctx.paths);
+            let m = crate::storage::layer::mount_read_only(&machines, s.image_name(), &stage)
+                .with_context(|| format!("mounting {}'s merged tree for the export", s.name))?;
+            Some(crate::sys::overlay::root_dir(&m)?)
+        }
+        false => None,
+    };
+    let root = match &merged {
+        Some(dir) => PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(dir)
+        )),
+        None => lay.image.clone(),
+    };
 
     let meta = ctx
         .paths
@@ -222,8 +249,10 @@ pub fn import(
             file.display()
         )));
     }
-    // The root becomes the image of the new slot's own name.
+    // The root becomes the image of the new slot's own name, a plain image whatever it was
+    // on the exporting host (an export holds the whole tree).
     doc.remove("image");
+    doc.remove("storage");
     match number {
         Some(n) if number_from_name(&new) != Some(n) => doc["number"] = value(i64::from(n)),
         _ => {
@@ -302,6 +331,14 @@ pub fn import(
         let _ = image::remove_any(&tmp);
         return Err(e.context(format!("importing {}; nothing was changed", file.display())));
     }
+    let storage = if image::is_subvolume(&tmp) {
+        slot_config::Storage::Btrfs
+    } else {
+        slot_config::Storage::Copy
+    };
+    let mut doc: DocumentMut = text.parse().context("re-reading the slot's file")?;
+    doc["storage"] = value(storage.as_str());
+    let text = doc.to_string();
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;

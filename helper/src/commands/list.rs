@@ -2,7 +2,7 @@
 //! order, from the config and from what systemd and machined report:
 //!
 //! ```text
-//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  172.17.0.2
+//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  overlay  172.17.0.2
 //! ```
 //!
 //! It has to be fast (it is typed in a loop, and `-c` redraws every second): one bus
@@ -12,6 +12,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,9 +22,11 @@ use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::layout::{self, Described};
 
 struct Row<'a> {
     slot: &'a Slot,
+    storage: Described,
     state: &'static str,
     active_state: String,
     sub_state: String,
@@ -40,7 +43,7 @@ fn shown(ip: &IpAddr) -> bool {
     }
 }
 
-fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
+fn gather<'a>(bus: &Bus, machines: &Path, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
     let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
     let o = bus.slots_overview(&units, &names)?;
@@ -52,6 +55,7 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
         };
         rows.push(Row {
             slot: s,
+            storage: layout::describe(machines, s),
             state: running::state_name(&a, &f),
             active_state: a,
             sub_state: sub,
@@ -80,7 +84,7 @@ fn image(s: &Slot) -> &str {
 }
 
 fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
-    let cols: Vec<[String; 4]> = rows
+    let cols: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
             let s = r.slot;
@@ -89,16 +93,17 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
                 cpus_text(ctx, s),
                 s.resources.memory.to_string(),
                 image(s).to_string(),
+                r.storage.text().to_string(),
             ]
         })
         .collect();
     let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
-    let (wn, wc, wm, wi) = (w(0), w(1), w(2), w(3));
+    let (wn, wc, wm, wi, ws) = (w(0), w(1), w(2), w(3), w(4));
     let mut out = String::new();
     for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
         let line = format!(
-            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {}",
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {:<ws$}  {}",
             s.number_text(),
             r.state,
             c[0],
@@ -107,6 +112,7 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
             c[2],
             if s.autostart { "A" } else { "-" },
             c[3],
+            c[4],
             r.addresses.join(" "),
         );
         out.push_str(line.trim_end());
@@ -130,6 +136,9 @@ fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
                     "memory_text": s.resources.memory.to_string(),
                     "autostart": s.autostart,
                     "image": image(s),
+                    "storage": r.storage.storage.map(|x| x.as_str()),
+                    "storage_recorded": r.storage.recorded,
+                    "base_version": r.storage.base_version,
                     "addresses": r.addresses,
                     "leader": r.leader,
                     "unit": s.unit(),
@@ -163,7 +172,8 @@ pub fn run(
             Some(b) => b,
             None => bus.insert(Bus::system()?),
         };
-        let rows = gather(bus, &slots)?;
+        let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+        let rows = gather(bus, &machines, &slots)?;
         let text = if json {
             format!("{}\n", to_json(ctx, &rows))
         } else {

@@ -19,6 +19,7 @@ pub mod list;
 pub mod make_base_image;
 pub mod net;
 pub mod net_info;
+pub mod rebase;
 pub mod rename;
 pub mod render;
 pub mod resource;

@@ -234,17 +234,38 @@ pub fn path(machines: &Path, name: &str) -> PathBuf {
     layers_dir(machines).join(name)
 }
 
-/// Makes a complete layer for slot `name` on version `v` under a hidden name, hands its
-/// privately mounted root to `fill` (the slot's identity), and renames it into place; then
-/// the mount point. A run killed at any point leaves no layer under the slot's name, only a
-/// hidden `.new-NAME` that the next `provision` of that name removes.
-pub fn provision(
+/// Runs `f` on the root of a stopped slot's image `name`: the image directory itself, or
+/// for an overlay slot its root privately mounted (writes copy up into its upper, as the
+/// slot's own would). Paths inside are resolved in the root (`inroot`).
+pub fn with_root<T>(
+    machines: &Path,
+    name: &str,
+    overlay: bool,
+    stage: &Path,
+    f: impl FnOnce(&crate::sys::inroot::Root) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if !overlay {
+        return f(&crate::sys::inroot::Root::open(&machines.join(name))?);
+    }
+    let mnt = mount_private(machines, name, stage)?;
+    let root = crate::sys::inroot::Root::from_fd(overlay::root_dir(&mnt)?, &machines.join(name));
+    f(&root)
+}
+
+/// Makes a complete layer for slot `name` on version `v` under the hidden name
+/// `.new-NAME` beside its layer (removing what a killed run left there): `upper` is filled
+/// by `unpack` (nothing: an empty upper), then the privately mounted root is handed to
+/// `fill` (the slot's identity). Returns its path; the caller puts it into place by rename
+/// ([`provision`]) or rename-exchange (a restore). Nothing is left under the hidden name if
+/// it fails.
+pub fn prepare(
     machines: &Path,
     name: &str,
     v: &Version,
     stage: &Path,
+    unpack: impl FnOnce(&Path) -> anyhow::Result<()>,
     fill: impl FnOnce(&crate::sys::inroot::Root) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PathBuf> {
     let tmp_name = format!(".new-{name}");
     let tmp = path(machines, &tmp_name);
     if tmp.symlink_metadata().is_ok() {
@@ -252,22 +273,57 @@ pub fn provision(
     }
     create(machines, &tmp, v)?;
     let filled = (|| -> anyhow::Result<()> {
+        unpack(&tmp.join(UPPER))?;
         let mnt = mount_private(machines, &tmp_name, stage)?;
         let root =
             crate::sys::inroot::Root::from_fd(overlay::root_dir(&mnt)?, &machines.join(name));
         fill(&root)?;
         drop(root);
         drop(mnt);
-        crate::storage::image::sync_fs(&tmp)?;
-        let to = path(machines, name);
-        fs::rename(&tmp, &to).map_err(io("renaming into", &to))?;
-        make_mount_point(machines, name)?;
-        Ok(())
+        crate::storage::image::sync_fs(&tmp)
     })();
-    if filled.is_err() {
-        let _ = crate::storage::image::remove_any(&tmp);
+    match filled {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = crate::storage::image::remove_any(&tmp);
+            Err(e)
+        }
     }
-    filled
+}
+
+/// A new overlay slot `name` on version `v`: [`prepare`]d with an empty upper, renamed
+/// into place, then its mount point. A run killed at any point leaves no layer under the
+/// slot's name.
+pub fn provision(
+    machines: &Path,
+    name: &str,
+    v: &Version,
+    stage: &Path,
+    fill: impl FnOnce(&crate::sys::inroot::Root) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tmp = prepare(machines, name, v, stage, |_| Ok(()), fill)?;
+    let to = path(machines, name);
+    if let Err(e) = fs::rename(&tmp, &to) {
+        let _ = crate::storage::image::remove_any(&tmp);
+        return Err(io("renaming into", &to)(e).into());
+    }
+    make_mount_point(machines, name)?;
+    Ok(())
+}
+
+/// For a stopped overlay slot: its root unit stopped (it goes by itself once the slot is
+/// stopped, StopWhenUnneeded=yes, but asynchronously) and its root unmounted, so the layer
+/// can be changed. Call after checking the slot is stopped, holding its image lock.
+pub fn settle_stopped(
+    bus: &crate::dbus::Bus,
+    machines: &Path,
+    slot: &slot_config::Slot,
+) -> anyhow::Result<()> {
+    if let Some(Err(e)) = bus.stop_units(&[slot.root_unit()]).pop() {
+        return Err(e.context(format!("stopping {}", slot.root_unit())));
+    }
+    unmount_root(machines, slot.image_name())?;
+    Ok(())
 }
 
 /// Removes slot `name`'s root: unmounted (the slot is stopped), its layer deleted (in the

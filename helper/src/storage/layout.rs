@@ -99,6 +99,47 @@ impl Layout {
     }
 }
 
+/// What `list` and `info` say about a slot's storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// The backend: as recorded in the slot's file, or for a slot made before it was
+    /// recorded, as the image directory is (a subvolume: btrfs, a directory: copy).
+    pub storage: Option<Storage>,
+    /// Whether that came from the slot's file.
+    pub recorded: bool,
+    /// An overlay slot's base version (`IMAGE@N`), when its pin can be read.
+    pub base_version: Option<String>,
+}
+
+impl Described {
+    /// `overlay`, `btrfs`, `copy`, or `-` when there is no image at all.
+    pub fn text(&self) -> &'static str {
+        self.storage.map_or("-", Storage::as_str)
+    }
+}
+
+pub fn describe(machines: &Path, slot: &Slot) -> Described {
+    let lay = Layout::of(machines, slot);
+    let storage = slot.storage.or_else(|| {
+        if crate::storage::image::is_subvolume(&lay.image) {
+            Some(Storage::Btrfs)
+        } else if lay.image.is_dir() {
+            Some(Storage::Copy)
+        } else {
+            None
+        }
+    });
+    Described {
+        storage,
+        recorded: slot.storage.is_some(),
+        base_version: lay
+            .layer
+            .as_deref()
+            .and_then(|l| crate::storage::layer::pin(l).ok())
+            .map(|v| v.id()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

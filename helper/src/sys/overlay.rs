@@ -282,7 +282,7 @@ fn clone_layer(dir: BorrowedFd, read_only: bool, userns: Option<&OwnedFd>) -> Re
 }
 
 /// Steps of the staging child, by the index it reports.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     "unshare(CLONE_NEWNS)",
     "making the staging namespace private",
     "mounting the staging tmpfs",
@@ -291,6 +291,7 @@ const STEPS: [&str; 8] = [
     "fsopen(overlay)",
     "fsconfig(overlay)",
     "fsmount(overlay)",
+    "taking the slot root's file system IDs for the overlay",
 ];
 
 /// Makes the overlay `spec` describes and returns it as a detached mount (its root
@@ -338,7 +339,16 @@ pub fn mount_detached(spec: &Spec<'_>, stage: &Path) -> Result<OwnedFd> {
     if pid == 0 {
         drop(parent_sock);
         // SAFETY: see stage_child.
-        unsafe { stage_child(child_sock.as_raw_fd(), &stage_c, &staged, &options, attrs) }
+        unsafe {
+            stage_child(
+                child_sock.as_raw_fd(),
+                &stage_c,
+                &staged,
+                &options,
+                attrs,
+                spec.shift,
+            )
+        }
     }
     drop(child_sock);
     drop(staged);
@@ -423,6 +433,7 @@ unsafe fn stage_child(
     staged: &[(OwnedFd, CString)],
     options: &[(CString, CString)],
     attrs: u64,
+    shift: Option<u32>,
 ) -> ! {
     let mut report = [0u8; REPORT];
     let fail = |report: &mut [u8; REPORT], step: u8| -> ! {
@@ -469,6 +480,25 @@ unsafe fn stage_child(
         ) != 0
         {
             fail(&mut report, 4);
+        }
+    }
+    // overlayfs does its work on the layers with the credentials of the task that creates
+    // it, and makes whiteouts and its work directory's entries as their fsuid/fsgid: as
+    // host root they would land on disk as MAPPED_ROOT through the idmapped upper. As the
+    // slot root's host IDs (`base`) they land as 0:0, like every other file of the upper.
+    // SECBIT_NO_SETUID_FIXUP keeps the file system capabilities a change of fsuid away
+    // from 0 would otherwise drop.
+    if let Some(base) = shift {
+        const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+        if libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP) != 0 {
+            fail(&mut report, 8);
+        }
+        libc::setfsuid(base);
+        libc::setfsgid(base);
+        // Both return the previous value; an invalid ID (-1) changes nothing and tells.
+        if libc::setfsuid(u32::MAX) as u32 != base || libc::setfsgid(u32::MAX) as u32 != base {
+            *libc::__errno_location() = libc::EPERM;
+            fail(&mut report, 8);
         }
     }
     let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) as RawFd;
@@ -752,6 +782,7 @@ mod tests {
         assert_eq!((m.uid(), m.gid()), (0, 5), "upper stays unshifted on disk");
         let w = fs::symlink_metadata(layer.join("upper/gone")).unwrap();
         assert_eq!(w.rdev(), 0, "whiteout is a 0/0 device");
+        assert_eq!((w.uid(), w.gid()), (0, 0), "whiteouts are 0:0 on disk too");
         assert!(std::os::unix::fs::FileTypeExt::is_char_device(
             &w.file_type()
         ));
