@@ -6,7 +6,9 @@
 # otherwise) with the .deb under test installed, starts one slot, and checks inside the slot
 # what the kernel does: MemoryMax OOM-kills, CPUQuota throttles, `resource` changes both
 # live, `suspend` freezes the slot's clock, and the generator's boot-time messages reach
-# `journalctl -b` through /dev/kmsg. One VM boot for every check; see tests/vm/README.md.
+# `journalctl -b` through /dev/kmsg; and (issue 13) that the distribution's kernel gives an
+# overlay slot its root from idmapped layers. One VM boot for every check; see
+# tests/vm/README.md.
 # Run per release (the "releases" line): Debian 12 and 13 VMs (tests/vm/run.sh picks).
 
 SLOT_OS_VM_SUITE=${SLOT_OS_VM_SUITE:-${TH_RELEASE:-bookworm}}
@@ -141,6 +143,9 @@ test_slot_built_with_limits() {
         slot-os resource -c "$1" -m "$2" 0 && cat /etc/slot-os/slot00.toml' "$VM_BOOT_CPU%" "$VM_BOOT_MEM" "$VM_SLOT_TAR") ||
         { t_fail "make-base-image/build/resource: $out"; return 1; }
     printf '%s\n' "$out"
+    # issue 13: on this kernel's ext4, auto makes an overlay slot (idmapped layers: 5.19+)
+    assert_contains "$out" "storage: overlay (auto:" "build chose overlay" || return 1
+    assert_contains "$out" 'storage = "overlay"' "and recorded it" || return 1
     assert_contains "$out" "memory = \"$VM_BOOT_MEM\"" "memory persisted" || return 1
     assert_contains "$out" "cpu_quota = \"$VM_BOOT_CPU%\"" "cpu_quota persisted" || return 1
 }
@@ -162,6 +167,30 @@ test_slot_starts_with_kernel_limits() {
     printf '%s\n' "$out"
     # what slot00.toml says, in the kernel's files, from the start
     assert_eq "$((${VM_BOOT_MEM%M} * 1024 * 1024))"$'\n'"$((VM_BOOT_CPU * 1000)) 100000" "$out" "the kernel's memory.max and cpu.max" || return 1
+}
+
+# Issue 13, on the distribution's kernel: slot00's root is an overlay whose layers are
+# idmapped to the slot's fixed range (0x70000000 for slot 0); the slot sees its files as
+# root's, the host sees them shifted, the upper stays 0:0 on disk, whiteouts included (the
+# overlay is made with the slot root's fsuid), and the root goes away with the slot.
+test_overlay_root_from_idmapped_layers() {
+    local out base=1879048192
+    out=$(vm_sh 'uname -r
+        findmnt -n -o FSTYPE,SOURCE /var/lib/machines/slot00
+        awk "{print \$1, \$2, \$3}" /proc/$(machinectl show -p Leader --value slot00)/uid_map
+        stat -c "host %u:%g" /var/lib/machines/slot00/etc/passwd
+        stat -c "disk %u:%g" /var/lib/machines/.slot-os/slot/slot00/upper/etc/hostname')
+    printf '%s\n' "$out"
+    th_note "kernel $(printf '%s\n' "$out" | head -n 1): slot00's root is an overlay of idmapped layers"
+    assert_contains "$out" "overlay slot-os" "an overlay on the slot's image directory" || return 1
+    assert_contains "$out" "0 $base 65536" "the slot's user namespace is its fixed range" || return 1
+    assert_contains "$out" "host $base:$base" "the host sees the merged tree shifted" || return 1
+    assert_contains "$out" "disk 0:0" "the upper is unshifted on disk" || return 1
+    out=$(vm_sh -t 120 "$(in_slot vm-ids 'stat -c "slot %u:%g" /etc/passwd; rm /etc/issue.net && echo removed')")
+    out+=$'\n'$(vm_sh 'stat -c "whiteout %F %t,%T %u:%g" /var/lib/machines/.slot-os/slot/slot00/upper/etc/issue.net')
+    printf '%s\n' "$out"
+    assert_contains "$out" "slot 0:0" "root's files in the slot" || return 1
+    assert_contains "$out" "whiteout character special file 0,0 0:0" "a whiteout, 0:0 on disk" || return 1
 }
 
 test_memory_max_oom_kills_an_allocation_past_the_limit() {
@@ -256,4 +285,12 @@ test_suspend_stops_the_slots_clock() {
     assert_eq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "the counter does not advance for 3 s while frozen" || return 1
     assert_contains "$out" "state running" "systemd reports running after resume" || return 1
     assert_contains "$out" "resumed " "the counter advances again after resume" || return 1
+}
+
+test_overlay_root_goes_with_the_slot() {
+    local out
+    out=$(vm_sh -t 300 'slot-os stop 0 && findmnt /var/lib/machines/slot00 || echo "not mounted"; systemctl is-active slot-os-root@slot00.service')
+    printf '%s\n' "$out"
+    assert_contains "$out" "not mounted" "the root is unmounted once stop returns" || return 1
+    assert_contains "$out" "inactive" "its root unit is stopped" || return 1
 }
