@@ -13,8 +13,9 @@
 //! mapping on-disk 0..65535 to `base`.., and the overlay is built on the clones: the files
 //! stay 0:0 on disk and appear as `base`.. above, which is what the slot's user namespace
 //! maps back to 0. Like nspawn's own idmapped roots (systemd's `REMOUNT_IDMAPPING_HOST_ROOT`),
-//! on-disk UID 2^31-2 is mapped to host root, so host root (nspawn setting the tree up before
-//! it enters the namespace) can create inodes, which nspawn then chowns into the range.
+//! the upper's idmapping also maps on-disk UID 2^31-2 to host root, so host root (nspawn
+//! setting the tree up before it enters the namespace) can create inodes, which nspawn then
+//! chowns into the range; the lowers' does not.
 //!
 //! Before Linux 6.13 overlayfs takes its layers only as paths, and a path to a detached
 //! mount is refused (its mount namespace is not the caller's). The clones are therefore
@@ -114,10 +115,10 @@ fn cstr(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
-/// A user namespace mapping 0..65535 to `base`.. (and MAPPED_ROOT to 0), as a descriptor
-/// for `MOUNT_ATTR_IDMAP`. A child unshares it and waits while we write its maps; once we
-/// hold the namespace's descriptor the child exits.
-pub fn userns(base: u32) -> Result<OwnedFd> {
+/// A user namespace mapping 0..65535 to `base`.. (and, with `host_root`, MAPPED_ROOT to
+/// 0), as a descriptor for `MOUNT_ATTR_IDMAP`. A child unshares it and waits while we
+/// write its maps; once we hold the namespace's descriptor the child is killed.
+pub fn userns(base: u32, host_root: bool) -> Result<OwnedFd> {
     let (ready_r, ready_w) = pipe()?;
     // SAFETY: the child only makes async-signal-safe system calls and _exits.
     let pid = unsafe { libc::fork() };
@@ -150,7 +151,10 @@ pub fn userns(base: u32) -> Result<OwnedFd> {
                 std::io::Error::from_raw_os_error(code),
             ));
         }
-        let map = format!("0 {base} {RANGE}\n{MAPPED_ROOT} 0 1\n");
+        let mut map = format!("0 {base} {RANGE}\n");
+        if host_root {
+            map.push_str(&format!("{MAPPED_ROOT} 0 1\n"));
+        }
         for f in ["uid_map", "gid_map"] {
             std::fs::write(format!("/proc/{pid}/{f}"), &map)
                 .map_err(kernel("writing the id map"))?;
@@ -304,14 +308,18 @@ pub fn mount_detached(spec: &Spec<'_>, stage: &Path) -> Result<OwnedFd> {
     for (n, _) in spec.lowers.iter().chain(spec.upper.iter()) {
         plain(n)?;
     }
-    let ns = spec.shift.map(userns).transpose()?;
+    // The upper's idmapping also maps MAPPED_ROOT to host root, so that host root can
+    // create inodes in the root (nspawn's setup, before it chowns them); the read-only
+    // lowers need no such entry, and without it nothing on them can appear as host root.
+    let ns_lower = spec.shift.map(|b| userns(b, false)).transpose()?;
+    let ns_upper = spec.shift.map(|b| userns(b, true)).transpose()?;
     // Layers to attach: (mount descriptor, staging path).
     let stage_s = stage.to_string_lossy().into_owned();
     let mut staged: Vec<(OwnedFd, CString)> = Vec::new();
     let mut lowerdir = Vec::new();
     for (name, fd) in &spec.lowers {
         let at = format!("{stage_s}/{name}");
-        staged.push((clone_layer(*fd, true, ns.as_ref())?, cstr(&at)));
+        staged.push((clone_layer(*fd, true, ns_lower.as_ref())?, cstr(&at)));
         lowerdir.push(at);
     }
     let mut options: Vec<(CString, CString)> = vec![
@@ -320,7 +328,7 @@ pub fn mount_detached(spec: &Spec<'_>, stage: &Path) -> Result<OwnedFd> {
     ];
     if let Some((name, fd)) = &spec.upper {
         let at = format!("{stage_s}/{name}");
-        staged.push((clone_layer(*fd, false, ns.as_ref())?, cstr(&at)));
+        staged.push((clone_layer(*fd, false, ns_upper.as_ref())?, cstr(&at)));
         options.push((cstr("upperdir"), cstr(&format!("{at}/upper"))));
         options.push((cstr("workdir"), cstr(&format!("{at}/work"))));
     }
@@ -748,6 +756,9 @@ mod tests {
         }
         fs::write(lower.join("base-file"), "from the base\n").unwrap();
         fs::write(lower.join("gone"), "deleted in the slot\n").unwrap();
+        fs::write(lower.join("mapped"), "").unwrap();
+        std::os::unix::fs::chown(lower.join("mapped"), Some(MAPPED_ROOT), Some(MAPPED_ROOT))
+            .unwrap();
         let base = 0x7000_0000 + 5 * RANGE;
         let (l, u) = (dir(&lower), dir(&layer));
         let spec = Spec {
@@ -760,6 +771,8 @@ mod tests {
         let r = root_dir(&mnt).unwrap();
         let st = rustix::fs::statat(&r, "base-file", rustix::fs::AtFlags::empty()).unwrap();
         assert_eq!((st.st_uid, st.st_gid), (base, base), "lower shown shifted");
+        let st = rustix::fs::statat(&r, "mapped", rustix::fs::AtFlags::empty()).unwrap();
+        assert_ne!(st.st_uid, 0, "nothing of a lower appears as host root");
         // Host root creates as MAPPED_ROOT on disk, like nspawn before it chowns.
         let f = rustix::fs::openat(
             &r,
