@@ -21,12 +21,6 @@ use crate::sys::overlay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{path}: {why}")]
     Refused { path: PathBuf, why: &'static str },
     #[error("{0}: no base version is recorded (its `base` file is missing or not IMAGE@N)")]
@@ -42,11 +36,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Lower(lower::io(what, path)(source))
 }
 
 /// Opens `rel` below the directory `base` (a path of the host's configuration) as a
@@ -87,13 +77,8 @@ pub fn pin(layer: &Path) -> Result<Version> {
 pub fn set_pin(layer: &Path, v: &Version) -> Result<()> {
     let p = layer.join(PIN);
     let tmp = layer.join(format!(".{PIN}.{}", std::process::id()));
-    crate::sys::replace_file(&p, &tmp, &format!("{}\n", v.id()), Some(0o644)).map_err(|e| {
-        Error::Io {
-            what: "writing",
-            path: p.clone(),
-            source: std::io::Error::other(format!("{e:#}")),
-        }
-    })
+    crate::sys::replace_file(&p, &tmp, &format!("{}\n", v.id()), Some(0o644))
+        .map_err(|e| io("writing", &p)(std::io::Error::other(format!("{e:#}"))))
 }
 
 /// Makes a new, empty layer at `layer` pinned to `v`: the upper's own directory takes the
@@ -340,11 +325,8 @@ pub fn remove(machines: &Path, name: &str) -> Result<()> {
     }
     let l = path(machines, name);
     if l.symlink_metadata().is_ok() {
-        crate::storage::image::remove_later(&l).map_err(|e| Error::Io {
-            what: "removing",
-            path: l.clone(),
-            source: std::io::Error::other(format!("{e:#}")),
-        })?;
+        crate::storage::image::remove_later(&l)
+            .map_err(|e| io("removing", &l)(std::io::Error::other(format!("{e:#}"))))?;
     }
     match fs::remove_dir(&mp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", &mp)(e)),
@@ -380,13 +362,18 @@ mod tests {
         nix::unistd::geteuid().is_root()
     }
 
-    /// A machines dir with base version slot-os@1 holding etc/hostname.
-    fn machines() -> (tempfile::TempDir, Version) {
+    /// A machines dir with base version slot-os@1 holding etc/hostname; `None` (test
+    /// skipped) unless we are root: mounting needs it.
+    fn machines() -> Option<(tempfile::TempDir, Version)> {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return None;
+        }
         let t = tempfile::tempdir_in("/var/tmp").unwrap();
         fs::create_dir_all(t.path().join("slot-os/etc")).unwrap();
         fs::write(t.path().join("slot-os/etc/hostname"), "base\n").unwrap();
         let (v, _) = lower::current(t.path(), "slot-os").unwrap();
-        (t, v)
+        Some((t, v))
     }
 
     #[test]
@@ -401,11 +388,7 @@ mod tests {
 
     #[test]
     fn identity_written_privately_lands_in_the_upper_only() {
-        if !root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let (t, v) = machines();
+        let Some((t, v)) = machines() else { return };
         let m = t.path();
         let stage = m.join("stage");
         create(m, &path(m, "slot00"), &v).unwrap();
@@ -428,11 +411,7 @@ mod tests {
 
     #[test]
     fn symlinked_layer_paths_are_refused() {
-        if !root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let (t, v) = machines();
+        let Some((t, v)) = machines() else { return };
         let m = t.path();
         let elsewhere = m.join("elsewhere");
         create(m, &elsewhere, &v).unwrap();
@@ -451,11 +430,7 @@ mod tests {
 
     #[test]
     fn mounting_twice_leaves_one_mount() {
-        if !root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let (t, v) = machines();
+        let Some((t, v)) = machines() else { return };
         let m = t.path();
         let stage = m.join("stage");
         create(m, &path(m, "slot03"), &v).unwrap();

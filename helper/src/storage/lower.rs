@@ -43,7 +43,11 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+/// The error of an I/O step on `path` (also used by `layer`).
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
         what,
         path: path.to_path_buf(),

@@ -729,6 +729,29 @@ mod tests {
         OwnedFd::from(fs::File::open(p).unwrap())
     }
 
+    /// A tempdir with `lower/`, `layer/{upper,work}/` and `stage/`; `None` (test skipped)
+    /// unless we are root.
+    struct Tree {
+        t: tempfile::TempDir,
+    }
+
+    impl Tree {
+        fn new() -> Option<Tree> {
+            if !root() {
+                eprintln!("skipped: needs root");
+                return None;
+            }
+            let t = tempfile::tempdir_in("/var/tmp").unwrap();
+            for d in ["lower", "layer/upper", "layer/work", "stage"] {
+                fs::create_dir_all(t.path().join(d)).unwrap();
+            }
+            Some(Tree { t })
+        }
+        fn p(&self, rel: &str) -> std::path::PathBuf {
+            self.t.path().join(rel)
+        }
+    }
+
     #[test]
     fn names_that_would_split_options_are_refused() {
         for bad in ["", ".", "..", "a:b", "a,b", "a/b", "a\\b", "a b"] {
@@ -741,19 +764,8 @@ mod tests {
     /// writes shifted back to 0 on disk, whiteouts in the upper, nothing left mounted.
     #[test]
     fn idmapped_overlay_shifts_and_keeps_disk_ids() {
-        if !root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let t = tempfile::tempdir_in("/var/tmp").unwrap();
-        let (lower, layer, stage) = (
-            t.path().join("lower"),
-            t.path().join("layer"),
-            t.path().join("stage"),
-        );
-        for d in [&lower, &layer.join("upper"), &layer.join("work"), &stage] {
-            fs::create_dir_all(d).unwrap();
-        }
+        let Some(t) = Tree::new() else { return };
+        let (lower, layer, stage) = (t.p("lower"), t.p("layer"), t.p("stage"));
         fs::write(lower.join("base-file"), "from the base\n").unwrap();
         fs::write(lower.join("gone"), "deleted in the slot\n").unwrap();
         fs::write(lower.join("mapped"), "").unwrap();
@@ -808,19 +820,8 @@ mod tests {
 
     #[test]
     fn a_read_only_view_of_upper_and_lower_honours_whiteouts() {
-        if !root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let t = tempfile::tempdir_in("/var/tmp").unwrap();
-        let (lower, layer, stage) = (
-            t.path().join("lower"),
-            t.path().join("layer"),
-            t.path().join("stage"),
-        );
-        for d in [&lower, &layer.join("upper"), &layer.join("work"), &stage] {
-            fs::create_dir_all(d).unwrap();
-        }
+        let Some(t) = Tree::new() else { return };
+        let (lower, layer, stage) = (t.p("lower"), t.p("layer"), t.p("stage"));
         fs::write(lower.join("gone"), "x").unwrap();
         fs::write(lower.join("kept"), "x").unwrap();
         let (l, u) = (dir(&lower), dir(&layer));
@@ -852,26 +853,10 @@ mod tests {
 
     #[test]
     fn attach_and_unmount_leave_no_mount() {
-        if !root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let t = tempfile::tempdir_in("/var/tmp").unwrap();
-        let (lower, layer, stage, target) = (
-            t.path().join("lower"),
-            t.path().join("layer"),
-            t.path().join("stage"),
-            t.path().join("target"),
-        );
-        for d in [
-            &lower,
-            &layer.join("upper"),
-            &layer.join("work"),
-            &stage,
-            &target,
-        ] {
-            fs::create_dir_all(d).unwrap();
-        }
+        let Some(t) = Tree::new() else { return };
+        let (lower, layer, stage, target) =
+            (t.p("lower"), t.p("layer"), t.p("stage"), t.p("target"));
+        fs::create_dir_all(&target).unwrap();
         fs::write(lower.join("f"), "x").unwrap();
         let (l, u, tg) = (dir(&lower), dir(&layer), dir(&target));
         let spec = Spec {
