@@ -31,6 +31,11 @@ pub enum Command {
     MakeBaseImage(make_base_image::Args),
     /// Divide the host into N slots (slot00..); `build 0` removes all slots.
     Build(build::Args),
+    /// Make one slot (config and its own image) without touching others: `create NAME`
+    /// or `create NUMBER`; what exists is kept.
+    Create(create::Args),
+    /// Remove one slot: stop it, delete its image and config (its backups stay).
+    Remove(remove::Args),
     /// List slots: number, state, name, CPU%, CPUs, memory, autostart, image, addresses.
     List(list::Args),
     /// Start slots (returns once each has booted).
@@ -43,7 +48,8 @@ pub enum Command {
     Resume(lifecycle::Targets),
     /// Start slots at boot (on) or not (off): `autostart on|off (all | NUMBER...)`.
     Autostart(autostart::Args),
-    /// Show (no option) or set the CPU%, CPU set and memory of slots, live and persisted.
+    /// Show (no option) or set the CPU%, CPU set, memory, disk, tasks and IO limits of slots,
+    /// live and persisted.
     Resource(resource::Args),
     /// A root shell in a running slot (no password needed; ^] three times to leave).
     Console(console::Args),
@@ -78,7 +84,7 @@ pub enum Command {
     /// Write a slot (image and config) to one file, to move it to another host.
     Export(export::ExportArgs),
     /// Create a slot from a file written by `export`.
-    Import(export::ImportArgs),
+    Import(import::ImportArgs),
     /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`, optionally with a VXLAN
     /// port so slots on several hosts share its network.
     BrAdd(bridge::AddArgs),
@@ -120,6 +126,10 @@ pub enum Command {
     /// Unmount an overlay slot's root (run by slot-os-root@NAME.service after it stops).
     #[command(hide = true)]
     RootUmount(root::Args),
+    /// Make a slot's directory hold the disk limit of its config, or lift one the config
+    /// no longer has (run by the slot's unit before every start).
+    #[command(hide = true)]
+    DiskApply(disk_apply::Args),
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd(bridge::NicAddArgs),
     /// Stop sharing a host NIC.
@@ -141,7 +151,7 @@ impl Command {
             Command::BackupAuto(a) => ("backup-auto", &a.slot),
             Command::BackupRestore(a) => ("backup-restore", &a.slot),
             Command::Export(a) => ("export", &a.slot),
-            Command::Import(export::ImportArgs {
+            Command::Import(import::ImportArgs {
                 name: Some(name), ..
             }) => ("import", name),
             Command::Rename(a) => ("rename", &a.old),
@@ -158,6 +168,8 @@ impl Command {
             Command::Render(a) => a.exec(ctx),
             Command::MakeBaseImage(a) => a.exec(ctx),
             Command::Build(a) => a.exec(ctx),
+            Command::Create(a) => a.exec(ctx),
+            Command::Remove(a) => a.exec(ctx),
             Command::List(a) => a.exec(ctx),
             Command::Start(t) => t.exec(ctx, Action::Start),
             Command::Stop(t) => t.exec(ctx, Action::Stop),
@@ -193,6 +205,7 @@ impl Command {
             Command::ZoneReady(a) => a.exec(),
             Command::RootMount(a) => a.exec_mount(ctx),
             Command::RootUmount(a) => a.exec_umount(ctx),
+            Command::DiskApply(a) => a.exec(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),
             Command::Completions(a) => a.exec(Cli::command()),

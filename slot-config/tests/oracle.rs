@@ -10,8 +10,9 @@
 //! config_parse_exec), independently of slot-config's quoting, so a quoting bug cannot
 //! hide behind the same bug in the oracle.
 //!
-//! `SLOT_OS_FUZZ_CASES=N cargo test -p slot-config --test oracle -- --nocapture` runs N
-//! cases (default 2000) and prints how many were run, accepted and refused.
+//! `SLOT_OS_FUZZ_SECONDS=S SLOT_OS_FUZZ_CASES=N cargo test -p slot-config --test oracle --
+//! --nocapture` runs rounds of N hostile cases (default 2000) until S seconds have passed
+//! (default 10; at least one round) and prints how many were run, accepted and refused.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -281,7 +282,18 @@ struct Input {
     machines: Option<String>,
     devices: Vec<String>,
     storage: Option<String>,
+    /// `disk`, `tasks_max`, `io_weight`, `io_read_bandwidth_max`, `io_write_bandwidth_max`
+    /// as the slot file sets them (absent: `None`).
+    limits: [Option<toml::Value>; 5],
 }
+
+const LIMIT_KEYS: [&str; 5] = [
+    "disk",
+    "tasks_max",
+    "io_weight",
+    "io_read_bandwidth_max",
+    "io_write_bandwidth_max",
+];
 
 const SLOT: &str = "slot05";
 const DEFAULT_MACHINES: &str = "/var/lib/machines";
@@ -316,6 +328,32 @@ fn hostile_path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A value for one of the limit keys: mostly one of `valid` (so that enough slots are
+/// accepted to read back), else edge numbers, other keys' values and hostile strings.
+fn limit_value(valid: &[&str]) -> impl Strategy<Value = Option<toml::Value>> {
+    let valid: Vec<toml::Value> = valid
+        .iter()
+        .map(|v| match v.parse::<i64>() {
+            Ok(n) => toml::Value::from(n),
+            Err(_) => toml::Value::from(v.to_string()),
+        })
+        .collect();
+    prop::option::weighted(
+        0.3,
+        prop_oneof![
+            6 => prop::sample::select(valid),
+            1 => prop::sample::select(vec![
+                "10G", "none", "512", "1536M", "5M", "1M", "100", "infinity", "0", "1k", "2TB",
+                "4194304", "18446744073709551615", " 7M ", "5 M", "/dev/sda 5M",
+            ])
+            .prop_map(|s| toml::Value::from(s.to_string())),
+            1 => prop::sample::select(vec![-1i64, 0, 1, 100, 10000, 10001, 4194304, 4194305])
+                .prop_map(toml::Value::from),
+            1 => hostile_string().prop_map(toml::Value::from),
+        ],
+    )
+}
+
 fn input() -> impl Strategy<Value = Input> {
     (
         any::<bool>(),
@@ -335,9 +373,28 @@ fn input() -> impl Strategy<Value = Input> {
             3 => prop::sample::select(vec!["overlay", "copy", "btrfs"]).prop_map(str::to_string),
             1 => hostile_string(),
         ]),
+        [
+            limit_value(&["10G", "none", "1536M", " 2t ", "1M"]),
+            limit_value(&["512", "1", "4194304", "none", "infinity"]),
+            limit_value(&["1", "100", "10000"]),
+            limit_value(&["5M", "none", "1G", "3000000"]),
+            limit_value(&["50M", "none", "7T"]),
+        ],
     )
         .prop_map(
-            |(boot, privileged, command, env, binds, image, nic, machines, devices, storage)| {
+            |(
+                boot,
+                privileged,
+                command,
+                env,
+                binds,
+                image,
+                nic,
+                machines,
+                devices,
+                storage,
+                limits,
+            )| {
                 Input {
                     boot,
                     privileged,
@@ -349,6 +406,7 @@ fn input() -> impl Strategy<Value = Input> {
                     machines,
                     devices,
                     storage,
+                    limits,
                 }
             },
         )
@@ -386,6 +444,11 @@ impl Input {
             })
             .collect();
         t.insert("bind".into(), binds.into());
+        for (k, v) in LIMIT_KEYS.iter().zip(&self.limits) {
+            if let Some(v) = v {
+                t.insert((*k).into(), v.clone());
+            }
+        }
         if self.nic {
             let mut n = toml::Table::new();
             n.insert("number".into(), 1.into());
@@ -429,6 +492,10 @@ fn allowed(kind: &str, section: &str, key: &str) -> bool {
             "CPUQuota",
             "AllowedCPUs",
             "MemoryMax",
+            "TasksMax",
+            "IOWeight",
+            "IOReadBandwidthMax",
+            "IOWriteBandwidthMax",
             "ExecStartPre",
             "ExecStartPost",
             "ExecStopPost",
@@ -607,6 +674,7 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
                     ));
                 }
             }
+            check_limits(&path, text, &settings, e)?;
             let mut execs: Vec<Vec<String>> = Vec::new();
             for s in get("Service", "ExecStart") {
                 if s.value.is_empty() {
@@ -673,6 +741,103 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
     Ok(())
 }
 
+/// Sizes as the config documents them, read independently of slot-config: digits with
+/// an optional K, M, G or T (powers of 1024) and an optional trailing B.
+fn oracle_size(v: &str) -> Option<u64> {
+    let t = v.trim();
+    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
+    let (num, shift) = match t.chars().last()?.to_ascii_uppercase() {
+        'K' => (&t[..t.len() - 1], 10),
+        'M' => (&t[..t.len() - 1], 20),
+        'G' => (&t[..t.len() - 1], 30),
+        'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+/// What an accepted slot's limit keys must come back as: TasksMax=, IOWeight=,
+/// IO*BandwidthMax=MACHINES BYTES exactly as asked, and the disk-apply line enforcing
+/// (no '-') exactly when there is a disk limit. A key not set renders nothing.
+fn check_limits(
+    path: &str,
+    text: &str,
+    settings: &[Setting],
+    e: &Expect<'_>,
+) -> Result<(), String> {
+    let asked = |i: usize| -> Option<String> {
+        e.input.limits[i].as_ref().map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let values = |key: &str| -> Vec<String> {
+        settings
+            .iter()
+            .filter(|s| s.section == "Service" && s.key == key)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    let want_tasks: Vec<String> = match asked(1).as_deref().map(str::trim) {
+        None => vec![],
+        Some("none" | "infinity") => vec!["infinity".into()],
+        Some(v) => vec![v
+            .parse::<u64>()
+            .map_err(|_| format!("{path}: tasks_max {v:?} accepted"))?
+            .to_string()],
+    };
+    let want_weight: Vec<String> = asked(2).into_iter().collect();
+    let bw = |i: usize| -> Result<Vec<String>, String> {
+        Ok(match asked(i).as_deref() {
+            None => vec![],
+            Some(v) if v.trim() == "none" => vec![],
+            Some(v) => {
+                let b =
+                    oracle_size(v).ok_or_else(|| format!("{path}: bandwidth {v:?} accepted"))?;
+                vec![format!("{} {b}", e.machines())]
+            }
+        })
+    };
+    for (key, want) in [
+        ("TasksMax", want_tasks),
+        ("IOWeight", want_weight),
+        ("IOReadBandwidthMax", bw(3)?),
+        ("IOWriteBandwidthMax", bw(4)?),
+    ] {
+        let got = values(key);
+        if got != want {
+            return Err(format!(
+                "{path}: {key}= reads as {got:?}, config asks {want:?}\n{text}"
+            ));
+        }
+    }
+    let limited = match asked(0).as_deref() {
+        None => false,
+        Some(v) if v.trim() == "none" => false,
+        Some(v) => {
+            oracle_size(v).ok_or_else(|| format!("{path}: disk {v:?} accepted"))?;
+            true
+        }
+    };
+    let want = format!(
+        "{}/usr/bin/slot-os disk-apply %i",
+        if limited { "" } else { "-" }
+    );
+    let pre = values("ExecStartPre");
+    if pre
+        .iter()
+        .filter(|v| v.contains("disk-apply"))
+        .collect::<Vec<_>>()
+        != [&want]
+    {
+        return Err(format!(
+            "{path}: ExecStartPre= {pre:?}, expected one {want:?}\n{text}"
+        ));
+    }
+    Ok(())
+}
+
 /// One case: load the hostile config, render, read back. Returns whether the slot was
 /// accepted.
 fn run_case(input: &Input) -> Result<bool, String> {
@@ -712,34 +877,50 @@ fn cases() -> u32 {
         .unwrap_or(2000)
 }
 
+/// The hostile run goes on in rounds of `cases()` fresh random cases until this many
+/// seconds have passed (at least one round): a bounded time in CI, whatever the load.
+fn seconds() -> f64 {
+    std::env::var("SLOT_OS_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0)
+}
+
 #[test]
 fn hostile_configs_render_only_what_they_ask_for() {
     let runs = AtomicUsize::new(0);
     let accepted = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(PtConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
-    let result = runner.run(&input(), |inp| {
-        runs.fetch_add(1, Ordering::Relaxed);
-        match run_case(&inp) {
-            Ok(true) => {
-                accepted.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+    let start = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds == 0 || start.elapsed().as_secs_f64() < seconds() {
+        rounds += 1;
+        // Each runner draws its own seed, so every round adds new cases.
+        let mut runner = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
+        let result = runner.run(&input(), |inp| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            match run_case(&inp) {
+                Ok(true) => {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err(TestCaseError::fail(e)),
             }
-            Ok(false) => Ok(()),
-            Err(e) => Err(TestCaseError::fail(e)),
+        });
+        if let Err(e) = result {
+            panic!("{e}");
         }
-    });
+    }
     let (n, a) = (runs.into_inner(), accepted.into_inner());
     eprintln!(
-        "oracle: {n} hostile configs run, {a} slots accepted and read back, {} refused",
+        "oracle: {n} hostile configs run in {rounds} rounds ({:.1} s), {a} slots accepted and read back, {} refused",
+        start.elapsed().as_secs_f64(),
         n - a
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     assert!(
         a > n / 20,
         "too few slots accepted ({a} of {n}) for the oracle to mean anything"
@@ -779,6 +960,13 @@ fn hard_legal_values_are_accepted_and_read_back() {
                 machines: Some("/var/lib/machines-ü".into()),
                 devices: vec!["eth0.100".into()],
                 storage: Some("overlay".into()),
+                limits: [
+                    Some("1536M".into()),
+                    Some(4194304.into()),
+                    Some(1.into()),
+                    Some("1T".into()),
+                    Some("none".into()),
+                ],
             };
             match run_case(&inp) {
                 Ok(true) => Ok(()),

@@ -60,7 +60,12 @@ with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as dst:
         dst.addfile(m, src.extractfile(m) if m.isreg() else None)
     for m, data in extra:
         dst.addfile(m, io.BytesIO(data))
-subprocess.run(["zstd", "-q", "-f", "-o", f"/var/tmp/{name}.slot"], input=out.getvalue(), check=True)
+z = subprocess.run(["zstd", "-q", "-c"], input=out.getvalue(), check=True, capture_output=True).stdout
+# The end-to-end checksum trailer (a zstd skippable frame), as an attacker can add it too.
+import hashlib, struct
+trailer = struct.pack("<II", 0x184D2A50, 48) + b"slot-os-sha256\0\0" + hashlib.sha256(z).digest()
+with open(f"/var/tmp/{name}.slot", "wb") as f:
+    f.write(z + trailer)
 EOF
 }
 
@@ -162,21 +167,29 @@ for m in members:
 }
 
 test_export_absolute_and_dotdot_members() {
+  # Each is refused by name before tar writes it (bad input, exit 2), not repaired: GNU tar
+  # alone would strip the leading / and go on.
   local LAST_RC LAST_OUT SLOTS_BEFORE
   hostile_export dotdot '
 add(member("rootfs/../../../../../root/target/dotdot", mode=0o644), b"pwned\n")' || return 1
   import_leaves_host_alone dotdot || return 1
   assert_refused_cleanly "a .. member" || return 1
+  assert_eq 2 "$LAST_RC" "a .. member: bad input" || return 1
+  assert_contains "$LAST_OUT" 'rootfs/../../../../../root/target/dotdot" has a `..` component' "names the member" || return 1
   hostile_export absolute '
 add(member("/root/target/absolute", mode=0o644), b"pwned\n")
 add(member("/rootfs/root/absolute-in-rootfs", mode=0o644), b"stays inside\n")' || return 1
   import_leaves_host_alone absolute || return 1
-  drop_slot09
+  assert_refused_cleanly "absolute members" || return 1
+  assert_eq 2 "$LAST_RC" "absolute members: bad input" || return 1
+  assert_contains "$LAST_OUT" '"/root/target/absolute" is an absolute path' "names the member" || return 1
   hostile_export hardlink '
 add(member("rootfs/root/hl", type=tarfile.LNKTYPE, linkname="/root/target/file"))
 add(member("rootfs/root/hl2", type=tarfile.LNKTYPE, linkname="../../../../../root/target/file"))' || return 1
   import_leaves_host_alone hardlink || return 1
   assert_refused_cleanly "hard links out of the tree" || return 1
+  assert_eq 2 "$LAST_RC" "hard links out of the tree: bad input" || return 1
+  assert_contains "$LAST_OUT" 'is a hard link to "/root/target/file"' "names the link" || return 1
   assert_eq 1 "$(th_run "$H" stat -c %h /root/target/file)" "no hard link to the host file" || return 1
 }
 
@@ -230,6 +243,13 @@ test_from_tar_hostile_tarball() {
   echo "    make-base-image: rc=$rc: $out"
   same_host "$before" "$after" "make-base-image --from-tar" || return 1
   th_sh "$H" 'rm -rf /var/lib/machines/hostilebase /var/lib/machines/.slot-os-new-hostilebase'
+  # A tarball with absolute member names (tar -P) is refused by name, not stripped.
+  th_sh "$H" 'tar -cPf /var/tmp/ft-abs.tar /root/target/file' || return 1
+  out=$(sos make-base-image --from-tar /var/tmp/ft-abs.tar --name hostileabs 2>&1); rc=$?
+  echo "    make-base-image (absolute members): rc=$rc: $out"
+  assert_eq 2 "$rc" "absolute members: bad input" || return 1
+  assert_contains "$out" '"/root/target/file" is an absolute path' "names the member" || return 1
+  assert_eq "" "$(th_sh "$H" 'ls -A /var/lib/machines | grep hostileabs')" "no image left" || return 1
 }
 
 # ---- suite 2: a hostile slot

@@ -32,6 +32,7 @@ use crate::storage::freeze;
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
 use crate::storage::layout::{self, Layout};
+use crate::storage::quota;
 use crate::storage::{layer, lower};
 use crate::sys::lock;
 use crate::sys::notify;
@@ -382,6 +383,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let dir = backup_dir(ctx);
     let t0 = Instant::now();
     let reset = name == cfg.host.image || name == "slot-os";
+    let mut mark = None;
     let made = if reset {
         // Fulcon's reset: a fresh copy of the base image, with the slot's identity.
         let base = machines.join(&cfg.host.image);
@@ -405,6 +407,10 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
                 s.name
             )));
         }
+        mark = Some(image::Restored {
+            backup: m.name.clone(),
+            created_unix: m.created_unix,
+        });
         let data = data_path(&dir, name, &m.kind);
         if m.kind == SNAP {
             image::snapshot(&data, &new, false)
@@ -445,7 +451,32 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         let _ = image::remove_any(&new);
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
     }
+    // Which backup the root now is, for a config manager that restores only once (the
+    // mark a backup itself carried is an older restore's).
+    let marked = match &mark {
+        Some(r) => image::mark_restored(&new, r),
+        None => image::clear_restored(&new),
+    };
+    if let Err(e) = marked {
+        eprintln!(
+            "slot-os: warning: {e:#}; `info` will not say which backup {} was restored from",
+            s.name
+        );
+    }
+    // The new root joins the old one's project before the swap: the slot keeps its ID and
+    // its limit without a walk after it.
+    if let Err(e) = quota::adopt(&dest, &new) {
+        let _ = image::remove_any(&new);
+        return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
     image::swap_into_place(&new, &dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, &s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
     println!(
         "{}: restored from {name} in {:.2} s",
         s.name,
@@ -476,6 +507,7 @@ fn restore_overlay(
         .map(Ok)
         .unwrap_or_else(image::new_machine_id)?;
     let unchanged = || format!("restoring {name}; {} is unchanged", s.name);
+    let mut mark = None;
     let (v, data, sum) = if reset {
         let base = s
             .base_image
@@ -502,6 +534,10 @@ fn restore_overlay(
                 m.kind
             );
         }
+        mark = Some(image::Restored {
+            backup: m.name.clone(),
+            created_unix: m.created_unix,
+        });
         (v, Some(data_path(&dir, name, &m.kind)), m.sha256)
     };
     let keys = if reset { HostKeys::New } else { HostKeys::Keep };
@@ -524,7 +560,30 @@ fn restore_overlay(
         |root| image::set_identity_in(root, &s.name, Some(&id), keys),
     )
     .with_context(unchanged)?;
+    // The mark sits on the layer directory (host-only; the slot cannot forge it), as does
+    // the quota's project (see `layout::own_data_dir`).
+    let marked = match &mark {
+        Some(r) => image::mark_restored(&tmp, r),
+        None => image::clear_restored(&tmp),
+    };
+    if let Err(e) = marked {
+        eprintln!(
+            "slot-os: warning: {e:#}; `info` will not say which backup {} was restored from",
+            s.name
+        );
+    }
+    if let Err(e) = quota::adopt(dest, &tmp) {
+        let _ = image::remove_any(&tmp);
+        return Err(e.context(unchanged()));
+    }
     image::swap_into_place(&tmp, dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
     println!(
         "{}: restored from {name} in {:.2} s (overlay on {v})",
         s.name,

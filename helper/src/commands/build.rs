@@ -8,19 +8,18 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use slot_config::names::{default_slot_name, number_from_name, unit_name, MAX_SLOT_NUMBER};
 use slot_config::{Config, Storage};
 
 use super::Ctx;
-use crate::config::edit::write_atomic;
+use crate::config::edit::{new_slot_text, remove_file, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::storage::backend::{self, Choice};
-use crate::storage::hostkeys::HostKeys;
-use crate::storage::image;
+use crate::storage::layer;
 use crate::storage::layout::{self, Layout};
-use crate::storage::{layer, lower};
+use crate::storage::provision::{self, NewImage};
+use crate::storage::quota;
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -88,6 +87,18 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
             "{bad}.toml has errors (see `slot-os check`); fix it before building"
         )));
     }
+    // A disk limit (the slot's own, or [defaults]) that the file system cannot hold:
+    // refused before anything is made.
+    let cloned = |s: &String| clone.iter().any(|(c, _)| *c == s);
+    let new: Vec<(&str, bool)> = wanted
+        .iter()
+        .filter(|s| cloned(s) || create_cfg.contains(s))
+        .map(|s| (s.as_str(), cloned(s)))
+        .collect();
+    let refused = quota::refused_new(&cfg, &machines, &base, &new);
+    if !refused.is_empty() {
+        return Err(bad_input(refused.join("\n")));
+    }
     if remove.is_empty() && create_cfg.is_empty() && clone.is_empty() {
         println!("{n} slot(s) already built; nothing to change");
         return Ok(ExitCode::SUCCESS);
@@ -136,73 +147,32 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let to_clone: Vec<String> = clone
+    let to_make: Vec<NewImage<'_>> = clone
         .iter()
-        .filter(|(_, st)| *st != Storage::Overlay)
-        .map(|(s, _)| s.to_string())
-        .collect();
-    let mut made: Vec<(String, anyhow::Result<()>)> = bus
-        .clone_images(&base, &to_clone)
-        .into_iter()
-        .zip(&to_clone)
-        .map(|(r, s)| {
-            (
-                s.clone(),
-                r.and_then(|()| give_identity(&bus, &machines, s)),
-            )
+        .map(|(s, storage)| NewImage {
+            image: s,
+            hostname: s,
+            storage: *storage,
         })
         .collect();
-    let overlays: Vec<&String> = clone
-        .iter()
-        .filter(|(_, st)| *st == Storage::Overlay)
-        .map(|(s, _)| *s)
-        .collect();
-    if !overlays.is_empty() {
-        // One version of the base for all of them: copied now if the base changed since
-        // the newest one (or there is none), else shared.
-        match lower::current(&machines, &base) {
-            Ok((v, new)) => {
-                if new {
-                    println!("{base}: new read-only version {v} for overlay slots");
-                }
-                for s in overlays {
-                    let r = layer::provision(&machines, s, &v, &stage, |root| {
-                        let id = image::new_machine_id()?;
-                        image::set_identity_in(root, s, Some(&id), HostKeys::New)
-                    });
-                    made.push((s.clone(), r));
-                }
-            }
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                for s in overlays {
-                    made.push((s.clone(), Err(anyhow::anyhow!("{e:#}"))));
-                }
-            }
-        }
-    }
+    let made = provision::images(&bus, &ctx.paths, &machines, &base, &to_make);
     for s in &wanted {
         let file = ctx.paths.config_dir().join(format!("{s}.toml"));
-        let storage = clone.iter().find(|(c, _)| c == &s).map(|(_, st)| *st);
-        match made.iter().find(|(m, _)| m == s).map(|(_, r)| r) {
+        let i = clone.iter().position(|(c, _)| c == &s);
+        let storage = i.map(|i| clone[i].1);
+        match i.map(|i| &made[i]) {
             Some(Err(e)) => {
                 println!("{s}: failed: making its root from image {base}: {e:#}");
                 failed = true;
                 continue;
             }
-            Some(Ok(())) if !create_cfg.contains(&s) => record_storage(&file, storage)?,
+            Some(Ok(())) if !create_cfg.contains(&s) => {
+                crate::config::edit::record_storage(&file, storage)?
+            }
             _ => {}
         }
         if create_cfg.contains(&s) {
-            let storage_line = storage
-                .map(|st| format!("storage = \"{st}\"\n"))
-                .unwrap_or_default();
-            let text = format!(
-                "# Slot {s}, made by `slot-os build`. Keys and defaults: slot-os.toml(5).\n\
-                 # Resources not set here follow [defaults] in slot-os.toml.\n\
-                 base_image = \"{base}\"\n{storage_line}"
-            );
-            write_atomic(&file, &text)?;
+            write_atomic(&file, &new_slot_text(s, &base, None, storage, "build"))?;
         }
         if storage.is_some() || create_cfg.contains(&s) {
             println!(
@@ -221,6 +191,24 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
             "base versions no slot or backup uses any more, deleted: {}",
             gone.join(", ")
         );
+    }
+    // New slots get their disk limit now, from the config just written.
+    let after = ctx.load();
+    for s in wanted
+        .iter()
+        .filter(|s| cloned(s) || create_cfg.contains(s))
+    {
+        let Some(slot) = after.slot(s) else { continue };
+        if slot.resources.limits.disk_bytes().is_none() {
+            continue;
+        }
+        match quota::apply_slot(&ctx.paths, &machines, slot) {
+            Ok(done) => println!("{s}: {}", done.describe()),
+            Err(e) => {
+                println!("{s}: failed: disk limit not applied: {e:#}");
+                failed = true;
+            }
+        }
     }
     bus.reload_config()?;
     println!(
@@ -261,71 +249,11 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
     names
 }
 
-/// Writes what `build` made a slot's root with into its existing file (an admin's file, or
-/// one whose root was removed and is made again), unless the file says so already.
-fn record_storage(file: &Path, storage: Option<Storage>) -> anyhow::Result<()> {
-    let Some(st) = storage else {
-        return Ok(());
-    };
-    let mut doc = crate::config::edit::read_doc(file)?;
-    if doc.get("storage").and_then(|v| v.as_str()) == Some(st.as_str()) {
-        return Ok(());
-    }
-    doc["storage"] = toml_edit::value(st.as_str());
-    crate::config::edit::write_doc(file, &doc)
-}
-
-/// A fresh clone gets its own machine-id and hostname; if that fails it is removed.
-fn give_identity(bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
-    let id = image::new_machine_id()?;
-    if let Err(e) = image::set_identity(&machines.join(name), name, Some(&id), HostKeys::New) {
-        let _ = bus.remove_image(name);
-        return Err(e);
-    }
-    Ok(())
-}
-
 /// Image first, then config: an interrupted removal leaves a config without an image,
 /// which the next `build` (or `build 0`) finishes removing.
 fn remove_slot(ctx: &Ctx, bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
-    let img = machines.join(name);
-    let overlay = Layout::named(machines, name, Some(Storage::Overlay));
-    let id = if overlay.exists() {
-        image::machine_id(&overlay.capture_dir())
-    } else {
-        image::machine_id(&img)
-    };
-    if overlay.exists() || layer::is_mounted(machines, name) {
-        // Its root unit stops with the slot (StopWhenUnneeded); stopping it here waits for
-        // the unmount instead of racing it.
-        if let Some(Err(e)) = bus
-            .stop_units(&[slot_config::names::root_unit_name(name)])
-            .pop()
-        {
-            eprintln!("warning: {name}: stopping its root unit: {e:#}");
-        }
-        layer::remove(machines, name).with_context(|| format!("removing overlay slot {name}"))?;
-    } else if img.exists() {
-        bus.remove_image(name)
-            .with_context(|| format!("removing image {name}"))?;
-    }
-    // nspawn's --link-journal=try-guest leaves /var/log/journal/<id> pointing into the
-    // image; it dangles once the image is gone.
-    if let Some(id) = id {
-        let link = ctx.paths.under("/var/log/journal").join(id);
-        if link
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            let _ = fs::remove_file(&link);
-        }
-    }
-    let file = ctx.paths.config_dir().join(format!("{name}.toml"));
-    match fs::remove_file(&file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", file.display())),
-    }
+    provision::remove_image(bus, &ctx.paths, machines, name)?;
+    remove_file(&ctx.paths.config_dir().join(format!("{name}.toml")))
 }
 
 #[derive(clap::Args, Debug)]

@@ -16,13 +16,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use slot_config::Slot;
+use slot_config::{Config, Slot};
 
 use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::storage::layout::{self, Described};
+use crate::storage::quota;
 
 struct Row<'a> {
     slot: &'a Slot,
@@ -33,6 +34,8 @@ struct Row<'a> {
     freezer_state: String,
     leader: Option<u32>,
     addresses: Vec<String>,
+    /// What the slot's disk quota reports, where one tracks its directory.
+    disk: Option<quota::Usage>,
 }
 
 /// Addresses worth showing: not link-local (fe80::/10, 169.254/16), not loopback.
@@ -66,6 +69,7 @@ fn gather<'a>(bus: &Bus, machines: &Path, slots: &[&'a Slot]) -> anyhow::Result<
                 .filter(|ip| shown(ip))
                 .map(|ip| ip.to_string())
                 .collect(),
+            disk: quota::usage(&quota::slot_dir(machines, s)),
         });
     }
     Ok(rows)
@@ -83,8 +87,11 @@ fn image(s: &Slot) -> &str {
     s.base_image.as_deref().unwrap_or(s.image_name())
 }
 
+/// Fulcon's columns; with a DISK column (used/limit) after the memory when a quota
+/// tracks any of the slots.
 fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
-    let cols: Vec<[String; 5]> = rows
+    let with_disk = rows.iter().any(|r| r.disk.is_some());
+    let cols: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             let s = r.slot;
@@ -93,26 +100,32 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
                 cpus_text(ctx, s),
                 s.resources.memory.to_string(),
                 image(s).to_string(),
+                if with_disk {
+                    format!("  {}", super::disk_text(r.disk))
+                } else {
+                    String::new()
+                },
                 r.storage.text().to_string(),
             ]
         })
         .collect();
     let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
-    let (wn, wc, wm, wi, ws) = (w(0), w(1), w(2), w(3), w(4));
+    let (wn, wc, wm, wi, wd, ws) = (w(0), w(1), w(2), w(3), w(4), w(5));
     let mut out = String::new();
     for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
         let line = format!(
-            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {:<ws$}  {}",
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}{:<wd$}  {}  {:<wi$}  {:<ws$}  {}",
             s.number_text(),
             r.state,
             c[0],
             s.resources.cpu_quota,
             c[1],
             c[2],
+            c[4],
             if s.autostart { "A" } else { "-" },
             c[3],
-            c[4],
+            c[5],
             r.addresses.join(" "),
         );
         out.push_str(line.trim_end());
@@ -121,12 +134,29 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
     out
 }
 
-fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
+/// What a config manager compares against (Ansible's `slot` module): the settings as
+/// written (before "auto" and [defaults] are resolved), whether the slot's image exists,
+/// and its configured NICs.
+fn settings_json(cfg: &Config, machines: &Path, s: &Slot) -> serde_json::Value {
+    serde_json::json!({
+        "cpu_quota_setting": s.cpu_quota.unwrap_or(cfg.host.cpu_quota).to_string(),
+        "cpus_setting": s.resources.cpus.as_ref().map_or("all".to_string(), |c| c.to_string()),
+        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok() || layout::Layout::of(machines, s).exists(),
+        "nics": s.nics.iter().map(|n| serde_json::json!({
+            "number": n.number,
+            "bridge": n.bridge,
+            "addresses": n.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn to_json(ctx: &Ctx, cfg: &Config, rows: &[Row<'_>]) -> serde_json::Value {
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
     serde_json::Value::Array(
         rows.iter()
             .map(|r| {
                 let s = r.slot;
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "number": s.number,
                     "name": s.name,
                     "state": r.state,
@@ -145,7 +175,15 @@ fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
                     "active_state": r.active_state,
                     "sub_state": r.sub_state,
                     "freezer_state": r.freezer_state,
-                })
+                    // {used, limit} in bytes from the slot's quota; null where none tracks it
+                    "disk": r.disk,
+                });
+                if let (Some(o), serde_json::Value::Object(extra)) =
+                    (v.as_object_mut(), settings_json(cfg, &machines, s))
+                {
+                    o.extend(extra);
+                }
+                v
             })
             .collect(),
     )
@@ -175,7 +213,7 @@ pub fn run(
         let machines = layout::machines_dir(&ctx.paths, &cfg.host);
         let rows = gather(bus, &machines, &slots)?;
         let text = if json {
-            format!("{}\n", to_json(ctx, &rows))
+            format!("{}\n", to_json(ctx, &cfg, &rows))
         } else {
             table(ctx, &rows)
         };
@@ -218,6 +256,54 @@ impl Args {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_are_shown_as_written() {
+        let root = std::env::temp_dir().join(format!("slot-os-list-{}", std::process::id()));
+        let dir = root.join("etc/slot-os");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/machines/slot00")).unwrap();
+        std::fs::write(
+            dir.join("slot-os.toml"),
+            "[defaults]\ncpu_quota = \"50%\"\n[[bridge]]\nnumber = 1\naddress = \"192.168.18.1/24\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("slot00.toml"),
+            "cpus = \"0\"\n[[nic]]\nnumber = 1\nbridge = 1\naddress = [\"192.168.18.2/24\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("slot01.toml"), "cpu_quota = \"auto\"\n").unwrap();
+        let paths = slot_config::Paths::with_root(&root);
+        let cfg = slot_config::load_dir(
+            &paths,
+            &slot_config::HostFacts {
+                cpus: slot_config::CpuSet::from_cpus(0..2),
+                mem_total: None,
+            },
+        );
+        let machines = paths.under("/var/lib/machines");
+        let get = |n: &str| super::settings_json(&cfg, &machines, cfg.slot(n).unwrap());
+        assert_eq!(
+            get("slot00"),
+            serde_json::json!({
+                "cpu_quota_setting": "50%",
+                "cpus_setting": "0",
+                "image_exists": true,
+                "nics": [{"number": 1, "bridge": 1, "addresses": ["192.168.18.2/24"]}],
+            })
+        );
+        assert_eq!(
+            get("slot01"),
+            serde_json::json!({
+                "cpu_quota_setting": "auto",
+                "cpus_setting": "all",
+                "image_exists": false,
+                "nics": [],
+            })
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn link_local_addresses_are_not_shown() {
         for (a, want) in [

@@ -234,16 +234,7 @@ fn copy_host(root: &Path, dest: &Path, keep_users: bool) -> anyhow::Result<u64> 
 }
 
 fn extract_tar(file: &Path, dest: &Path) -> anyhow::Result<u64> {
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    // GNU tar recognises gzip/xz/zstd by content when reading a file.
-    let st = crate::storage::archive::tar_extract(dest, file.as_os_str())
-        .status()
-        .context("running tar")?;
-    if !st.success() {
-        bail!("unpacking {} failed ({st})", file.display());
-    }
-    Ok(len)
+    crate::storage::archive::extract_checked(file, dest, &[])
 }
 
 fn bootstrap(suite: &str, mirror: Option<&str>, dest: &Path) -> anyhow::Result<u64> {

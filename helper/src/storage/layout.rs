@@ -99,6 +99,16 @@ impl Layout {
     }
 }
 
+/// The directory that holds the slot's own data, what a disk quota limits: the root of a
+/// copied or snapshotted slot; an overlay slot's layer directory, its upper and overlayfs's
+/// work directory together (the base version below is shared, so it counts for no slot).
+/// Not the upper alone: overlayfs copies a file up by making it in the work directory and
+/// renaming it into the upper, and ext4 refuses (EXDEV) a rename into a directory of
+/// another project, so both must be in the slot's project.
+pub fn own_data_dir(machines: &Path, slot: &Slot) -> PathBuf {
+    Layout::of(machines, slot).restore_target().to_path_buf()
+}
+
 /// What `list` and `info` say about a slot's storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Described {
