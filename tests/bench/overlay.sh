@@ -13,6 +13,7 @@
 #     machinectl clone (machined's CloneImage) vs cp -a --reflink=always, and whether the
 #       clone shares extents (filefrag); slot-os build 10 with backend auto
 # Usage: sudo tests/bench/overlay.sh [ROUNDS]   (release build; needs xfsprogs, ~14 GB free)
+#   SLOT_OS_BENCH_BASE_MB: the base image's size (default 1000)
 set -euo pipefail
 rounds=${1:-3}
 source "$(dirname "$0")/common.sh"
@@ -32,10 +33,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 
 # The base image "slot-os" of host $1: the slot-ready test root, padded to ~1 GB with copies
 # of its /usr (many small files, as a real server root has).
+base_mb=${SLOT_OS_BENCH_BASE_MB:-1000}
 padded_base() {
     th_copy_slot_image "$1" slot-os
     th_sh "$1" 'b=/var/lib/machines/slot-os; mkdir -p $b/opt
-        i=0; while [ "$(du -sm $b | cut -f1)" -lt 1000 ]; do i=$((i+1)); cp -a $b/usr $b/opt/bulk$i; done
+        i=0; while [ "$(du -sm $b | cut -f1)" -lt '"$base_mb"' ]; do i=$((i+1)); cp -a $b/usr $b/opt/bulk$i; done
         sync; echo "base image: $(du -sh $b | cut -f1), $(find $b | wc -l) entries"'
 }
 

@@ -27,12 +27,6 @@ pub enum Error {
     NoOverlay(String),
 }
 
-const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
-
-pub fn is_xfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 == XFS_SUPER_MAGIC)
-}
-
 /// Resolves `asked` (`None` = auto) for the machines directory `machines`.
 pub fn choose(asked: Option<Storage>, machines: &Path, stage: &Path) -> Result<Choice, Error> {
     let shown = machines.display().to_string();
