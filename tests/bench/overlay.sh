@@ -101,7 +101,7 @@ th_sh "$X" 'f=$(find /var/lib/machines/x0 -type f -size +1M | head -n 1)
     echo "disk used on the xfs: $(df -m --output=used /var/lib/machines | tail -1) MB for the base and '"$((rounds * 2))"' clones"'
 th_sh "$X" 'for d in /var/lib/machines/x* /var/lib/machines/y*; do rm -rf "$d"; done'
 th_sh "$X" 'mkdir -p /etc/slot-os'
-out=$(th_run "$X" slot-os build 1 2>&1 | head -n 2)
+out=$(th_run "$X" slot-os build 1 2>&1 | sed -n 1,2p) # sed reads all: head would cut build off (EPIPE)
 echo "slot-os build on xfs, backend auto: $out"
 th_run "$X" slot-os build 0 >/dev/null
 t_ov=$(timed "$X" 'printf "[storage]\nbackend = \"overlay\"\n" > /etc/slot-os/slot-os.toml; slot-os build 10')

@@ -297,23 +297,23 @@ test_create_and_remove_of_an_overlay_slot() {
   # create makes its one slot through the same path as build (storage::provision): the
   # backend auto gives, recorded in the new file; remove deletes its layer and mount point.
   local out rc
-  out=$(sos create web --number 30 2>&1); rc=$?
-  assert_eq 0 "$rc" "create web ($out)" || return 1
+  out=$(sos create spare --number 30 2>&1); rc=$?
+  assert_eq 0 "$rc" "create spare ($out)" || return 1
   assert_contains "$out" "overlay root on a version of slot-os" "create made an overlay root" || return 1
-  assert_contains "$(th_run "$H" cat /etc/slot-os/web.toml)" 'storage = "overlay"' "web.toml records it" || return 1
-  th_run "$H" test -d $L/slot/web/upper || { t_fail "no layer for web"; return 1; }
+  assert_contains "$(th_run "$H" cat /etc/slot-os/spare.toml)" 'storage = "overlay"' "spare.toml records it" || return 1
+  th_run "$H" test -d $L/slot/spare/upper || { t_fail "no layer for spare"; return 1; }
   assert_eq 0 "$(th_sh "$H" 'ls /var/lib/machines | grep -c "slot-os-new"')" "no temporary image left" || return 1
-  out=$(sos start web 2>&1) || { t_fail "start web: $out"; return 1; }
-  booted web || return 1
-  assert_eq web "$(inslot web hostname)" "web's hostname" || return 1
-  assert_eq "$(th_run "$H" slot-os info --json web | jq -r .storage)" overlay "info says overlay" || return 1
-  out=$(sos create web 2>&1) || { t_fail "create web again: $out"; return 1; }
+  out=$(sos start spare 2>&1) || { t_fail "start spare: $out"; return 1; }
+  booted spare || return 1
+  assert_eq spare "$(inslot spare hostname)" "spare's hostname" || return 1
+  assert_eq "$(th_run "$H" slot-os info --json spare | jq -r .storage)" overlay "info says overlay" || return 1
+  out=$(sos create spare 2>&1) || { t_fail "create spare again: $out"; return 1; }
   assert_contains "$out" "exists; nothing to change" "create is idempotent for an overlay slot" || return 1
-  out=$(sos remove web 2>&1) || { t_fail "remove web: $out"; return 1; }
-  th_run "$H" test ! -e $L/slot/web || { t_fail "web's layer left after remove"; return 1; }
-  th_run "$H" test ! -e $M/web || { t_fail "web's mount point left after remove"; return 1; }
-  th_run "$H" test ! -e /etc/slot-os/web.toml || { t_fail "web.toml left after remove"; return 1; }
-  assert_eq 0 "$(overlay_mounts_on $M/web)" "web's root unmounted" || return 1
+  out=$(sos remove spare 2>&1) || { t_fail "remove spare: $out"; return 1; }
+  th_run "$H" test ! -e $L/slot/spare || { t_fail "spare's layer left after remove"; return 1; }
+  th_run "$H" test ! -e $M/spare || { t_fail "spare's mount point left after remove"; return 1; }
+  th_run "$H" test ! -e /etc/slot-os/spare.toml || { t_fail "spare.toml left after remove"; return 1; }
+  assert_eq 0 "$(overlay_mounts_on $M/spare)" "spare's root unmounted" || return 1
 }
 
 test_build_0_removes_overlay_slots() {
