@@ -4,11 +4,14 @@
 //! root is captured; where a slot's own data is (`layout`) and its disk quota (`quota`).
 
 pub mod archive;
+pub mod backend;
 pub mod freeze;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod layer;
 pub mod layout;
+pub mod lower;
 pub mod provision;
 pub mod quota;
 pub mod stream;
