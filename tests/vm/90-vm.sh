@@ -323,7 +323,7 @@ test_disk_quota_holds_the_slots_writes() {
     # An overlay slot's project holds only its own files (the upper): a few MiB at most, where
     # a copied slot's holds its whole root
     [[ "$used" =~ ^[0-9]+$ ]] || { t_fail "the slot's project uses '${used}' MiB"; return 1; }
-    th_note "the slot's project uses ${used} MiB ($(vm_sh 'slot-os info --json slot00' | grep -o '"storage":"[a-z]*"'))"
+    th_note "the slot's project uses ${used} MiB ($(vm_sh 'slot-os info --json slot00' | grep -o '"storage": *"[a-z]*"'))"
     out=$(vm_sh 'slot-os resource -d "$1" 0 && slot-os list 0' "$((used + VM_DISK_MARGIN))M") || { t_fail "resource -d: $out"; return 1; }
     printf '%s\n' "$out"
     out=$(vm_sh -t 120 "$(in_slot vm-dq1 "$VM_DISK_WRITE")")
