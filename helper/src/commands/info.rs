@@ -106,7 +106,10 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
     let s = targets::resolve_one(&cfg, slot)?;
     let bus = Bus::system()?;
     let st = bus.unit_status(&s.unit())?;
-    let machine = bus.list_machines()?.into_iter().find(|m| m.name == s.name);
+    let machine = bus
+        .machines_named(std::slice::from_ref(&s.name))?
+        .into_iter()
+        .find(|m| m.name == s.name);
     let leader = machine.as_ref().map(|m| m.leader).filter(|l| *l > 0);
     let addresses: Vec<String> = match leader {
         Some(_) => bus

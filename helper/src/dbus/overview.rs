@@ -27,7 +27,10 @@ impl Bus {
         names: &[String],
     ) -> anyhow::Result<SlotsOverview> {
         let (states, all) = zbus::block_on(async {
-            futures_util::join!(self.unit_states_async(units), self.list_machines_async())
+            futures_util::join!(
+                self.unit_states_async(units),
+                self.list_machines_async(Some(names))
+            )
         });
         let all = anyhow::Context::context(all, "machine1 ListMachines")?;
         let machines: Vec<Option<MachineInfo>> = names
