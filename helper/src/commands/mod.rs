@@ -17,11 +17,13 @@ pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
+pub mod metrics;
 pub mod net;
 pub mod net_info;
 pub mod rename;
 pub mod render;
 pub mod resource;
+pub mod top;
 pub mod update;
 
 pub use crate::config::Ctx;

@@ -20,6 +20,7 @@ mod networkd;
 mod overview;
 pub mod running;
 mod systemd;
+mod usage;
 
 use std::future::Future;
 use std::io;
@@ -33,6 +34,8 @@ pub use machined::{ImageInfo, MachineInfo};
 #[allow(unused_imports)]
 pub use overview::SlotsOverview;
 pub use systemd::{default_jobs, UnitProp, UnitStatus};
+#[allow(unused_imports)]
+pub use usage::SlotUsage;
 
 /// One connection to the system bus. Cheap calls; build it once per command.
 pub struct Bus {
