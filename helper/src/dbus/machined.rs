@@ -56,6 +56,19 @@ impl Bus {
             .await
     }
 
+    /// org.freedesktop.DBus.Properties of one of machined's objects.
+    async fn machined_properties(
+        &self,
+        path: zbus::OwnedObjectPath,
+    ) -> zbus::Result<zbus::fdo::PropertiesProxy<'static>> {
+        zbus::fdo::PropertiesProxy::builder(self.conn())
+            .destination("org.freedesktop.machine1")
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+    }
+
     /// ListMachines, with each machine's Leader, Unit and Timestamp (one GetAll per machine,
     /// [`IN_FLIGHT`] at a time).
     pub fn list_machines(&self) -> anyhow::Result<Vec<MachineInfo>> {
@@ -81,13 +94,9 @@ impl Bus {
         let infos = join_bounded(
             list.into_iter().map(|(name, class, service, path)| {
                 within(CALL_TIMEOUT, async move {
-                    let props = zbus::fdo::PropertiesProxy::builder(self.conn())
-                        .destination("org.freedesktop.machine1")
-                        .path(path)
-                        .cache_properties(CacheProperties::No)
-                        .build()
-                        .await?;
-                    let mut all = props
+                    let mut all = self
+                        .machined_properties(path)
+                        .await?
                         .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
                             "org.freedesktop.machine1.Machine",
                         ))
@@ -178,13 +187,9 @@ impl Bus {
                 raw.into_iter().map(
                     |(name, kind, read_only, _crtime, mtime, usage, obj)| async move {
                         let path = within(CALL_TIMEOUT, async {
-                            let props = zbus::fdo::PropertiesProxy::builder(self.conn())
-                                .destination("org.freedesktop.machine1")
-                                .path(obj)
-                                .cache_properties(CacheProperties::No)
-                                .build()
-                                .await?;
-                            let v = props
+                            let v = self
+                                .machined_properties(obj)
+                                .await?
                                 .get(
                                     zbus::names::InterfaceName::from_static_str_unchecked(
                                         "org.freedesktop.machine1.Image",
@@ -218,15 +223,8 @@ impl Bus {
     pub fn clone_image(&self, src: &str, dst: &str, read_only: bool) -> anyhow::Result<()> {
         zbus::block_on(async {
             let m = self.machined().await?;
-            retry_when_busy(LONG_TIMEOUT, || {
-                within(
-                    LONG_TIMEOUT,
-                    m.clone_image(src.to_string(), dst.to_string(), read_only),
-                )
-            })
-            .await
+            clone_one(&m, src, dst, read_only).await
         })
-        .with_context(|| format!("machine1 CloneImage {src} -> {dst}"))
     }
 
     /// Many CloneImage calls on the one connection, [`MACHINED_OPERATIONS`] in flight at a
@@ -246,19 +244,7 @@ impl Bus {
                 }
             };
             join_bounded(
-                dsts.iter().map(|d| {
-                    let m = &m;
-                    async move {
-                        retry_when_busy(LONG_TIMEOUT, || {
-                            within(
-                                LONG_TIMEOUT,
-                                m.clone_image(src.to_string(), d.clone(), false),
-                            )
-                        })
-                        .await
-                        .with_context(|| format!("machine1 CloneImage {src} -> {d}"))
-                    }
-                }),
+                dsts.iter().map(|d| clone_one(&m, src, d, false)),
                 MACHINED_OPERATIONS,
             )
             .await
@@ -304,6 +290,23 @@ impl Bus {
         })
         .with_context(|| format!("machine1 CopyToMachine {machine}: {src} -> {dst}"))
     }
+}
+
+/// One CloneImage, asked again while machined is busy with other clients' operations.
+async fn clone_one(
+    m: &ManagerProxy<'static>,
+    src: &str,
+    dst: &str,
+    read_only: bool,
+) -> anyhow::Result<()> {
+    retry_when_busy(LONG_TIMEOUT, || {
+        within(
+            LONG_TIMEOUT,
+            m.clone_image(src.to_string(), dst.to_string(), read_only),
+        )
+    })
+    .await
+    .with_context(|| format!("machine1 CloneImage {src} -> {dst}"))
 }
 
 /// machined no longer knows the machine (it stopped between ListMachines and the question).

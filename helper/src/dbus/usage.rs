@@ -49,21 +49,10 @@ impl Bus {
         units: &[String],
         names: &[String],
     ) -> anyhow::Result<Vec<SlotUsage>> {
-        let (states, machines) = zbus::block_on(async {
-            futures_util::join!(
-                self.unit_states_async(units),
-                self.list_machines_async(Some(names))
-            )
-        });
-        let machines = anyhow::Context::context(machines, "machine1 ListMachines")?;
-        let leaders: Vec<Option<u32>> = names
+        let (states, machines) = self.states_and_machines(units, names)?;
+        let leaders: Vec<Option<u32>> = machines
             .iter()
-            .map(|n| {
-                machines
-                    .iter()
-                    .find(|m| &m.name == n && m.leader > 0)
-                    .map(|m| m.leader)
-            })
+            .map(|m| m.as_ref().map(|m| m.leader))
             .collect();
         let up: Vec<u32> = leaders.iter().flatten().copied().collect();
         // Traffic is a nice-to-have beside the state: a netlink failure shows as no links.
