@@ -25,16 +25,18 @@ perf stat -x, -e task-clock true >/dev/null 2>&1 && have_perf=1
 
 median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# one GEN ROOT: "wall_us cpu_ms" (cpu "-" without perf)
+# one GEN ROOT: "wall_us cpu_ms": the wall time of a plain run, and the CPU time of the
+# run that follows it under perf (cpu "-" without perf). COLD=1: /run emptied before each.
 one() {
   local t0 t1 cpu=-
+  [[ -z "${COLD:-}" ]] || rm -rf "$2/run"
   t0=$(date +%s%N)
-  if ((have_perf)); then
-    cpu=$(SLOT_OS_ROOT=$2 perf stat -x, -e task-clock "$1" "$2/run/systemd/generator" 2>&1 >/dev/null | cut -d, -f1)
-  else
-    SLOT_OS_ROOT=$2 "$1" "$2/run/systemd/generator"
-  fi
+  SLOT_OS_ROOT=$2 "$1" "$2/run/systemd/generator"
   t1=$(date +%s%N)
+  if ((have_perf)); then
+    [[ -z "${COLD:-}" ]] || rm -rf "$2/run"
+    cpu=$(SLOT_OS_ROOT=$2 perf stat -x, -e task-clock "$1" "$2/run/systemd/generator" 2>&1 >/dev/null | cut -d, -f1)
+  fi
   echo "$(( (t1 - t0) / 1000 )) $cpu"
 }
 
@@ -51,8 +53,7 @@ for n in 10 100 1000; do
   declare -A cw=() cc=() ww=() wc=()
   for ((r = 0; r < runs; r++)); do
     for g in "${gens[@]}"; do
-      rm -rf "$root/run"
-      read -r w c < <(one "$g" "$root"); cw[$g]+="$w "; cc[$g]+="$c "
+      read -r w c < <(COLD=1 one "$g" "$root"); cw[$g]+="$w "; cc[$g]+="$c "
       read -r w c < <(one "$g" "$root"); ww[$g]+="$w "; wc[$g]+="$c "
     done
   done
@@ -67,6 +68,6 @@ for n in 10 100 1000; do
       "$(if ((have_perf)); then printf '%s\n' ${wc[$g]} | median; else echo -; fi)"
   done
 done
-t0=$(date +%s%N); for ((r = 0; r < runs; r++)); do one /bin/true "$work" >/dev/null; done; t1=$(date +%s%N)
-printf 'process spawn floor (/bin/true, timed the same way): %.2f ms; load average: %s\n' \
+t0=$(date +%s%N); for ((r = 0; r < runs; r++)); do /bin/true; done; t1=$(date +%s%N)
+printf 'process spawn floor (/bin/true): %.2f ms; load average: %s\n' \
   "$(awk -v d=$((t1 - t0)) -v r="$runs" 'BEGIN {print d/r/1e6}')" "$(cut -d' ' -f1-3 /proc/loadavg)"
