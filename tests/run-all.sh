@@ -22,6 +22,17 @@ bash tests/install-deps.sh || { echo "installing dependencies failed" >&2; exit 
 passed=0
 failed=0
 
+# Ctrl-C or a CI timeout ends the whole run: bash runs this trap once the step in the
+# foreground returns, so the next step (the VM tier after an interrupted e2e run) never starts.
+vm_img_pid=
+interrupted() {
+  echo "run-all.sh: interrupted ($1); not running the remaining steps" >&2
+  [[ -n "$vm_img_pid" ]] && kill -- "$vm_img_pid" 2>/dev/null
+  exit 130
+}
+trap 'interrupted SIGINT' INT
+trap 'interrupted SIGTERM' TERM
+
 # The VM tier's cached image (debootstrap + mkfs.ext4, minutes when cold) is made while cargo
 # works; tests/vm/run.sh waits for nothing else. SLOT_OS_VM_RELEASES: all (default: Debian 12
 # and 13), bookworm or trixie.

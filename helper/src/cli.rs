@@ -31,6 +31,11 @@ pub enum Command {
     MakeBaseImage(make_base_image::Args),
     /// Divide the host into N slots (slot00..); `build 0` removes all slots.
     Build(build::Args),
+    /// Make one slot (config and its own image) without touching others: `create NAME`
+    /// or `create NUMBER`; what exists is kept.
+    Create(create::Args),
+    /// Remove one slot: stop it, delete its image and config (its backups stay).
+    Remove(remove::Args),
     /// List slots: number, state, name, CPU%, CPUs, memory, autostart, image, addresses.
     List(list::Args),
     /// Start slots (returns once each has booted).
@@ -80,7 +85,7 @@ pub enum Command {
     /// Write a slot (image and config) to one file, to move it to another host.
     Export(export::ExportArgs),
     /// Create a slot from a file written by `export`.
-    Import(export::ImportArgs),
+    Import(import::ImportArgs),
     /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`, optionally with a VXLAN
     /// port so slots on several hosts share its network.
     BrAdd(bridge::AddArgs),
@@ -136,7 +141,7 @@ impl Command {
             Command::BackupAuto(a) => ("backup-auto", &a.slot),
             Command::BackupRestore(a) => ("backup-restore", &a.slot),
             Command::Export(a) => ("export", &a.slot),
-            Command::Import(export::ImportArgs {
+            Command::Import(import::ImportArgs {
                 name: Some(name), ..
             }) => ("import", name),
             Command::Rename(a) => ("rename", &a.old),
@@ -153,6 +158,8 @@ impl Command {
             Command::Render(a) => a.exec(ctx),
             Command::MakeBaseImage(a) => a.exec(ctx),
             Command::Build(a) => a.exec(ctx),
+            Command::Create(a) => a.exec(ctx),
+            Command::Remove(a) => a.exec(ctx),
             Command::List(a) => a.exec(ctx),
             Command::Start(t) => t.exec(ctx, Action::Start),
             Command::Stop(t) => t.exec(ctx, Action::Stop),

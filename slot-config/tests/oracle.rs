@@ -10,8 +10,9 @@
 //! config_parse_exec), independently of slot-config's quoting, so a quoting bug cannot
 //! hide behind the same bug in the oracle.
 //!
-//! `SLOT_OS_FUZZ_CASES=N cargo test -p slot-config --test oracle -- --nocapture` runs N
-//! cases (default 2000) and prints how many were run, accepted and refused.
+//! `SLOT_OS_FUZZ_SECONDS=S SLOT_OS_FUZZ_CASES=N cargo test -p slot-config --test oracle --
+//! --nocapture` runs rounds of N hostile cases (default 2000) until S seconds have passed
+//! (default 10; at least one round) and prints how many were run, accepted and refused.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -652,34 +653,50 @@ fn cases() -> u32 {
         .unwrap_or(2000)
 }
 
+/// The hostile run goes on in rounds of `cases()` fresh random cases until this many
+/// seconds have passed (at least one round): a bounded time in CI, whatever the load.
+fn seconds() -> f64 {
+    std::env::var("SLOT_OS_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0)
+}
+
 #[test]
 fn hostile_configs_render_only_what_they_ask_for() {
     let runs = AtomicUsize::new(0);
     let accepted = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(PtConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
-    let result = runner.run(&input(), |inp| {
-        runs.fetch_add(1, Ordering::Relaxed);
-        match run_case(&inp) {
-            Ok(true) => {
-                accepted.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+    let start = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds == 0 || start.elapsed().as_secs_f64() < seconds() {
+        rounds += 1;
+        // Each runner draws its own seed, so every round adds new cases.
+        let mut runner = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
+        let result = runner.run(&input(), |inp| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            match run_case(&inp) {
+                Ok(true) => {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err(TestCaseError::fail(e)),
             }
-            Ok(false) => Ok(()),
-            Err(e) => Err(TestCaseError::fail(e)),
+        });
+        if let Err(e) = result {
+            panic!("{e}");
         }
-    });
+    }
     let (n, a) = (runs.into_inner(), accepted.into_inner());
     eprintln!(
-        "oracle: {n} hostile configs run, {a} slots accepted and read back, {} refused",
+        "oracle: {n} hostile configs run in {rounds} rounds ({:.1} s), {a} slots accepted and read back, {} refused",
+        start.elapsed().as_secs_f64(),
         n - a
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     assert!(
         a > n / 20,
         "too few slots accepted ({a} of {n}) for the oracle to mean anything"

@@ -60,7 +60,12 @@ with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as dst:
         dst.addfile(m, src.extractfile(m) if m.isreg() else None)
     for m, data in extra:
         dst.addfile(m, io.BytesIO(data))
-subprocess.run(["zstd", "-q", "-f", "-o", f"/var/tmp/{name}.slot"], input=out.getvalue(), check=True)
+z = subprocess.run(["zstd", "-q", "-c"], input=out.getvalue(), check=True, capture_output=True).stdout
+# The end-to-end checksum trailer (a zstd skippable frame), as an attacker can add it too.
+import hashlib, struct
+trailer = struct.pack("<II", 0x184D2A50, 48) + b"slot-os-sha256\0\0" + hashlib.sha256(z).digest()
+with open(f"/var/tmp/{name}.slot", "wb") as f:
+    f.write(z + trailer)
 EOF
 }
 

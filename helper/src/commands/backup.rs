@@ -349,6 +349,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let dir = backup_dir(ctx);
     let t0 = Instant::now();
     let reset = name == cfg.host.image || name == "slot-os";
+    let mut mark = None;
     let made = if reset {
         // Fulcon's reset: a fresh copy of the base image, with the slot's identity.
         let base = machines.join(&cfg.host.image);
@@ -365,6 +366,10 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
                 "no backup named {name:?} (see slot-os backup-list)"
             )));
         };
+        mark = Some(image::Restored {
+            backup: m.name.clone(),
+            created_unix: m.created_unix,
+        });
         let data = data_path(&dir, name, &m.kind);
         if m.kind == SNAP {
             image::snapshot(&data, &new, false)
@@ -404,6 +409,18 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     if let Err(e) = image::set_identity(&new, &s.name, Some(&id), keys) {
         let _ = image::remove_any(&new);
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
+    // Which backup the root now is, for a config manager that restores only once (the
+    // mark a backup itself carried is an older restore's).
+    let marked = match &mark {
+        Some(r) => image::mark_restored(&new, r),
+        None => image::clear_restored(&new),
+    };
+    if let Err(e) = marked {
+        eprintln!(
+            "slot-os: warning: {e:#}; `info` will not say which backup {} was restored from",
+            s.name
+        );
     }
     image::swap_into_place(&new, &dest)?;
     println!(

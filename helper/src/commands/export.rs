@@ -1,52 +1,47 @@
-//! `export SLOT FILE` / `import FILE [NAME]`: a slot (root and TOML) as one file, to move
-//! it to another host (fog05's migration).
+//! `export SLOT FILE|-`: a slot (root and TOML) as one file or stream, to move it to another
+//! host (fog05's migration); `import` (import.rs) reads it back.
 //!
-//! The file is a zstd-compressed tar: first `slot-os-export/manifest.json` and
-//! `slot-os-export/slot.toml`, then the root under `rootfs/`. The metadata comes first so
-//! `import` can check everything (name, number, bridges, addresses) by reading a few
-//! kilobytes before it unpacks anything. zstd's frame checksums make a damaged file fail
-//! to unpack. Both directions write under a temporary name and rename when complete.
+//! The stream is a zstd-compressed tar: first `slot-os-export/manifest.json` and
+//! `slot-os-export/slot.toml`, then the root under `rootfs/`, then the SHA-256 of the
+//! compressed bytes as a zstd skippable frame (`storage::stream`), so a stream piped from
+//! host to host is checked end to end without being stored first. The metadata comes first
+//! so `import` can check everything (name, number, bridges, addresses) before it unpacks
+//! anything. A file is written under a temporary name and renamed when complete.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use slot_config::names::{check_slot_name, number_from_name};
-use toml_edit::{value, DocumentMut};
 
 use super::Ctx;
-use crate::config::edit::{validate_change, write_atomic};
 use crate::config::targets;
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::storage::archive::tar_zstd;
+use crate::storage::archive::{hex, tar_zstd_into};
 use crate::storage::freeze;
-use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
+use crate::storage::stream::{trailer, Manifest, FORMAT, MANIFEST, META_DIR, SLOT_TOML};
 use crate::sys::lock;
 
-const FORMAT: u32 = 1;
-const META_DIR: &str = "slot-os-export";
-const MANIFEST: &str = "slot-os-export/manifest.json";
-const SLOT_TOML: &str = "slot-os-export/slot.toml";
-
-#[derive(serde::Serialize, serde::Deserialize, Debug)]
-struct Manifest {
-    format: u32,
-    slot: String,
-    /// `None` (null) for a slot without a number.
-    number: Option<u32>,
-    created_unix: u64,
-    exported_by: String,
+/// Where the export goes: a new file (never overwritten), or standard output.
+enum Dest {
+    File { path: PathBuf, tmp: PathBuf },
+    Stdout,
 }
 
-pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
-    let _lock = lock::exclusive(&ctx.paths)?;
-    let cfg = ctx.load();
-    let s = targets::resolve_one(&cfg, slot)?.clone();
+fn dest(file: &Path) -> anyhow::Result<Dest> {
+    if file.as_os_str() == "-" {
+        if std::io::stdout().is_terminal() {
+            return Err(bad_input(
+                "export to - writes the slot to standard output, which is a terminal; pipe it (slot-os export N - | ssh HOST slot-os import -) or redirect it",
+            ));
+        }
+        return Ok(Dest::Stdout);
+    }
     if file.symlink_metadata().is_ok() {
         return Err(bad_input(format!(
             "{} exists; export never overwrites a file",
@@ -66,6 +61,22 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
             parent.display()
         )));
     }
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    Ok(Dest::File {
+        path: file.to_path_buf(),
+        tmp,
+    })
+}
+
+pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
+    let _lock = lock::exclusive(&ctx.paths)?;
+    let cfg = ctx.load();
+    let s = targets::resolve_one(&cfg, slot)?.clone();
+    let dest = dest(file)?;
     let root = ctx.paths.under(&cfg.host.machines_dir).join(s.image_name());
     if !root.is_dir() {
         bail!("{} has no image at {}", s.name, root.display());
@@ -99,11 +110,6 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
     fs::copy(&s.file, meta.join(SLOT_TOML))
         .with_context(|| format!("reading {}", s.file.display()))?;
 
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
     let mut tar = crate::storage::archive::tar_create(&meta);
     // Only member names and hard-link targets move under rootfs/; symlink targets
     // (which may start with "../") must stay as they are.
@@ -116,199 +122,59 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
     let bus = Bus::system()?;
     let frozen = freeze::for_capture(&bus, &ctx.paths, &s, "export")?;
     let running = frozen.is_some();
-    let written = tar_zstd(tar, &tmp, "exported");
+    let mut out: Box<dyn Write> = match &dest {
+        // Root only from the first byte: an export holds every file of a slot.
+        Dest::File { tmp, .. } => Box::new(
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?,
+        ),
+        Dest::Stdout => Box::new(std::io::stdout().lock()),
+    };
+    let written = tar_zstd_into(tar, &mut out, "exported");
     drop(frozen);
     let _ = image::remove_tree(&meta);
-    let (size, sha) = match written {
+    let finished = written.and_then(|(size, digest)| {
+        out.write_all(&trailer(&digest))?;
+        out.flush()?;
+        Ok((size, digest))
+    });
+    drop(out);
+    let (size, digest) = match finished {
         Ok(v) => v,
         Err(e) => {
-            let _ = fs::remove_file(&tmp);
+            if let Dest::File { tmp, .. } = &dest {
+                let _ = fs::remove_file(tmp);
+            }
             return Err(e.context("nothing was written"));
         }
     };
-    fs::rename(&tmp, file).with_context(|| format!("renaming into {}", file.display()))?;
-    println!(
-        "{}: exported to {} ({:.1} MB, sha256 {sha}){}",
-        s.name,
-        file.display(),
-        size as f64 / 1e6,
-        if running {
-            ", slot frozen meanwhile"
-        } else {
-            ""
+    let frozen_note = if running {
+        ", slot frozen meanwhile"
+    } else {
+        ""
+    };
+    match &dest {
+        Dest::File { path, tmp } => {
+            fs::File::open(tmp)?.sync_all()?;
+            fs::rename(tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+            println!(
+                "{}: exported to {} ({:.1} MB, sha256 {}){frozen_note}",
+                s.name,
+                path.display(),
+                size as f64 / 1e6,
+                hex(&digest)
+            );
         }
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// One member of the export, read from the front of the file only.
-fn read_member(file: &Path, member: &str) -> anyhow::Result<String> {
-    let out = crate::sys::tool("tar")
-        .args(["--extract", "--to-stdout", "--occurrence=1", "--file"])
-        .arg(file)
-        .arg(member)
-        .output()
-        .context("running tar")?;
-    if !out.status.success() {
-        return Err(bad_input(format!(
-            "{} is not a slot-os export (no {member} in it): {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    String::from_utf8(out.stdout).with_context(|| format!("{member} is not UTF-8"))
-}
-
-/// Keys of an imported slot.toml that give the slot the host (a privileged slot's root
-/// is the host's root; a bind mounts any host path into it): the file is untrusted, so
-/// they need `--trust-config`.
-fn host_access(s: &slot_config::Slot) -> Vec<String> {
-    let mut keys = Vec::new();
-    if s.privileged {
-        keys.push("privileged = true".to_string());
-    }
-    for b in &s.binds {
-        keys.push(format!(
-            "[[bind]] source = {:?} (host path, mounted at {:?})",
-            b.source.display().to_string(),
-            b.target.display().to_string()
-        ));
-    }
-    keys
-}
-
-pub fn import(
-    ctx: &Ctx,
-    file: &Path,
-    name: Option<&str>,
-    trust_config: bool,
-) -> anyhow::Result<ExitCode> {
-    if !file.is_file() {
-        return Err(bad_input(format!("{} is not a file", file.display())));
-    }
-    if let Some(n) = name {
-        check_slot_name(n)?;
-    }
-    let manifest: Manifest = serde_json::from_str(&read_member(file, MANIFEST)?)
-        .map_err(|e| bad_input(format!("{}: bad manifest: {e}", file.display())))?;
-    if manifest.format != FORMAT {
-        return Err(bad_input(format!(
-            "{} has export format {}, this slot-os reads format {FORMAT}",
-            file.display(),
-            manifest.format
-        )));
-    }
-    let new = name.unwrap_or(&manifest.slot).to_string();
-    check_slot_name(&new)?;
-    let mut doc: DocumentMut = read_member(file, SLOT_TOML)?
-        .parse()
-        .map_err(|e| bad_input(format!("{}: bad slot.toml: {e}", file.display())))?;
-
-    let _lock = lock::exclusive(&ctx.paths)?;
-    let cfg = ctx.load();
-    let new_file = ctx.paths.config_dir().join(format!("{new}.toml"));
-    if cfg.slot(&new).is_some() || new_file.exists() {
-        return Err(bad_input(format!(
-            "a slot named {new} exists; import under another name: slot-os import {} NAME",
-            file.display()
-        )));
-    }
-    let number = number_from_name(&new).or(manifest.number);
-    if let Some(other) = number.and_then(|n| cfg.slot_by_number(n)) {
-        let number = number.unwrap_or_default();
-        return Err(bad_input(format!(
-            "slot number {number} is taken by {}; import under another name, e.g. slot-os import {} slotNN",
-            other.name,
-            file.display()
-        )));
-    }
-    // The root becomes the image of the new slot's own name.
-    doc.remove("image");
-    match number {
-        Some(n) if number_from_name(&new) != Some(n) => doc["number"] = value(i64::from(n)),
-        _ => {
-            doc.remove("number");
-        }
-    }
-    // Starting at boot is the admin's decision, not the file's: not carried over.
-    let dropped_autostart = !trust_config
-        && doc
-            .get("autostart")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-    if !trust_config {
-        doc.remove("autostart");
-    }
-    let text = doc.to_string();
-    let after = validate_change(ctx, &new_file, &text)?;
-    if !trust_config {
-        let asks = after.slot(&new).map(host_access).unwrap_or_default();
-        if !asks.is_empty() {
-            return Err(bad_input(format!(
-                "{}: its slot.toml asks for access to the host:\n  {}\nan export file is not trusted; if you trust this one, run: slot-os import --trust-config {} {new}\nnothing was changed",
-                file.display(),
-                asks.join("\n  "),
-                file.display()
-            )));
-        }
-    }
-    let machines = ctx.paths.under(&cfg.host.machines_dir);
-    let dest = machines.join(&new);
-    if dest.symlink_metadata().is_ok() {
-        return Err(bad_input(format!(
-            "an image named {new} exists at {}",
-            dest.display()
-        )));
-    }
-
-    let tmp = image::sibling(&dest, ".slot-os-import-");
-    image::remove_any(&tmp)?;
-    fs::create_dir_all(&machines)?;
-    image::create_image_dir(&tmp)?;
-    let unpacked =
-        crate::storage::archive::extract_checked(file, &tmp, &["--strip-components=1", "rootfs"]);
-    if let Err(e) = unpacked {
-        let _ = image::remove_any(&tmp);
-        return Err(e.context(format!(
-            "importing {}: the file may be damaged or crafted; nothing was changed",
-            file.display()
-        )));
-    }
-    // Moved, it is the same machine and keeps its ID; copied under a new name, it is a
-    // new machine and needs its own (networkd and nspawn derive MACs from it).
-    let prepared = image::refuse_devices(&tmp, &file.display().to_string()).and_then(|()| {
-        let (id, keys) = match new == manifest.slot {
-            true => (
-                image::machine_id(&tmp)
-                    .map(Ok)
-                    .unwrap_or_else(image::new_machine_id)?,
-                HostKeys::Keep,
-            ),
-            false => (image::new_machine_id()?, HostKeys::New),
-        };
-        image::set_identity(&tmp, &new, Some(&id), keys)?;
-        image::sync_fs(&tmp)
-    });
-    if let Err(e) = prepared {
-        let _ = image::remove_any(&tmp);
-        return Err(e.context(format!("importing {}; nothing was changed", file.display())));
-    }
-    fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
-    // The config file, written last, is what makes the slot exist.
-    write_atomic(&new_file, &text)?;
-    Bus::system()?.reload_config()?;
-    if name.is_none() {
-        // With a NAME, dispatch logs it; without, only now is the slot's name known.
-        crate::sys::journal::record("import", &new, true, "done");
-    }
-    println!(
-        "{new}: imported from {} (exported as {} on {})",
-        file.display(),
-        manifest.slot,
-        manifest.created_unix
-    );
-    if dropped_autostart {
-        println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
+        Dest::Stdout => eprintln!(
+            "{}: exported to standard output ({:.1} MB, sha256 {}){frozen_note}",
+            s.name,
+            size as f64 / 1e6,
+            hex(&digest)
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -316,28 +182,12 @@ pub fn import(
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     pub slot: String,
+    /// The file to write (never overwritten), or `-` for standard output.
     pub file: PathBuf,
 }
 
 impl ExportArgs {
     pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         export(ctx, &self.slot, &self.file)
-    }
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ImportArgs {
-    pub file: PathBuf,
-    pub name: Option<String>,
-    /// Keep what the file's slot.toml asks for that reaches the host (privileged,
-    /// bind mounts) or starts it unasked (autostart). Without it those keys are
-    /// refused (autostart: not carried over).
-    #[arg(long)]
-    pub trust_config: bool,
-}
-
-impl ImportArgs {
-    pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        import(ctx, &self.file, self.name.as_deref(), self.trust_config)
     }
 }

@@ -9,6 +9,7 @@ use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::image;
 
 #[derive(Debug, Default, serde::Serialize)]
 struct Usage {
@@ -127,6 +128,7 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         .map(|m| m.timestamp_usec)
         .filter(|t| *t > 0);
     let image = s.image_name().to_string();
+    let restored = image::restored_from(&ctx.paths.under(&cfg.host.machines_dir).join(&image));
     if json {
         let v = serde_json::json!({
             "name": s.name,
@@ -145,6 +147,7 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             "cpus": s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string(),
             "memory_max": s.resources.memory.0,
             "usage": u,
+            "restored_from": restored,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -193,6 +196,9 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus),
         s.resources.memory
     );
+    if let Some(r) = &restored {
+        println!("   Restored: from {}", r.backup);
+    }
     if leader.is_some() {
         println!(
             "      Usage: {} processes, CPU time {:.2} s, memory {}",

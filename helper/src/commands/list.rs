@@ -12,10 +12,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use slot_config::Slot;
+use slot_config::{Config, Slot};
 
 use super::Ctx;
 use crate::config::targets;
@@ -115,12 +116,29 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
     out
 }
 
-fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
+/// What a config manager compares against (Ansible's `slot` module): the settings as
+/// written (before "auto" and [defaults] are resolved), whether the slot's image exists,
+/// and its configured NICs.
+fn settings_json(cfg: &Config, machines: &Path, s: &Slot) -> serde_json::Value {
+    serde_json::json!({
+        "cpu_quota_setting": s.cpu_quota.unwrap_or(cfg.host.cpu_quota).to_string(),
+        "cpus_setting": s.resources.cpus.as_ref().map_or("all".to_string(), |c| c.to_string()),
+        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok(),
+        "nics": s.nics.iter().map(|n| serde_json::json!({
+            "number": n.number,
+            "bridge": n.bridge,
+            "addresses": n.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn to_json(ctx: &Ctx, cfg: &Config, rows: &[Row<'_>]) -> serde_json::Value {
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
     serde_json::Value::Array(
         rows.iter()
             .map(|r| {
                 let s = r.slot;
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "number": s.number,
                     "name": s.name,
                     "state": r.state,
@@ -136,7 +154,13 @@ fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
                     "active_state": r.active_state,
                     "sub_state": r.sub_state,
                     "freezer_state": r.freezer_state,
-                })
+                });
+                if let (Some(o), serde_json::Value::Object(extra)) =
+                    (v.as_object_mut(), settings_json(cfg, &machines, s))
+                {
+                    o.extend(extra);
+                }
+                v
             })
             .collect(),
     )
@@ -165,7 +189,7 @@ pub fn run(
         };
         let rows = gather(bus, &slots)?;
         let text = if json {
-            format!("{}\n", to_json(ctx, &rows))
+            format!("{}\n", to_json(ctx, &cfg, &rows))
         } else {
             table(ctx, &rows)
         };
@@ -208,6 +232,54 @@ impl Args {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_are_shown_as_written() {
+        let root = std::env::temp_dir().join(format!("slot-os-list-{}", std::process::id()));
+        let dir = root.join("etc/slot-os");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/machines/slot00")).unwrap();
+        std::fs::write(
+            dir.join("slot-os.toml"),
+            "[defaults]\ncpu_quota = \"50%\"\n[[bridge]]\nnumber = 1\naddress = \"192.168.18.1/24\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("slot00.toml"),
+            "cpus = \"0\"\n[[nic]]\nnumber = 1\nbridge = 1\naddress = [\"192.168.18.2/24\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("slot01.toml"), "cpu_quota = \"auto\"\n").unwrap();
+        let paths = slot_config::Paths::with_root(&root);
+        let cfg = slot_config::load_dir(
+            &paths,
+            &slot_config::HostFacts {
+                cpus: slot_config::CpuSet::from_cpus(0..2),
+                mem_total: None,
+            },
+        );
+        let machines = paths.under("/var/lib/machines");
+        let get = |n: &str| super::settings_json(&cfg, &machines, cfg.slot(n).unwrap());
+        assert_eq!(
+            get("slot00"),
+            serde_json::json!({
+                "cpu_quota_setting": "50%",
+                "cpus_setting": "0",
+                "image_exists": true,
+                "nics": [{"number": 1, "bridge": 1, "addresses": ["192.168.18.2/24"]}],
+            })
+        );
+        assert_eq!(
+            get("slot01"),
+            serde_json::json!({
+                "cpu_quota_setting": "auto",
+                "cpus_setting": "all",
+                "image_exists": false,
+                "nics": [],
+            })
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn link_local_addresses_are_not_shown() {
         for (a, want) in [

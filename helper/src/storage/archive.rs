@@ -95,7 +95,25 @@ pub fn pump(
 
 /// A prepared `tar --create` piped through `zstd -T0` into `out`, hashing the compressed stream as
 /// it is written: the data passes through once, straight to its destination.
-pub fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Result<(u64, String)> {
+pub fn tar_zstd(tar: Command, out: &Path, label: &str) -> anyhow::Result<(u64, String)> {
+    // Root only from the first byte: a backup or export holds every file of a slot.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let (total, digest) = tar_zstd_into(tar, &mut f, label)?;
+    f.sync_all()?;
+    Ok((total, hex(&digest)))
+}
+
+/// [`tar_zstd`] into any writer (a file, a pipe): returns the compressed size and SHA-256.
+pub fn tar_zstd_into(
+    mut tar: Command,
+    out: &mut dyn Write,
+    label: &str,
+) -> anyhow::Result<(u64, [u8; 32])> {
     let mut tar = tar.stdout(Stdio::piped()).spawn().context("running tar")?;
     let mut zstd = tool("zstd")
         .args(["-T0", "-3", "-q", "-c"])
@@ -104,21 +122,23 @@ pub fn tar_zstd(mut tar: Command, out: &Path, label: &str) -> anyhow::Result<(u6
         .spawn()
         .context("running zstd (install the zstd package)")?;
     let mut from = zstd.stdout.take().context("zstd stdout")?;
-    // Root only from the first byte: a backup or export holds every file of a slot.
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("creating {}", out.display()))?;
     let mut h = Sha256::new();
-    let total = pump(&mut from, &mut f, label, |c| h.update(c))?;
-    f.sync_all()?;
+    let pumped = pump(&mut from, out, label, |c| h.update(c));
+    if pumped.is_err() {
+        // The reader went away (a closed pipe): tar and zstd must not wait for it.
+        let _ = zstd.kill();
+        let _ = tar.kill();
+    }
     let (t, z) = (tar.wait()?, zstd.wait()?);
+    let total = pumped?;
     if !t.success() || !z.success() {
         bail!("tar ({t}) or zstd ({z}) failed");
     }
-    Ok((total, format!("{:x}", h.finalize())))
+    Ok((total, h.finalize().into()))
+}
+
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `zstd -d | tar -x` of `file` into `dest`, the compressed stream fed (and hashed) by

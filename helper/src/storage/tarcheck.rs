@@ -128,6 +128,68 @@ fn check_members(r: &mut impl Read) -> Result<(), Refused> {
     Ok(())
 }
 
+/// The first members of a tar stream, read whole, and every byte read to get them, so the
+/// stream can still be handed on from its start (`consumed` first, then the rest).
+pub struct Front {
+    pub members: Vec<(String, Vec<u8>)>,
+    pub consumed: Vec<u8>,
+}
+
+/// Reads the first `count` members of the tar stream `r` that are not directories (each at
+/// most `cap` bytes), for a look at an archive's metadata before anything of it is
+/// unpacked. Fewer members, or a bigger one, is an error; the names are checked as
+/// [`copy_checked`] checks them.
+pub fn read_front(r: &mut impl Read, count: usize, cap: u64) -> Result<Front, Refused> {
+    struct Recorder<'a, R> {
+        inner: &'a mut R,
+        seen: Vec<u8>,
+    }
+    impl<R: Read> Read for Recorder<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.seen.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut archive = tar::Archive::new(Recorder {
+        inner: r,
+        seen: Vec::new(),
+    });
+    let mut members = Vec::new();
+    {
+        let mut entries = archive.entries().map_err(Refused::Read)?;
+        while members.len() < count {
+            let mut e = match entries.next() {
+                Some(e) => e.map_err(Refused::Read)?,
+                None => {
+                    return Err(Refused::Read(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the archive has fewer than {count} members"),
+                    )))
+                }
+            };
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            inside(&name).map_err(|refuse| refuse(name.clone()))?;
+            if e.header().entry_type().is_dir() {
+                continue;
+            }
+            if e.size() > cap {
+                return Err(Refused::Read(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("member {name:?} is larger than {cap} bytes"),
+                )));
+            }
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).map_err(Refused::Read)?;
+            members.push((name, data));
+        }
+    }
+    Ok(Front {
+        members,
+        consumed: archive.into_inner().seen,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +334,30 @@ mod tests {
             copy_checked(&a[..], Closed),
             Err(Refused::Write(_))
         ));
+    }
+
+    #[test]
+    fn the_front_is_read_and_the_stream_goes_on_whole() {
+        let a = archive(&[
+            ("meta/", tar::EntryType::Directory, "", b""),
+            ("meta/a", tar::EntryType::Regular, "", b"first"),
+            ("meta/b", tar::EntryType::Regular, "", b"second!"),
+            ("rootfs/x", tar::EntryType::Regular, "", b"x"),
+        ]);
+        let mut r = &a[..];
+        let front = read_front(&mut r, 2, 100).unwrap();
+        assert_eq!(front.members[0], ("meta/a".to_string(), b"first".to_vec()));
+        assert_eq!(
+            front.members[1],
+            ("meta/b".to_string(), b"second!".to_vec())
+        );
+        let mut whole = front.consumed.clone();
+        whole.extend_from_slice(r);
+        assert_eq!(whole, a);
+        assert_eq!(check(&whole).unwrap(), a);
+        let mut r = &a[..];
+        assert!(read_front(&mut r, 2, 5).is_err(), "a member over the cap");
+        let mut r = &a[..512];
+        assert!(read_front(&mut r, 2, 100).is_err(), "a cut archive");
     }
 }
