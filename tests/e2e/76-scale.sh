@@ -105,6 +105,9 @@ test_list_and_info_see_every_running_slot() {
   assert_eq "$N" "$(/usr/bin/python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if r["state"] == "RUNNING" and r["leader"]))' <<<"$js")" "list: $N running, each with its leader" || return 1
   js=$(sos info "$((N - 1))" --json) || return 1
   assert_eq RUNNING "$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$js")" "info of the last slot" || return 1
+  # its processes, from its payload cgroup: as many as in its PID namespace
+  assert_eq "$(th_sh "$H" 'ls -l /proc/[0-9]*/ns/pid 2>/dev/null | grep -c "$(readlink /proc/$(machinectl show -p Leader --value "$1")/ns/pid)"' "slot$((N - 1))")" \
+    "$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["usage"]["processes"])' <<<"$js")" "info counts the slot's processes" || return 1
 }
 
 test_top_prints_two_snapshots_with_every_running_slot() {

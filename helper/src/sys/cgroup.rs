@@ -145,6 +145,48 @@ impl Hierarchies {
     }
 }
 
+impl Hierarchies {
+    /// The directory of `unit`'s `payload` cgroup (where nspawn puts the container's
+    /// processes) in the v2 hierarchy or systemd's own v1 one (`name=systemd`).
+    fn payload_dir(&self, proc_cgroup: &str, unit: &str) -> Option<PathBuf> {
+        proc_cgroup.lines().find_map(|line| {
+            let mut f = line.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            let base = match ctrls {
+                "" => self.v2()?,
+                "name=systemd" => self.root.join("systemd"),
+                _ => return None,
+            };
+            let dir = base
+                .join(cut_at_unit(path, unit)?.trim_start_matches('/'))
+                .join("payload");
+            dir.is_dir().then_some(dir)
+        })
+    }
+}
+
+/// Every PID in `dir`'s cgroup and those below it.
+fn pids_below(dir: &Path, out: &mut Vec<u32>) {
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            pids_below(&e.path(), out);
+        }
+    }
+}
+
+/// The processes of the slot whose unit is `unit` and whose leader is `leader`: those in
+/// the unit's `payload` cgroup. `None` when it cannot be found (the caller looks elsewhere).
+pub fn payload_pids(leader: u32, unit: &str) -> Option<Vec<u32>> {
+    let text = fs::read_to_string(format!("/proc/{leader}/cgroup")).ok()?;
+    let dir = Hierarchies::default().payload_dir(&text, unit)?;
+    let mut pids = Vec::new();
+    pids_below(&dir, &mut pids);
+    pids.contains(&leader).then_some(pids)
+}
+
 /// The counters of the slot whose unit is `unit` and whose leader is `leader`.
 pub fn usage_of(leader: u32, unit: &str) -> Usage {
     match fs::read_to_string(format!("/proc/{leader}/cgroup")) {
@@ -248,5 +290,29 @@ mod tests {
         let proc = format!("4:memory:/\n2:cpu,cpuacct:/machine.slice/{UNIT}\n");
         let u = Hierarchies::at(t.path()).usage(&proc, UNIT);
         assert_eq!((u.cpu_usec, u.memory_bytes), (Some(99), None));
+    }
+
+    #[test]
+    fn the_payload_cgroup_holds_the_slots_processes() {
+        let t = tree();
+        let unit = t.path().join("machine.slice").join(UNIT);
+        fs::create_dir_all(unit.join("payload/init.scope")).unwrap();
+        fs::create_dir_all(unit.join("supervisor")).unwrap();
+        fs::write(unit.join("payload/init.scope/cgroup.procs"), "42
+").unwrap();
+        fs::write(unit.join("payload/cgroup.procs"), "43
+44
+").unwrap();
+        fs::write(unit.join("supervisor/cgroup.procs"), "7
+").unwrap();
+        let h = Hierarchies::at(t.path());
+        let proc = format!("0::/machine.slice/{UNIT}/payload/init.scope\n");
+        let dir = h.payload_dir(&proc, UNIT).unwrap();
+        let mut pids = Vec::new();
+        pids_below(&dir, &mut pids);
+        pids.sort();
+        // nspawn itself (the supervisor) is not one of the slot's processes
+        assert_eq!(pids, [42, 43, 44]);
+        assert!(h.payload_dir("0::/user.slice\n", UNIT).is_none());
     }
 }
