@@ -106,7 +106,7 @@ test_list_and_info_see_every_running_slot() {
   js=$(sos info "$((N - 1))" --json) || return 1
   assert_eq RUNNING "$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$js")" "info of the last slot" || return 1
   # its processes, from its payload cgroup: as many as in its PID namespace
-  assert_eq "$(th_sh "$H" 'ls -l /proc/[0-9]*/ns/pid 2>/dev/null | grep -c "$(readlink /proc/$(machinectl show -p Leader --value "$1")/ns/pid)"' "slot$((N - 1))")" \
+  assert_eq "$(th_sh "$H" 'ls -l /proc/[0-9]*/ns/pid 2>/dev/null | grep -cF "$(readlink /proc/$(machinectl show -p Leader --value "$1")/ns/pid)"' "slot$((N - 1))")" \
     "$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["usage"]["processes"])' <<<"$js")" "info counts the slot's processes" || return 1
 }
 
