@@ -298,13 +298,25 @@ mod tests {
         let unit = t.path().join("machine.slice").join(UNIT);
         fs::create_dir_all(unit.join("payload/init.scope")).unwrap();
         fs::create_dir_all(unit.join("supervisor")).unwrap();
-        fs::write(unit.join("payload/init.scope/cgroup.procs"), "42
-").unwrap();
-        fs::write(unit.join("payload/cgroup.procs"), "43
+        fs::write(
+            unit.join("payload/init.scope/cgroup.procs"),
+            "42
+",
+        )
+        .unwrap();
+        fs::write(
+            unit.join("payload/cgroup.procs"),
+            "43
 44
-").unwrap();
-        fs::write(unit.join("supervisor/cgroup.procs"), "7
-").unwrap();
+",
+        )
+        .unwrap();
+        fs::write(
+            unit.join("supervisor/cgroup.procs"),
+            "7
+",
+        )
+        .unwrap();
         let h = Hierarchies::at(t.path());
         let proc = format!("0::/machine.slice/{UNIT}/payload/init.scope\n");
         let dir = h.payload_dir(&proc, UNIT).unwrap();
