@@ -7,7 +7,7 @@ use toml::Table;
 
 use crate::names::{bridge_ifname, check_name, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, Limits, Memory, Problem};
 
 /// Fulcon's defaults: CPU% = ncpu*100/slots, all CPUs, 512M.
 pub const DEFAULT_MEMORY: Memory = Memory(512 << 20);
@@ -21,10 +21,15 @@ pub struct HostConfig {
     /// `None` = all of the host's CPUs.
     pub cpus: Option<CpuSet>,
     pub memory: Memory,
+    /// `disk`, `tasks_max` and the IO keys of `[defaults]`.
+    pub limits: Limits,
     /// Where slot images live (machined's image directory).
     pub machines_dir: PathBuf,
     /// Where backups are kept.
     pub backup_dir: PathBuf,
+    /// What `build` makes new slots' roots with; `None` = auto (btrfs snapshots where the
+    /// machines dir is btrfs, else overlay where the kernel can, else a copy).
+    pub backend: Option<crate::Storage>,
     pub bridges: Vec<Bridge>,
     pub network: DefaultNetwork,
 }
@@ -51,8 +56,10 @@ impl Default for HostConfig {
             cpu_quota: CpuQuota::Auto,
             cpus: None,
             memory: DEFAULT_MEMORY,
+            limits: Limits::default(),
             machines_dir: "/var/lib/machines".into(),
             backup_dir: "/var/lib/slot-os/backups".into(),
+            backend: None,
             bridges: Vec::new(),
             network: DefaultNetwork::Nat {
                 address: DEFAULT_NAT_ADDRESS.parse().expect("valid default"),
@@ -148,8 +155,18 @@ impl HostConfig {
 
 pub const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
 pub const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
-pub const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
-pub const STORAGE_KEYS: &[&str] = &["machines", "backups"];
+pub const DEFAULT_KEYS: &[&str] = &[
+    "image",
+    "cpu_quota",
+    "cpus",
+    "memory",
+    "disk",
+    "tasks_max",
+    "io_weight",
+    "io_read_bandwidth_max",
+    "io_write_bandwidth_max",
+];
+pub const STORAGE_KEYS: &[&str] = &["machines", "backups", "backend"];
 pub const BRIDGE_KEYS: &[&str] = &[
     "number",
     "address",
@@ -195,6 +212,7 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         if let Some(m) = d.parsed("memory") {
             host.memory = m;
         }
+        host.limits = Limits::parse(&mut d);
     }
     if let Some(t) = storage {
         let mut s = Fields::new(t, file, "storage", STORAGE_KEYS, problems);
@@ -203,6 +221,12 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         }
         if let Some(p) = absolute_path(&mut s, "backups") {
             host.backup_dir = p;
+        }
+        if let Some(b) = s.string("backend") {
+            match crate::storage::parse_backend(&b) {
+                Ok(b) => host.backend = b,
+                Err(e) => s.problem("backend", e),
+            }
         }
     }
     if let Some(t) = network {

@@ -9,9 +9,10 @@ use crate::names::{
     check_name, check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name,
     MAX_BRIDGE_NUMBER, MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
 };
+use crate::storage::MAX_OVERLAY_NUMBER;
 use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Limits, Memory, Problem, Storage};
 
 /// A slot as configured; `None` means "the host default" so that a changed default
 /// reaches every slot that did not set its own value.
@@ -27,6 +28,9 @@ pub struct Slot {
     pub image: Option<String>,
     /// The base image it was built from (shown by `list`), recorded by `build`.
     pub base_image: Option<String>,
+    /// How its root is kept, recorded by `build` (or asked for before it): `None` is a
+    /// plain image directory (a btrfs subvolume or a directory, as the file system gives).
+    pub storage: Option<Storage>,
     pub autostart: bool,
     /// `true`: boot the slot's own init; `false`: run `command` as a single process.
     pub boot: bool,
@@ -34,6 +38,8 @@ pub struct Slot {
     pub cpu_quota: Option<CpuQuota>,
     pub cpus: Option<CpuSet>,
     pub memory: Option<Memory>,
+    /// `disk`, `tasks_max` and the IO keys as the file sets them.
+    pub limits: Limits,
     pub privileged: bool,
     pub environment: BTreeMap<String, String>,
     pub nics: Vec<Nic>,
@@ -49,6 +55,8 @@ pub struct Resources {
     /// `None` = all CPUs of the host.
     pub cpus: Option<CpuSet>,
     pub memory: Memory,
+    /// The file's limits completed by `[defaults]`.
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +97,22 @@ impl Slot {
         self.number
             .map_or_else(|| self.name.clone(), |n| n.to_string())
     }
+    pub fn is_overlay(&self) -> bool {
+        self.storage == Some(Storage::Overlay)
+    }
+    /// First host UID of the slot's user namespace when it is fixed by slot-os (an
+    /// unprivileged overlay slot: its layers are idmapped before nspawn starts); `None`
+    /// leaves it to nspawn (`pick`) or to no user namespace (privileged).
+    pub fn uid_base(&self) -> Option<u32> {
+        if !self.is_overlay() || self.privileged {
+            return None;
+        }
+        crate::storage::uid_base(self.number?)
+    }
+    /// The unit that mounts an overlay slot's root.
+    pub fn root_unit(&self) -> String {
+        crate::names::root_unit_name(&self.name)
+    }
     /// "7", or "-" for a slot without a number (for tables and messages).
     pub fn number_text(&self) -> String {
         self.number
@@ -100,12 +124,18 @@ pub const SLOT_KEYS: &[&str] = &[
     "number",
     "image",
     "base_image",
+    "storage",
     "autostart",
     "boot",
     "command",
     "cpu_quota",
     "cpus",
     "memory",
+    "disk",
+    "tasks_max",
+    "io_weight",
+    "io_read_bandwidth_max",
+    "io_write_bandwidth_max",
     "privileged",
     "environment",
     "nic",
@@ -179,7 +209,26 @@ pub fn parse_slot(
     };
     let cpus_all_or_unset = cpus.is_none();
     let memory = f.parsed("memory");
+    let limits = Limits::parse(&mut f);
     let privileged = f.boolean("privileged").unwrap_or(false);
+    let storage = f.parsed::<Storage>("storage");
+    if storage == Some(Storage::Overlay) && !privileged {
+        match number {
+            Some(n) if n > MAX_OVERLAY_NUMBER => f.problem(
+                "storage",
+                format!(
+                    "an overlay slot's user namespace range is derived from its number, and slot {n} has none left; overlay slots use numbers 0 to {MAX_OVERLAY_NUMBER} (or set privileged = true, which needs no range)"
+                ),
+            ),
+            None if !number_given => f.problem(
+                "storage",
+                format!(
+                    "an overlay slot needs `number = N` (0 to {MAX_OVERLAY_NUMBER}): its user namespace range is derived from it"
+                ),
+            ),
+            _ => {}
+        }
+    }
 
     let mut environment = BTreeMap::new();
     if let Some(t) = f.table("environment") {
@@ -280,19 +329,21 @@ pub fn parse_slot(
     }
 
     let cpus = if cpus_all_or_unset { None } else { cpus };
-    let resources = defaults.resources(cpu_quota, cpus.as_ref(), memory);
+    let resources = defaults.resources(cpu_quota, cpus.as_ref(), memory, limits);
     Slot {
         name: name.to_string(),
         number,
         file: file.to_path_buf(),
         image,
         base_image,
+        storage,
         autostart,
         boot,
         command,
         cpu_quota,
         cpus,
         memory,
+        limits,
         privileged,
         environment,
         nics,
@@ -360,6 +411,7 @@ impl Defaults<'_> {
         cpu_quota: Option<CpuQuota>,
         cpus: Option<&CpuSet>,
         memory: Option<Memory>,
+        limits: Limits,
     ) -> Resources {
         let quota = match cpu_quota.unwrap_or(self.host.cpu_quota) {
             CpuQuota::Auto => auto_cpu_quota(self.facts, self.nslots),
@@ -369,6 +421,7 @@ impl Defaults<'_> {
             cpu_quota: quota,
             cpus: cpus.cloned().or_else(|| self.host.cpus.clone()),
             memory: memory.unwrap_or(self.host.memory),
+            limits: limits.or(self.host.limits),
         }
     }
 }

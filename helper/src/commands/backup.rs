@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use slot_config::names::check_name;
-use slot_config::Slot;
+use slot_config::{Slot, Storage};
 
 use super::Ctx;
 use crate::config::targets;
@@ -31,6 +31,9 @@ use crate::storage::archive;
 use crate::storage::freeze;
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
+use crate::storage::layout::{self, Layout};
+use crate::storage::quota;
+use crate::storage::{layer, lower};
 use crate::sys::lock;
 use crate::sys::notify;
 
@@ -43,6 +46,13 @@ struct Meta {
     size: u64,
     sha256: Option<String>,
     freeze_ms: Option<f64>,
+    /// "overlay" for a backup of an overlay slot: it holds the upper directory only...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
+    /// ...which needs this base version (`IMAGE@N`) below it; the version is kept while
+    /// the backup exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lower: Option<String>,
 }
 
 const SNAP: &str = "snapshot";
@@ -164,10 +174,16 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
             "backup {full} exists; delete it first (slot-os backup-del {full})"
         )));
     }
-    let root = ctx.paths.under(&cfg.host.machines_dir).join(s.image_name());
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = Layout::of(&machines, &s);
+    let root = lay.capture_dir();
     if !root.is_dir() {
         bail!("{} has no image at {}", s.name, root.display());
     }
+    let lower = match &lay.layer {
+        Some(l) => Some(layer::pin(l)?.id()),
+        None => None,
+    };
     // Subvolumes have st_dev of their own, so "same file system" is only known by trying.
     let try_snapshot = image::is_subvolume(&root) && image::is_btrfs(&dir);
     let tmp = dir.join(format!(".tmp-{full}.{}", std::process::id()));
@@ -206,6 +222,8 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
         size,
         sha256: sha,
         freeze_ms: running.then_some(frozen_ms),
+        storage: lower.as_ref().map(|_| Storage::Overlay.to_string()),
+        lower,
     };
     write_private(
         &meta_path(&dir, &full),
@@ -330,6 +348,17 @@ pub fn del(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
     fs::remove_file(meta_path(&dir, name))?;
     image::remove_any(&data_path(&dir, name, &m.kind))?;
     println!("{name}: deleted");
+    if m.lower.is_some() {
+        let cfg = ctx.load();
+        let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+        let gone = layer::prune_versions(&machines, &dir);
+        if !gone.is_empty() {
+            println!(
+                "base versions no slot or backup uses any more, deleted: {}",
+                gone.join(", ")
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -339,11 +368,16 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
     let bus = Bus::system()?;
     crate::dbus::running::require_stopped(&bus, &s, "before restoring")?;
-    let machines = ctx.paths.under(&cfg.host.machines_dir);
-    let dest = machines.join(s.image_name());
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = Layout::of(&machines, &s);
     // Held until the new root is in place: nspawn cannot boot it meanwhile.
-    let _image = lock::ImageLock::images(&[&dest], "stop it before restoring")?;
+    let _image = lock::ImageLock::images(&[&lay.image], "stop it before restoring")?;
     crate::dbus::running::require_stopped(&bus, &s, "before restoring")?;
+    if lay.is_overlay() {
+        layer::settle_stopped(&bus, &machines, &s)?;
+        return restore_overlay(ctx, &cfg, &s, &lay, name);
+    }
+    let dest = lay.image.clone();
     let new = image::sibling(&dest, ".slot-os-new-");
     let _ = image::remove_any(&new);
     let dir = backup_dir(ctx);
@@ -366,6 +400,13 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
                 "no backup named {name:?} (see slot-os backup-list)"
             )));
         };
+        if m.storage.is_some() {
+            return Err(bad_input(format!(
+                "backup {name} is of an overlay slot (its upper directory on {}); {} is not an overlay slot; restore it into one",
+                m.lower.as_deref().unwrap_or("?"),
+                s.name
+            )));
+        }
         mark = Some(image::Restored {
             backup: m.name.clone(),
             created_unix: m.created_unix,
@@ -422,12 +463,139 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str) -> anyhow::Result<ExitCode> {
             s.name
         );
     }
+    // The new root joins the old one's project before the swap: the slot keeps its ID and
+    // its limit without a walk after it.
+    if let Err(e) = quota::adopt(&dest, &new) {
+        let _ = image::remove_any(&new);
+        return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
     image::swap_into_place(&new, &dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, &s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
     println!(
         "{}: restored from {name} in {:.2} s",
         s.name,
         t0.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An overlay slot's restore: a new layer beside its layer (the backup's upper on the
+/// version it was taken on, or for a reset an empty upper on the base's current version),
+/// its identity written through a private mount, then exchanged with the old layer in one
+/// rename. The caller holds the image lock and has unmounted the root.
+fn restore_overlay(
+    ctx: &Ctx,
+    cfg: &slot_config::Config,
+    s: &Slot,
+    lay: &Layout,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let stage = layout::stage_dir(&ctx.paths);
+    let Some(dest) = lay.layer.as_deref() else {
+        bail!("{} is not an overlay slot", s.name);
+    };
+    let t0 = Instant::now();
+    let reset = name == cfg.host.image || name == "slot-os";
+    let id = image::machine_id(&lay.capture_dir())
+        .map(Ok)
+        .unwrap_or_else(image::new_machine_id)?;
+    let unchanged = || format!("restoring {name}; {} is unchanged", s.name);
+    let mut mark = None;
+    let (v, data, sum) = if reset {
+        let base = s
+            .base_image
+            .clone()
+            .unwrap_or_else(|| cfg.host.image.clone());
+        let (v, _) = lower::current(&machines, &base).map_err(|e| bad_input(e.to_string()))?;
+        (v, None, None)
+    } else {
+        let dir = backup_dir(ctx);
+        let Some(m) = read_meta(&dir).into_iter().find(|m| m.name == name) else {
+            return Err(bad_input(format!(
+                "no backup named {name:?} (see slot-os backup-list)"
+            )));
+        };
+        let Some(v) = m.lower.as_deref().and_then(lower::Version::parse) else {
+            return Err(bad_input(format!(
+                "backup {name} holds a whole root, not an overlay slot's upper; {} is an overlay slot: restore it into a slot with storage \"copy\" or \"btrfs\"",
+                s.name
+            )));
+        };
+        if m.kind != TAR {
+            bail!(
+                "backup {name} is a {}, an overlay slot's backup is a tar",
+                m.kind
+            );
+        }
+        mark = Some(image::Restored {
+            backup: m.name.clone(),
+            created_unix: m.created_unix,
+        });
+        (v, Some(data_path(&dir, name, &m.kind)), m.sha256)
+    };
+    let keys = if reset { HostKeys::New } else { HostKeys::Keep };
+    let tmp = layer::prepare(
+        &machines,
+        lay.image_name.as_str(),
+        &v,
+        &stage,
+        |upper| {
+            let Some(data) = &data else { return Ok(()) };
+            match archive::untar_zstd(data, upper) {
+                Ok(got) if Some(&got) == sum.as_ref() => Ok(()),
+                Ok(got) => bail!(
+                    "backup {name} is corrupted: its SHA-256 is {got}, {} was recorded; refusing to restore",
+                    sum.as_deref().unwrap_or("none")
+                ),
+                Err(e) => Err(e),
+            }
+        },
+        |root| image::set_identity_in(root, &s.name, Some(&id), keys),
+    )
+    .with_context(unchanged)?;
+    // The mark sits on the layer directory (host-only; the slot cannot forge it), as does
+    // the quota's project (see `layout::own_data_dir`).
+    let marked = match &mark {
+        Some(r) => image::mark_restored(&tmp, r),
+        None => image::clear_restored(&tmp),
+    };
+    if let Err(e) = marked {
+        eprintln!(
+            "slot-os: warning: {e:#}; `info` will not say which backup {} was restored from",
+            s.name
+        );
+    }
+    if let Err(e) = quota::adopt(dest, &tmp) {
+        let _ = image::remove_any(&tmp);
+        return Err(e.context(unchanged()));
+    }
+    image::swap_into_place(&tmp, dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
+    println!(
+        "{}: restored from {name} in {:.2} s (overlay on {v})",
+        s.name,
+        t0.elapsed().as_secs_f64()
+    );
+    let gone = layer::prune_versions(&machines, &backup_dir(ctx));
+    if !gone.is_empty() {
+        println!(
+            "base versions no slot or backup uses any more, deleted: {}",
+            gone.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

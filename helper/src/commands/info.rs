@@ -5,11 +5,13 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
-use super::Ctx;
+use super::{disk_text, human, Ctx};
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::storage::image;
+use crate::storage::layout;
+use crate::storage::quota;
 
 #[derive(Debug, Default, serde::Serialize)]
 struct Usage {
@@ -95,21 +97,6 @@ fn usage(leader: u32, unit: &str) -> Usage {
     u
 }
 
-fn human(b: u64) -> String {
-    let units = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", units[i])
-    }
-}
-
 pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, slot)?;
@@ -136,7 +123,13 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         .map(|m| m.timestamp_usec)
         .filter(|t| *t > 0);
     let image = s.image_name().to_string();
-    let restored = image::restored_from(&ctx.paths.under(&cfg.host.machines_dir).join(&image));
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let storage = layout::describe(&machines, s);
+    let lay = layout::Layout::of(&machines, s);
+    let disk = quota::usage(&quota::slot_dir(&machines, s));
+    let l = &s.resources.limits;
+    // An overlay slot's mark is on its layer directory, where a restore exchanges it.
+    let restored = image::restored_from(lay.restore_target());
     if json {
         let v = serde_json::json!({
             "name": s.name,
@@ -150,10 +143,21 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             "addresses": addresses,
             "image": image,
             "base_image": s.base_image,
+            "storage": storage.storage.map(|x| x.as_str()),
+            "storage_recorded": storage.recorded,
+            "base_version": storage.base_version,
+            "upper": lay.layer.as_ref().map(|_| lay.capture_dir()),
+            "uid_base": s.uid_base(),
             "since_usec": since_usec,
             "cpu_quota": s.resources.cpu_quota,
             "cpus": s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string(),
             "memory_max": s.resources.memory.0,
+            "tasks_max": l.tasks_max.map(|t| t.to_string()),
+            "io_weight": l.io_weight,
+            "io_read_bandwidth_max": l.io_read_bandwidth_max.and_then(|b| b.0.bytes()),
+            "io_write_bandwidth_max": l.io_write_bandwidth_max.and_then(|b| b.0.bytes()),
+            "disk_limit": l.disk_bytes(),
+            "disk_usage": disk,
             "usage": u,
             "restored_from": restored,
         });
@@ -190,6 +194,24 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             .map(|b| format!(" (from {b})"))
             .unwrap_or_default()
     );
+    let detail = match (&storage.base_version, s.uid_base()) {
+        (Some(v), Some(b)) => format!(
+            " on {v}, upper {}, user namespace {b}..{}",
+            lay.capture_dir().display(),
+            b + slot_config::storage::UID_RANGE - 1
+        ),
+        (Some(v), None) => format!(" on {v}, upper {}", lay.capture_dir().display()),
+        _ => String::new(),
+    };
+    println!(
+        "    Storage: {}{detail}{}",
+        storage.text(),
+        if storage.recorded || storage.storage.is_none() {
+            ""
+        } else {
+            " (as found on disk)"
+        }
+    );
     println!(
         "  Addresses: {}",
         if addresses.is_empty() {
@@ -203,6 +225,32 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         s.resources.cpu_quota,
         s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus),
         s.resources.memory
+    );
+    let mut more = Vec::new();
+    if let Some(t) = l.tasks_max {
+        more.push(format!("tasks max {t}"));
+    }
+    if let Some(w) = l.io_weight {
+        more.push(format!("IO weight {w}"));
+    }
+    if let Some(b) = l.io_read_bandwidth_max {
+        more.push(format!("read {b}/s"));
+    }
+    if let Some(b) = l.io_write_bandwidth_max {
+        more.push(format!("write {b}/s"));
+    }
+    if !more.is_empty() {
+        println!("             {}", more.join(", "));
+    }
+    println!(
+        "       Disk: {} (used/limit){}",
+        disk_text(disk),
+        match (l.disk, disk) {
+            (Some(d), None) if d.0.bytes().is_some() => {
+                format!("; configured {d}, not applied yet")
+            }
+            _ => String::new(),
+        }
     );
     if let Some(r) = &restored {
         println!("   Restored: from {}", r.backup);

@@ -137,6 +137,22 @@ pub fn run(
         .map(|(u, _)| u.clone())
         .collect();
     if action == Action::Start {
+        // A disk limit the file system cannot hold: refused before any slot starts (the
+        // unit's disk-apply would fail each start anyway, with less to say).
+        let machines = ctx.paths.under(&cfg.host.machines_dir);
+        let refused: Vec<String> = slots
+            .iter()
+            .zip(&plans)
+            .filter(|(_, p)| **p == Plan::Act)
+            .filter_map(|(s, _)| {
+                crate::storage::quota::check_slot(&machines, s)
+                    .err()
+                    .map(|e| format!("{}: {e}", s.name))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(crate::error::bad_input(refused.join("\n")));
+        }
         warn_limits(&bus, &cfg, &todo);
     }
     // -j 0: every job at once (systemd queues them all itself).
@@ -152,6 +168,21 @@ pub fn run(
         Action::Resume => bus.thaw_units(&todo),
     }
     .into_iter();
+    if action == Action::Stop {
+        // An overlay slot's root unit stops by itself once its slot is stopped
+        // (StopWhenUnneeded=yes), but after the slot's stop job: waited for here, so that
+        // when `stop` returns the root is unmounted and its layer may be changed.
+        let roots: Vec<String> = slots
+            .iter()
+            .filter(|s| s.is_overlay())
+            .map(|s| s.root_unit())
+            .collect();
+        for (u, r) in roots.iter().zip(bus.stop_units(&roots)) {
+            if let Err(e) = r {
+                eprintln!("slot-os: warning: stopping {u}: {e:#}");
+            }
+        }
+    }
 
     let mut failed = 0;
     let mut out = String::new();

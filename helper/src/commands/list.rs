@@ -2,7 +2,7 @@
 //! order, from the config and from what systemd and machined report:
 //!
 //! ```text
-//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  172.17.0.2
+//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  overlay  172.17.0.2
 //! ```
 //!
 //! It has to be fast (it is typed in a loop, and `-c` redraws every second): one bus
@@ -22,15 +22,20 @@ use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::layout::{self, Described};
+use crate::storage::quota;
 
 struct Row<'a> {
     slot: &'a Slot,
+    storage: Described,
     state: &'static str,
     active_state: String,
     sub_state: String,
     freezer_state: String,
     leader: Option<u32>,
     addresses: Vec<String>,
+    /// What the slot's disk quota reports, where one tracks its directory.
+    disk: Option<quota::Usage>,
 }
 
 /// Addresses worth showing: not link-local (fe80::/10, 169.254/16), not loopback.
@@ -41,7 +46,7 @@ fn shown(ip: &IpAddr) -> bool {
     }
 }
 
-fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
+fn gather<'a>(bus: &Bus, machines: &Path, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
     let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
     let o = bus.slots_overview(&units, &names)?;
@@ -53,6 +58,7 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
         };
         rows.push(Row {
             slot: s,
+            storage: layout::describe(machines, s),
             state: running::state_name(&a, &f),
             active_state: a,
             sub_state: sub,
@@ -63,6 +69,7 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
                 .filter(|ip| shown(ip))
                 .map(|ip| ip.to_string())
                 .collect(),
+            disk: quota::usage(&quota::slot_dir(machines, s)),
         });
     }
     Ok(rows)
@@ -80,8 +87,11 @@ fn image(s: &Slot) -> &str {
     s.base_image.as_deref().unwrap_or(s.image_name())
 }
 
+/// Fulcon's columns; with a DISK column (used/limit) after the memory when a quota
+/// tracks any of the slots.
 fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
-    let cols: Vec<[String; 4]> = rows
+    let with_disk = rows.iter().any(|r| r.disk.is_some());
+    let cols: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             let s = r.slot;
@@ -90,24 +100,32 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
                 cpus_text(ctx, s),
                 s.resources.memory.to_string(),
                 image(s).to_string(),
+                if with_disk {
+                    format!("  {}", super::disk_text(r.disk))
+                } else {
+                    String::new()
+                },
+                r.storage.text().to_string(),
             ]
         })
         .collect();
     let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
-    let (wn, wc, wm, wi) = (w(0), w(1), w(2), w(3));
+    let (wn, wc, wm, wi, wd, ws) = (w(0), w(1), w(2), w(3), w(4), w(5));
     let mut out = String::new();
     for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
         let line = format!(
-            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {}",
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}{:<wd$}  {}  {:<wi$}  {:<ws$}  {}",
             s.number_text(),
             r.state,
             c[0],
             s.resources.cpu_quota,
             c[1],
             c[2],
+            c[4],
             if s.autostart { "A" } else { "-" },
             c[3],
+            c[5],
             r.addresses.join(" "),
         );
         out.push_str(line.trim_end());
@@ -123,7 +141,7 @@ fn settings_json(cfg: &Config, machines: &Path, s: &Slot) -> serde_json::Value {
     serde_json::json!({
         "cpu_quota_setting": s.cpu_quota.unwrap_or(cfg.host.cpu_quota).to_string(),
         "cpus_setting": s.resources.cpus.as_ref().map_or("all".to_string(), |c| c.to_string()),
-        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok(),
+        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok() || layout::Layout::of(machines, s).exists(),
         "nics": s.nics.iter().map(|n| serde_json::json!({
             "number": n.number,
             "bridge": n.bridge,
@@ -148,12 +166,17 @@ fn to_json(ctx: &Ctx, cfg: &Config, rows: &[Row<'_>]) -> serde_json::Value {
                     "memory_text": s.resources.memory.to_string(),
                     "autostart": s.autostart,
                     "image": image(s),
+                    "storage": r.storage.storage.map(|x| x.as_str()),
+                    "storage_recorded": r.storage.recorded,
+                    "base_version": r.storage.base_version,
                     "addresses": r.addresses,
                     "leader": r.leader,
                     "unit": s.unit(),
                     "active_state": r.active_state,
                     "sub_state": r.sub_state,
                     "freezer_state": r.freezer_state,
+                    // {used, limit} in bytes from the slot's quota; null where none tracks it
+                    "disk": r.disk,
                 });
                 if let (Some(o), serde_json::Value::Object(extra)) =
                     (v.as_object_mut(), settings_json(cfg, &machines, s))
@@ -187,7 +210,8 @@ pub fn run(
             Some(b) => b,
             None => bus.insert(Bus::system()?),
         };
-        let rows = gather(bus, &slots)?;
+        let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+        let rows = gather(bus, &machines, &slots)?;
         let text = if json {
             format!("{}\n", to_json(ctx, &cfg, &rows))
         } else {

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod netns;
 pub mod notify;
 pub mod nsexec;
+pub mod overlay;
 
 use std::fs;
 use std::io::Write;
