@@ -175,7 +175,7 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             Some(Storage::Overlay) => {
                 println!("would make {image} an overlay root on a version of image {base}")
             }
-            Some(st) => println!("would clone image {base} as {image} ({st})"),
+            Some(_) => println!("would clone image {base} as {image}"),
             None => {}
         }
         return Ok(ExitCode::SUCCESS);
