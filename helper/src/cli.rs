@@ -63,6 +63,11 @@ pub enum Command {
     UpdateDeploy(update::DeployArgs),
     /// Show one slot: state, leader PID, addresses, CPU time, memory, traffic, image, since.
     Info(info::Args),
+    /// Running slots' CPU, memory, I/O and network use, refreshed in place (q quits).
+    Top(top::Args),
+    /// Every slot's state and counters as OpenMetrics text (node_exporter's textfile
+    /// collector; slot-os-metrics.timer writes it).
+    Metrics(metrics::Args),
     /// Run a command in a slot and return its exit code: `exec NAME -- CMD...`.
     Exec(exec::Args),
     /// Rename a stopped slot (config, image and units).
@@ -182,6 +187,8 @@ impl Command {
             Command::UpdateProg(a) => a.exec(ctx),
             Command::UpdateDeploy(a) => a.exec(ctx),
             Command::Info(a) => a.exec(ctx),
+            Command::Top(a) => a.exec(ctx),
+            Command::Metrics(a) => a.exec(ctx),
             Command::Exec(a) => a.exec(ctx),
             Command::Rename(a) => a.exec(ctx),
             Command::Rebase(a) => a.exec(ctx),

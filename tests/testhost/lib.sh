@@ -183,21 +183,24 @@ th_ensure_packages() {
     th__ensured=1
 }
 
-# Every test host and slot on this machine shares its kernel, and their inotify instances are
-# all charged to root (issue 11: Debian's 128 lets 16 slots boot, the rest time out). With
-# several hosts at once (SLOT_OS_E2E_JOBS, other suites) 128 runs out: starts time out with
-# nothing in the slot's journal. The machine running the tests gets 1024 (what the package
-# ships for a real host), never less than it has.
-TH_MIN_INOTIFY_INSTANCES=1024
+# Every test host and slot on this machine shares its kernel, and their inotify instances and
+# watches are all charged to root (issue 11: Debian's 128 instances let 16 slots boot, the
+# rest time out). With several hosts at once (SLOT_OS_E2E_JOBS, other suites) and scenarios
+# that boot 80 slots (76-scale), the machine running the tests gets what the package ships
+# for a real host (conf/sysctl.d/60-slot-os.conf), never less than it has.
 th__ensure_limits() {
-    local f=/proc/sys/fs/inotify/max_user_instances cur
-    cur=$(cat "$f" 2>/dev/null) || return 0
-    ((cur >= TH_MIN_INOTIFY_INSTANCES)) && return 0
-    if printf '%s\n' "$TH_MIN_INOTIFY_INSTANCES" >"$f" 2>/dev/null; then
-        th_note "fs.inotify.max_user_instances: $cur -> $TH_MIN_INOTIFY_INSTANCES on this machine (test hosts and slots share it)"
-    else
-        th_note "fs.inotify.max_user_instances is $cur and cannot be raised: many slots at once will time out"
-    fi
+    local key f want cur
+    for key in max_user_instances max_user_watches; do
+        f=/proc/sys/fs/inotify/$key
+        want=$(sed -n "s/^fs\.inotify\.$key *= *//p" "$TH_REPO/conf/sysctl.d/60-slot-os.conf")
+        cur=$(cat "$f" 2>/dev/null) || continue
+        [[ -n "$want" ]] && ((cur < want)) || continue
+        if printf '%s\n' "$want" >"$f" 2>/dev/null; then
+            th_note "fs.inotify.$key: $cur -> $want on this machine (test hosts and slots share it)"
+        else
+            th_note "fs.inotify.$key is $cur and cannot be raised: many slots at once will time out"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------------------------

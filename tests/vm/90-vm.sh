@@ -305,6 +305,45 @@ test_suspend_stops_the_slots_clock() {
     assert_contains "$out" "resumed " "the counter advances again after resume" || return 1
 }
 
+# `slot-os metrics` on a host whose cgroups count everything: its CPU, memory and I/O of the
+# slot against the cgroup's own files and systemd-cgtop's figures, read around it.
+test_metrics_match_the_cgroup_files_and_cgtop() {
+    local out
+    # disk I/O past the page cache, so io.stat's bytes move by a known amount
+    out=$(vm_sh -t 200 "$(in_slot vm-io 'dd if=/dev/zero of=/var/tmp/vm-io bs=1M count=16 oflag=direct status=none && dd if=/var/tmp/vm-io of=/dev/null bs=1M iflag=direct status=none && rm /var/tmp/vm-io && echo io-done')") ||
+        { t_fail "I/O in the slot: $out"; return 1; }
+    out=$(vm_sh -t 120 '
+        cg=$(systemctl show -P ControlGroup systemd-nspawn@slot00.service); d=/sys/fs/cgroup$cg
+        io() { awk "{ for (i = 2; i <= NF; i++) { split(\$i, kv, \"=\"); if (kv[1] == \"rbytes\") r += kv[2]; if (kv[1] == \"wbytes\") w += kv[2] } } END { print r + 0, w + 0 }" "$d/io.stat"; }
+        files() { echo "$(awk "\$1 == \"usage_usec\" { print \$2 }" "$d/cpu.stat") $(cat "$d/memory.current") $(io)"; }
+        echo "before $(files)"
+        echo "cgtop $(systemd-cgtop -b -r -n 1 --cpu=time "$cg" | awk -v cg="$cg" "\$1 == cg { print \$3, \$4 }")"
+        slot-os metrics | awk "/slot=\"slot00\"/ && !/state=/ { sub(/\{.*\}/, \"\", \$1); print \$1, \$2 }"
+        echo "after $(files)"')
+    printf '%s\n' "$out"
+    local b_cpu b_mem b_r b_w a_cpu a_mem a_r a_w t_cpu t_mem m_cpu m_mem m_r m_w
+    read -r _ b_cpu b_mem b_r b_w < <(grep '^before ' <<<"$out")
+    read -r _ a_cpu a_mem a_r a_w < <(grep '^after ' <<<"$out")
+    read -r _ t_cpu t_mem < <(grep '^cgtop ' <<<"$out")
+    m_cpu=$(awk '$1 == "slot_os_cpu_seconds_total" { printf "%d", $2 * 1000000 }' <<<"$out")
+    m_mem=$(awk '$1 == "slot_os_memory_bytes" { print $2 }' <<<"$out")
+    m_r=$(awk '$1 == "slot_os_io_read_bytes_total" { print $2 }' <<<"$out")
+    m_w=$(awk '$1 == "slot_os_io_write_bytes_total" { print $2 }' <<<"$out")
+    [[ -n "$b_cpu" && -n "$a_cpu" && -n "$t_cpu" && -n "$m_cpu" && -n "$m_mem" && -n "$m_r" && -n "$m_w" ]] ||
+        { t_fail "missing figures"; return 1; }
+    # Counters: between the cgroup's before and after, and past cgtop's (raw CPU time in
+    # microseconds, read just before).
+    ((b_cpu <= t_cpu && t_cpu <= m_cpu + 1 && m_cpu <= a_cpu)) ||
+        { t_fail "CPU: cpu.stat $b_cpu us, cgtop $t_cpu us, metrics $m_cpu us, cpu.stat $a_cpu us"; return 1; }
+    ((b_r <= m_r && m_r <= a_r && b_w <= m_w && m_w <= a_w)) ||
+        { t_fail "I/O: read $b_r <= $m_r <= $a_r, written $b_w <= $m_w <= $a_w"; return 1; }
+    ((m_w >= 16 * 1024 * 1024 && m_r >= 16 * 1024 * 1024)) || { t_fail "the 16 MiB written and read are not in io.stat's bytes ($m_r, $m_w)"; return 1; }
+    # A gauge: within 10% of memory.current around it, and of cgtop's figure.
+    local lo=$((b_mem < a_mem ? b_mem : a_mem)) hi=$((b_mem > a_mem ? b_mem : a_mem))
+    ((m_mem * 10 >= lo * 9 && m_mem * 10 <= hi * 11)) || { t_fail "memory: metrics $m_mem, memory.current $b_mem .. $a_mem"; return 1; }
+    ((m_mem * 10 >= t_mem * 9 && m_mem * 10 <= t_mem * 11)) || { t_fail "memory: metrics $m_mem, systemd-cgtop $t_mem"; return 1; }
+}
+
 # What the slot's quota reports, in MiB (resource --json, read here: the VM has no jq).
 vm_disk_used_mib() {
     vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.used / 1048576 | floor'

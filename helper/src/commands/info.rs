@@ -22,14 +22,34 @@ struct Usage {
     tx_bytes: u64,
 }
 
-/// CPU time and memory of every process in the slot's PID namespace, and the traffic of
-/// its interfaces (except lo). Read from /proc so it works whatever the cgroup setup
-/// (systemd's own counters need controllers a cgroup-v1 host does not delegate).
-fn usage(leader: u32) -> Usage {
-    let mut u = Usage::default();
+/// The PIDs of the slot's processes: those in its unit's `payload` cgroup, or (no such
+/// cgroup found) every process in the leader's PID namespace, found by looking at all of
+/// /proc (which costs a look at each of the host's processes: ~1400 with 200 slots).
+fn slot_pids(leader: u32, unit: &str) -> Vec<String> {
+    if let Some(pids) = crate::sys::cgroup::payload_pids(leader, unit) {
+        return pids.iter().map(u32::to_string).collect();
+    }
     let Ok(ns) = fs::metadata(format!("/proc/{leader}/ns/pid")) else {
-        return u;
+        return Vec::new();
     };
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+        })
+        .collect()
+}
+
+/// CPU time and memory of every process of the slot, and the traffic of its interfaces
+/// (except lo). Read from /proc so it works whatever the cgroup setup (systemd's own
+/// counters need controllers a cgroup-v1 host does not delegate).
+fn usage(leader: u32, unit: &str) -> Usage {
+    let mut u = Usage::default();
     let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -38,19 +58,7 @@ fn usage(leader: u32) -> Usage {
         .ok()
         .flatten()
         .unwrap_or(4096) as u64;
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let same = fs::metadata(format!("/proc/{pid}/ns/pid"))
-            .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
-        if !same {
-            continue;
-        }
+    for pid in slot_pids(leader, unit) {
         u.processes += 1;
         if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
             // Fields after the command name, which may itself contain spaces.
@@ -94,7 +102,10 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
     let s = targets::resolve_one(&cfg, slot)?;
     let bus = Bus::system()?;
     let st = bus.unit_status(&s.unit())?;
-    let machine = bus.list_machines()?.into_iter().find(|m| m.name == s.name);
+    let machine = bus
+        .machines_named(std::slice::from_ref(&s.name))?
+        .into_iter()
+        .find(|m| m.name == s.name);
     let leader = machine.as_ref().map(|m| m.leader).filter(|l| *l > 0);
     let addresses: Vec<String> = match leader {
         Some(_) => bus
@@ -105,7 +116,7 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             .collect(),
         None => Vec::new(),
     };
-    let u = leader.map(usage).unwrap_or_default();
+    let u = leader.map(|l| usage(l, &s.unit())).unwrap_or_default();
     let state = running::state_name(&st.active_state, &st.freezer_state);
     let since_usec = machine
         .as_ref()

@@ -20,6 +20,7 @@ pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
+pub mod metrics;
 pub mod net;
 pub mod net_info;
 pub mod rebase;
@@ -28,6 +29,7 @@ pub mod rename;
 pub mod render;
 pub mod resource;
 pub mod root;
+pub mod top;
 pub mod update;
 
 pub use crate::config::Ctx;
