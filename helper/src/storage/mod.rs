@@ -3,6 +3,7 @@
 //! running slot while its root is captured.
 
 pub mod archive;
+pub mod capture;
 pub mod freeze;
 pub mod hostkeys;
 pub mod image;
