@@ -18,7 +18,7 @@ pub mod values;
 
 pub use error::{ConfigError, Problem};
 pub use facts::HostFacts;
-pub use host::{Bridge, BridgeBackend, DefaultNetwork, HostConfig};
+pub use host::{BackupConfig, BackupEngine, Bridge, BridgeBackend, DefaultNetwork, HostConfig};
 pub use load::{load_dir, Config};
 pub use paths::Paths;
 pub use slot::{Bind, Nic, Resources, Slot};
