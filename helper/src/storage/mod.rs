@@ -3,11 +3,15 @@
 //! running slot while its root is captured.
 
 pub mod archive;
+pub mod backups;
 pub mod capture;
 pub mod freeze;
+pub mod holes;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod layout;
+pub mod restic;
 pub mod stream;
 pub mod tarcheck;
 pub mod unpack;

@@ -96,17 +96,17 @@ pub struct Copied {
     pub sparse: bool,
 }
 
-fn ts(s: i64, ns: u64) -> Timespec {
+fn ts(s: i64, ns: impl TryInto<i64>) -> Timespec {
     Timespec {
         tv_sec: s,
-        tv_nsec: ns as _,
+        tv_nsec: ns.try_into().unwrap_or(0) as _,
     }
 }
 
 fn times(st: &Stat) -> Timestamps {
     Timestamps {
-        last_access: ts(st.st_atime, st.st_atime_nsec as u64),
-        last_modification: ts(st.st_mtime, st.st_mtime_nsec as u64),
+        last_access: ts(st.st_atime, st.st_atime_nsec),
+        last_modification: ts(st.st_mtime, st.st_mtime_nsec),
     }
 }
 
