@@ -365,6 +365,7 @@ fn all_entries(ctx: &Ctx, cfg: &Config, dir: &Path, offsite: bool) -> anyhow::Re
     if use_restic {
         let r = repo(ctx, cfg, offsite, false)?;
         let snaps = r.snapshots().map_err(anyhow::Error::new)?;
+        backups::drop_stale_meta(dir, &snaps, offsite);
         out.extend(backups::restic_entries(dir, &snaps, offsite));
     }
     Ok(out)

@@ -206,9 +206,9 @@ pub fn restic_entries(dir: &Path, snaps: &[Snapshot], offsite: bool) -> Vec<Meta
         .iter()
         .filter_map(|s| {
             let name = s.tag("name")?.to_string();
-            let known = metas.iter().find(|m| {
-                m.kind == RESTIC && m.offsite == offsite && m.snapshot.as_deref() == Some(&s.id)
-            });
+            let known = metas
+                .iter()
+                .find(|m| m.kind == RESTIC && m.offsite == offsite && same_snapshot(m, s));
             Some(Meta {
                 slot: s.tag("slot").unwrap_or("").to_string(),
                 kind: RESTIC.into(),
@@ -229,14 +229,19 @@ pub fn restic_entries(dir: &Path, snaps: &[Snapshot], offsite: bool) -> Vec<Meta
     out
 }
 
+/// restic's backup summary names the snapshot by its short ID (0.14), `snapshots` by
+/// the whole one.
+fn same_snapshot(m: &Meta, s: &Snapshot) -> bool {
+    m.snapshot
+        .as_deref()
+        .is_some_and(|id| id.len() >= 8 && s.id.starts_with(id))
+}
+
 /// Drops `NAME.json` files of restic backups whose snapshot is gone (forgotten by another
 /// host sharing the repository, or a run killed between forget and this removal).
 pub fn drop_stale_meta(dir: &Path, snaps: &[Snapshot], offsite: bool) {
     for m in read_meta(dir) {
-        if m.kind == RESTIC
-            && m.offsite == offsite
-            && !snaps.iter().any(|s| Some(&s.id) == m.snapshot.as_ref())
-        {
+        if m.kind == RESTIC && m.offsite == offsite && !snaps.iter().any(|s| same_snapshot(&m, s)) {
             let _ = fs::remove_file(meta_path(dir, &m.name, offsite));
         }
     }

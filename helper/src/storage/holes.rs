@@ -49,7 +49,20 @@ pub fn dig(root: &Path, files: &[PathBuf]) -> std::io::Result<usize> {
             }
             off += n as u64;
         }
-        // Punching changed no time stamp the slot sees but ctime; mtime stays as restored.
+        // Punching a hole sets mtime: put back the one restored.
+        rustix::fs::futimens(
+            &f,
+            &rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            },
+        )?;
         done += 1;
     }
     Ok(done)
@@ -68,10 +81,16 @@ mod tests {
         std::fs::create_dir(d.path().join("sub")).unwrap();
         std::fs::write(d.path().join("sub/f"), &data).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("link")).unwrap();
+        let before = std::fs::metadata(d.path().join("sub/f")).unwrap();
         let n = super::dig(d.path(), &["sub/f".into(), "link".into(), "missing".into()]).unwrap();
         assert_eq!(n, 1);
         assert_eq!(std::fs::read(d.path().join("sub/f")).unwrap(), data);
         let m = std::fs::metadata(d.path().join("sub/f")).unwrap();
         assert!(m.blocks() * 512 <= 256 << 10, "{} blocks", m.blocks());
+        assert_eq!(
+            (m.mtime(), m.mtime_nsec()),
+            (before.mtime(), before.mtime_nsec()),
+            "mtime kept"
+        );
     }
 }
