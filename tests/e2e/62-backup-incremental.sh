@@ -38,7 +38,9 @@ scenario_teardown() {
 }
 
 # slot-manifest DIR [EXCLUDE...]: one line per entry (path, type, mode, owner, size, mtime,
-# xattrs, symlink target, device, hard-link group, sha256, sparse), sorted.
+# xattrs, symlink target, device, hard-link group, sha256), sorted. Holes are checked apart:
+# restic >= 0.15 (Debian 13) restores runs of zeros of any file as holes, which changes no
+# byte.
 install_manifest() {
   cat > "$(th_root "$1")$MAN" <<'EOF'
 #!/usr/bin/python3
@@ -62,7 +64,7 @@ for d, dirs, files in os.walk(top):
             with open(p, "rb") as f:
                 for b in iter(lambda: f.read(1 << 20), b""):
                     h.update(b)
-            line += [str(st.st_size), str(st.st_mtime_ns), h.hexdigest(), "sparse" if st.st_blocks * 512 < st.st_size else "dense"]
+            line += [str(st.st_size), str(st.st_mtime_ns), h.hexdigest()]
             if st.st_nlink > 1:
                 line.append("group=" + groups.setdefault(st.st_ino, rel))
         elif stat.S_ISLNK(st.st_mode):
@@ -165,7 +167,9 @@ test_every_backup_restores_byte_identical() {
   echo "    $out"
   after=$(manifest "$H")
   [[ "$before" == "$after" ]] || { t_fail "restored tree differs: $(diff <(echo "$before") <(echo "$after") | head -20)"; return 1; }
-  grep '^srv/kinds/sparse ' <<<"$after" | grep -q ' sparse' || { t_fail "sparse file not sparse after restore: $(grep '^srv/kinds/sparse ' <<<"$after")"; return 1; }
+  local kb
+  kb=$(th_sh "$H" 'du -k /var/lib/machines/slot00/srv/kinds/sparse | cut -f1')
+  [[ "$kb" -lt 1024 ]] || { t_fail "a 256 MB sparse file takes ${kb} KB after restore"; return 1; }
   # A backup of the running slot restores to a slot that boots, with that backup's data.
   out=$(sos backup-restore 0 slot00.ten 2>&1) || { t_fail "restore ten: $out"; return 1; }
   assert_ok sos start 0 || return 1
