@@ -38,8 +38,10 @@ timed() { # KEY CMD
     shift
     echo "$key $(th_run "$H" bash -c '
         s=$EPOCHREALTIME
-        /usr/bin/time -f "%U %S" -o /tmp/cpu bash -c "$1" >/tmp/out 2>&1 || { echo FAILED >&2; cat /tmp/out >&2; }
+        TIMEFORMAT="%U %S"
+        { time { bash -c "$1" >/tmp/out 2>&1; echo $? >/tmp/rc; }; } 2>/tmp/cpu
         e=$EPOCHREALTIME
+        [ "$(cat /tmp/rc)" = 0 ] || { echo FAILED >&2; cat /tmp/out >&2; }
         read -r u y </tmp/cpu
         echo $(( ${e/./} - ${s/./} )) $(awk -v u="$u" -v y="$y" "BEGIN { printf \"%d\", (u + y) * 1e6 }")' _ "$*")"
 }

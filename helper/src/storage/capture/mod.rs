@@ -149,6 +149,8 @@ pub fn capture<F: Freezer>(
     }
     report.catch_up_ms = ms(t);
 
+    // The slot's services wait for this walk: nothing else on the host should go first.
+    let boost = crate::sys::priority::Boost::raise();
     let guard = freezer.freeze()?;
     let t = Instant::now();
     let running = guard.is_some();
@@ -174,6 +176,7 @@ pub fn capture<F: Freezer>(
         .context("copying what changed, while the slot was frozen");
     let frozen_ms = ms(t);
     drop(guard);
+    drop(boost);
     root = frozen?;
     report.frozen_entries = w.changed;
     report.frozen_bytes = w.bytes;
