@@ -224,6 +224,20 @@ test_backup_del_frees_what_no_backup_needs() {
   assert_exit 2 sos backup 0 still || return 1
 }
 
+test_scheduled_backups_keep_n_in_the_repository() {
+  local u=slot-os-backup@slot00.service out i
+  th_sh "$H" "mkdir -p /run/systemd/system/$u.d && printf '[Service]\nEnvironment=SLOT_OS_BACKUP_KEEP=2\n' > /run/systemd/system/$u.d/keep.conf && systemctl daemon-reload" || return 1
+  for i in 1 2 3; do
+    assert_ok th_run "$H" systemctl start "$u" || { th_run "$H" journalctl -u "$u" --no-pager | tail; return 1; }
+  done
+  out=$(sos backup-list)
+  echo "$out"
+  assert_eq 2 "$(grep -c '^slot00\.auto-.* restic' <<<"$out")" "keeps 2 automatic backups" || return 1
+  assert_eq 2 "$(th_sh "$H" 'RESTIC_PASSWORD_FILE=/var/lib/slot-os/backup.key restic -r /var/lib/slot-os/backups/restic snapshots --no-cache --tag slot-os --json' | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if any(t.startswith("name=slot00.auto-") for t in s["tags"])))')" "the repository forgot the oldest" || return 1
+  assert_contains "$(th_run "$H" journalctl -u "$u" --no-pager)" "deleted (keeping 2)" "retention by forget --prune" || return 1
+  assert_contains "$out" "slot00.still" "other backups are not touched by retention" || return 1
+}
+
 test_old_tar_backups_still_restore() {
   th_sh "$H" 'printf "[backup]\nengine = \"tar\"\n" > /etc/slot-os/slot-os.toml' || return 1
   local out

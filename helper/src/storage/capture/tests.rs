@@ -238,8 +238,13 @@ fn the_stage_is_the_tree_with_links_xattrs_holes_and_special_files() {
     );
 }
 
-#[test]
-fn the_next_capture_copies_only_what_changed_and_repairs_a_damaged_stage() {
+/// A sample tree without its socket, captured once (settled: read after its clock tick).
+fn captured_once() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Stage,
+    super::Captured,
+) {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     sample_tree(&src);
@@ -247,6 +252,12 @@ fn the_next_capture_copies_only_what_changed_and_repairs_a_damaged_stage() {
     next_tick();
     let stage = Stage::new(t.path().join("stage"));
     let first = capture(&src, &stage, &mut still()).unwrap();
+    (t, src, stage, first)
+}
+
+#[test]
+fn the_next_capture_copies_only_what_changed_and_repairs_a_damaged_stage() {
+    let (_t, src, stage, first) = captured_once();
     assert!(first.report.copied_bytes >= 300_000);
     fs::write(src.join("etc/new"), vec![1u8; 10_000]).unwrap();
     fs::remove_file(src.join("etc/ssh/key")).unwrap();
@@ -273,12 +284,7 @@ fn the_next_capture_copies_only_what_changed_and_repairs_a_damaged_stage() {
 
 #[test]
 fn changes_made_while_copying_are_taken_in_the_frozen_pass() {
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    sample_tree(&src);
-    let _ = fs::remove_file(src.join("var/sock"));
-    let stage = Stage::new(t.path().join("stage"));
-    capture(&src, &stage, &mut still()).unwrap();
+    let (_t, src, stage, _) = captured_once();
     let s = src.clone();
     let mut f = Fake {
         before: move || {
@@ -316,13 +322,7 @@ fn changes_made_while_copying_are_taken_in_the_frozen_pass() {
 
 #[test]
 fn files_mapped_writable_are_copied_again_while_frozen() {
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    sample_tree(&src);
-    let _ = fs::remove_file(src.join("var/sock"));
-    next_tick();
-    let stage = Stage::new(t.path().join("stage"));
-    capture(&src, &stage, &mut still()).unwrap();
+    let (_t, src, stage, _) = captured_once();
     let m = fs::metadata(src.join("var/lib/db/data")).unwrap();
     let mut f = Fake {
         before: || {},
