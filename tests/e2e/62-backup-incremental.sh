@@ -238,6 +238,22 @@ test_scheduled_backups_keep_n_in_the_repository() {
   assert_contains "$out" "slot00.still" "other backups are not touched by retention" || return 1
 }
 
+test_lost_or_open_password_file_is_named_never_replaced() {
+  local out rc
+  th_sh "$H" 'mv /var/lib/slot-os/backup.key /root/key.saved' || return 1
+  out=$(sos backup 0 nokey 2>&1); rc=$?
+  echo "    $out"
+  assert_eq 1 "$rc" "backup without the repository's password file fails" || return 1
+  assert_contains "$out" "/var/lib/slot-os/backup.key: does not exist" "names the file" || return 1
+  assert_ok th_sh "$H" '! test -e /var/lib/slot-os/backup.key' || { t_fail "a new key was made beside an existing repository"; return 1; }
+  th_sh "$H" 'mv /root/key.saved /var/lib/slot-os/backup.key && chmod 644 /var/lib/slot-os/backup.key' || return 1
+  out=$(sos backup-list 2>&1); rc=$?
+  assert_eq 1 "$rc" "a key readable by others is refused" || return 1
+  assert_contains "$out" "mode 0644" "says why" || return 1
+  th_sh "$H" 'chmod 600 /var/lib/slot-os/backup.key' || return 1
+  assert_ok sos backup-list || return 1
+}
+
 test_old_tar_backups_still_restore() {
   th_sh "$H" 'printf "[backup]\nengine = \"tar\"\n" > /etc/slot-os/slot-os.toml' || return 1
   local out

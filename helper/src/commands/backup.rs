@@ -49,7 +49,10 @@ fn repo(ctx: &Ctx, cfg: &Config, offsite: bool, create_key: bool) -> anyhow::Res
     } else {
         backups::local_repo(cfg, &ctx.paths)
     };
-    restic::ensure_password_file(&r.password_file, create_key && !offsite).map_err(|e| {
+    // A new key only for a new repository: one made beside an existing repository would
+    // not open it (the password file was lost: say so instead).
+    let new_repo = !offsite && !Path::new(&r.location).join("config").exists();
+    restic::ensure_password_file(&r.password_file, create_key && new_repo).map_err(|e| {
         anyhow::Error::new(e).context(if offsite {
             "the off-site repository's password file"
         } else {
