@@ -31,6 +31,11 @@ pub enum Command {
     MakeBaseImage(make_base_image::Args),
     /// Divide the host into N slots (slot00..); `build 0` removes all slots.
     Build(build::Args),
+    /// Make one slot (config and its own image) without touching others: `create NAME`
+    /// or `create NUMBER`; what exists is kept.
+    Create(create::Args),
+    /// Remove one slot: stop it, delete its image and config (its backups stay).
+    Remove(remove::Args),
     /// List slots: number, state, name, CPU%, CPUs, memory, autostart, image, addresses.
     List(list::Args),
     /// Start slots (returns once each has booted).
@@ -43,7 +48,8 @@ pub enum Command {
     Resume(lifecycle::Targets),
     /// Start slots at boot (on) or not (off): `autostart on|off (all | NUMBER...)`.
     Autostart(autostart::Args),
-    /// Show (no option) or set the CPU%, CPU set and memory of slots, live and persisted.
+    /// Show (no option) or set the CPU%, CPU set, memory, disk, tasks and IO limits of slots,
+    /// live and persisted.
     Resource(resource::Args),
     /// A root shell in a running slot (no password needed; ^] three times to leave).
     Console(console::Args),
@@ -110,6 +116,10 @@ pub enum Command {
     /// unit before it starts).
     #[command(hide = true)]
     ZoneReady(net::ZoneReadyArgs),
+    /// Make a slot's directory hold the disk limit of its config, or lift one the config
+    /// no longer has (run by the slot's unit before every start).
+    #[command(hide = true)]
+    DiskApply(disk_apply::Args),
     /// Share a host NIC with the slots (enslave it to a bridge).
     NetNicAdd(bridge::NicAddArgs),
     /// Stop sharing a host NIC.
@@ -148,6 +158,8 @@ impl Command {
             Command::Render(a) => a.exec(ctx),
             Command::MakeBaseImage(a) => a.exec(ctx),
             Command::Build(a) => a.exec(ctx),
+            Command::Create(a) => a.exec(ctx),
+            Command::Remove(a) => a.exec(ctx),
             Command::List(a) => a.exec(ctx),
             Command::Start(t) => t.exec(ctx, Action::Start),
             Command::Stop(t) => t.exec(ctx, Action::Stop),
@@ -180,6 +192,7 @@ impl Command {
             Command::NetRelease(a) => a.exec(),
             Command::ThawLeftovers(a) => a.exec(ctx),
             Command::ZoneReady(a) => a.exec(),
+            Command::DiskApply(a) => a.exec(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),
             Command::Completions(a) => a.exec(Cli::command()),

@@ -7,7 +7,7 @@ use toml::Table;
 
 use crate::names::{bridge_ifname, check_name, vxlan_ifname, MAX_BRIDGE_NUMBER};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, Limits, Memory, Problem};
 
 /// Fulcon's defaults: CPU% = ncpu*100/slots, all CPUs, 512M.
 pub const DEFAULT_MEMORY: Memory = Memory(512 << 20);
@@ -21,6 +21,8 @@ pub struct HostConfig {
     /// `None` = all of the host's CPUs.
     pub cpus: Option<CpuSet>,
     pub memory: Memory,
+    /// `disk`, `tasks_max` and the IO keys of `[defaults]`.
+    pub limits: Limits,
     /// Where slot images live (machined's image directory).
     pub machines_dir: PathBuf,
     /// Where backups are kept.
@@ -98,6 +100,7 @@ impl Default for HostConfig {
             cpu_quota: CpuQuota::Auto,
             cpus: None,
             memory: DEFAULT_MEMORY,
+            limits: Limits::default(),
             machines_dir: "/var/lib/machines".into(),
             backup_dir: "/var/lib/slot-os/backups".into(),
             bridges: Vec::new(),
@@ -203,7 +206,17 @@ pub const BACKUP_KEYS: &[&str] = &[
     "offsite_env_file",
 ];
 pub const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
-pub const DEFAULT_KEYS: &[&str] = &["image", "cpu_quota", "cpus", "memory"];
+pub const DEFAULT_KEYS: &[&str] = &[
+    "image",
+    "cpu_quota",
+    "cpus",
+    "memory",
+    "disk",
+    "tasks_max",
+    "io_weight",
+    "io_read_bandwidth_max",
+    "io_write_bandwidth_max",
+];
 pub const STORAGE_KEYS: &[&str] = &["machines", "backups"];
 pub const BRIDGE_KEYS: &[&str] = &[
     "number",
@@ -254,6 +267,7 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         if let Some(m) = d.parsed("memory") {
             host.memory = m;
         }
+        host.limits = Limits::parse(&mut d);
     }
     if let Some(t) = storage {
         let mut s = Fields::new(t, file, "storage", STORAGE_KEYS, problems);

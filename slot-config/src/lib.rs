@@ -7,6 +7,7 @@ pub mod error;
 pub mod facts;
 pub mod host;
 pub mod keys;
+pub mod limits;
 pub mod load;
 pub mod names;
 pub mod paths;
@@ -19,10 +20,11 @@ pub mod values;
 pub use error::{ConfigError, Problem};
 pub use facts::HostFacts;
 pub use host::{BackupConfig, BackupEngine, Bridge, BridgeBackend, DefaultNetwork, HostConfig};
+pub use limits::Limits;
 pub use load::{load_dir, Config};
 pub use paths::Paths;
 pub use slot::{Bind, Nic, Resources, Slot};
-pub use values::{Cidr, CpuQuota, CpuSet, Memory};
+pub use values::{Bandwidth, Cidr, CpuQuota, CpuSet, Disk, Memory, SizeLimit, TasksMax};
 
 /// First line of every file slot-os writes; stale-file cleanup only ever removes files
 /// that carry it, so an admin's own files in the same directories are never touched.

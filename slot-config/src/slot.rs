@@ -11,7 +11,7 @@ use crate::names::{
 };
 use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Limits, Memory, Problem};
 
 /// A slot as configured; `None` means "the host default" so that a changed default
 /// reaches every slot that did not set its own value.
@@ -34,6 +34,8 @@ pub struct Slot {
     pub cpu_quota: Option<CpuQuota>,
     pub cpus: Option<CpuSet>,
     pub memory: Option<Memory>,
+    /// `disk`, `tasks_max` and the IO keys as the file sets them.
+    pub limits: Limits,
     pub privileged: bool,
     pub environment: BTreeMap<String, String>,
     pub nics: Vec<Nic>,
@@ -49,6 +51,8 @@ pub struct Resources {
     /// `None` = all CPUs of the host.
     pub cpus: Option<CpuSet>,
     pub memory: Memory,
+    /// The file's limits completed by `[defaults]`.
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +110,11 @@ pub const SLOT_KEYS: &[&str] = &[
     "cpu_quota",
     "cpus",
     "memory",
+    "disk",
+    "tasks_max",
+    "io_weight",
+    "io_read_bandwidth_max",
+    "io_write_bandwidth_max",
     "privileged",
     "environment",
     "nic",
@@ -179,6 +188,7 @@ pub fn parse_slot(
     };
     let cpus_all_or_unset = cpus.is_none();
     let memory = f.parsed("memory");
+    let limits = Limits::parse(&mut f);
     let privileged = f.boolean("privileged").unwrap_or(false);
 
     let mut environment = BTreeMap::new();
@@ -280,7 +290,7 @@ pub fn parse_slot(
     }
 
     let cpus = if cpus_all_or_unset { None } else { cpus };
-    let resources = defaults.resources(cpu_quota, cpus.as_ref(), memory);
+    let resources = defaults.resources(cpu_quota, cpus.as_ref(), memory, limits);
     Slot {
         name: name.to_string(),
         number,
@@ -293,6 +303,7 @@ pub fn parse_slot(
         cpu_quota,
         cpus,
         memory,
+        limits,
         privileged,
         environment,
         nics,
@@ -360,6 +371,7 @@ impl Defaults<'_> {
         cpu_quota: Option<CpuQuota>,
         cpus: Option<&CpuSet>,
         memory: Option<Memory>,
+        limits: Limits,
     ) -> Resources {
         let quota = match cpu_quota.unwrap_or(self.host.cpu_quota) {
             CpuQuota::Auto => auto_cpu_quota(self.facts, self.nslots),
@@ -369,6 +381,7 @@ impl Defaults<'_> {
             cpu_quota: quota,
             cpus: cpus.cloned().or_else(|| self.host.cpus.clone()),
             memory: memory.unwrap_or(self.host.memory),
+            limits: limits.or(self.host.limits),
         }
     }
 }

@@ -148,29 +148,39 @@ const UNITS: [(char, u64); 4] = [
 /// is OOM-killed during boot.
 pub const MIN_MEMORY: u64 = 16 << 20;
 
+/// Bytes of "512M", "2G", "10240" (K, M, G, T: powers of 1024; a trailing B is allowed);
+/// `None` if it is not such a size or overflows.
+fn size_bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let up = c.to_ascii_uppercase();
+            let m = UNITS.iter().find(|(u, _)| *u == up).map(|(_, m)| *m)?;
+            (&t[..t.len() - 1], m)
+        }
+        Some(_) => (t, 1),
+        None => return None,
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// `size` in the largest unit that states it exactly ("512M" stays "512M").
+fn fmt_size(f: &mut fmt::Formatter<'_>, size: u64) -> fmt::Result {
+    for (u, m) in UNITS {
+        if size >= m && size.is_multiple_of(m) {
+            return write!(f, "{}{}", size / m, u);
+        }
+    }
+    write!(f, "{size}")
+}
+
 impl FromStr for Memory {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
+        let bytes = size_bytes(s).ok_or_else(|| {
             format!("{s:?} is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\"")
-        };
-        let t = s.trim();
-        let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
-        let (num, mult) = match t.chars().last() {
-            Some(c) if c.is_ascii_alphabetic() => {
-                let up = c.to_ascii_uppercase();
-                let m = UNITS
-                    .iter()
-                    .find(|(u, _)| *u == up)
-                    .map(|(_, m)| *m)
-                    .ok_or_else(bad)?;
-                (&t[..t.len() - 1], m)
-            }
-            Some(_) => (t, 1),
-            None => return Err(bad()),
-        };
-        let n: u64 = num.trim().parse().map_err(|_| bad())?;
-        let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+        })?;
         if bytes < MIN_MEMORY {
             return Err(format!(
                 "{s:?} is too little memory for a slot; use at least 16M"
@@ -183,14 +193,154 @@ impl FromStr for Memory {
 impl fmt::Display for Memory {
     /// The largest unit that states the size exactly, so "512M" stays "512M".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (u, m) in UNITS {
-            if self.0 >= m && self.0.is_multiple_of(m) {
-                return write!(f, "{}{}", self.0 / m, u);
-            }
-        }
-        write!(f, "{}", self.0)
+        fmt_size(f, self.0)
     }
 }
+
+/// A limit that can be lifted: `"none"`, or a size with K, M, G or T (powers of 1024).
+/// `disk` and the IO bandwidths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeLimit {
+    None,
+    Bytes(u64),
+}
+
+impl SizeLimit {
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            SizeLimit::None => None,
+            SizeLimit::Bytes(b) => Some(b),
+        }
+    }
+}
+
+impl SizeLimit {
+    /// `"none"`, or a size of at least `min` bytes; `small` and `bad` are the messages for
+    /// a smaller size and for what is not a size.
+    fn parse(
+        s: &str,
+        min: u64,
+        small: impl FnOnce() -> String,
+        bad: impl FnOnce() -> String,
+    ) -> Result<SizeLimit, String> {
+        if s.trim() == "none" {
+            return Ok(SizeLimit::None);
+        }
+        match size_bytes(s) {
+            Some(b) if b >= min => Ok(SizeLimit::Bytes(b)),
+            Some(_) => Err(small()),
+            None => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeLimit::None => f.write_str("none"),
+            SizeLimit::Bytes(b) => fmt_size(f, *b),
+        }
+    }
+}
+
+/// Smallest `disk` limit: below it a quota is a typo, not a limit (a slot's root alone
+/// is hundreds of megabytes).
+pub const MIN_DISK: u64 = 1 << 20;
+
+/// `disk = "10G"` or `"none"`: the most a slot's own data may take on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disk(pub SizeLimit);
+
+impl FromStr for Disk {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SizeLimit::parse(
+            s,
+            MIN_DISK,
+            || format!("{s:?} is too small a disk limit; use at least 1M, or \"none\""),
+            || format!("{s:?} is not a disk size; use a number with a K, M, G or T suffix, like \"10G\", or \"none\""),
+        )
+        .map(Disk)
+    }
+}
+
+impl fmt::Display for Disk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Smallest IO bandwidth limit, in bytes per second: a slot held below it cannot even
+/// boot in reasonable time.
+pub const MIN_BANDWIDTH: u64 = 1 << 20;
+
+/// `io_read_bandwidth_max`/`io_write_bandwidth_max`: bytes per second with K, M, G or T
+/// (powers of 1024, like every size of the config; rendered in bytes, so systemd's own
+/// powers of 1000 never apply), or `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bandwidth(pub SizeLimit);
+
+impl FromStr for Bandwidth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SizeLimit::parse(
+            s,
+            MIN_BANDWIDTH,
+            || format!("{s:?} is too little bandwidth; use at least 1M (bytes per second), or \"none\""),
+            || format!("{s:?} is not a bandwidth; use bytes per second with a K, M, G or T suffix, like \"50M\", or \"none\""),
+        )
+        .map(Bandwidth)
+    }
+}
+
+impl fmt::Display for Bandwidth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The kernel's largest PID (PID_MAX_LIMIT): no slot can have more tasks.
+pub const MAX_TASKS: u64 = 4_194_304;
+
+/// `tasks_max`: how many processes and threads a slot may have (systemd's TasksMax=),
+/// or `"none"` (TasksMax=infinity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TasksMax {
+    None,
+    Count(u64),
+}
+
+impl FromStr for TasksMax {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "none" || t == "infinity" {
+            return Ok(TasksMax::None);
+        }
+        match t.parse::<u64>() {
+            Ok(n) if (1..=MAX_TASKS).contains(&n) => Ok(TasksMax::Count(n)),
+            Ok(_) => Err(format!(
+                "{s:?} is out of range; use 1 to {MAX_TASKS} tasks, or \"none\""
+            )),
+            Err(_) => Err(format!(
+                "{s:?} is not a number of tasks; use a number like 512, or \"none\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TasksMax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TasksMax::None => f.write_str("none"),
+            TasksMax::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// systemd's IOWeight= range (the io controller's io.weight).
+pub const MIN_IO_WEIGHT: u32 = 1;
+pub const MAX_IO_WEIGHT: u32 = 10_000;
 
 /// An interface address with its prefix length: "192.168.18.2/24", "fd77::10/64".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -259,6 +409,29 @@ mod tests {
         assert!("abc".parse::<Memory>().is_err());
         assert!("1K".parse::<Memory>().is_err());
         assert!("99999999999999T".parse::<Memory>().is_err());
+    }
+
+    #[test]
+    fn limits_with_none() {
+        assert_eq!(
+            "10G".parse::<Disk>().unwrap(),
+            Disk(SizeLimit::Bytes(10 << 30))
+        );
+        assert_eq!("none".parse::<Disk>().unwrap().to_string(), "none");
+        assert_eq!("1536M".parse::<Disk>().unwrap().to_string(), "1536M");
+        assert!("512K".parse::<Disk>().is_err());
+        assert!("ten".parse::<Disk>().is_err());
+        assert!("99999999999999T".parse::<Disk>().is_err());
+        assert_eq!(
+            "50M".parse::<Bandwidth>().unwrap().0.bytes(),
+            Some(50 << 20)
+        );
+        assert!("0".parse::<Bandwidth>().is_err());
+        assert_eq!("512".parse::<TasksMax>().unwrap(), TasksMax::Count(512));
+        assert_eq!("infinity".parse::<TasksMax>().unwrap(), TasksMax::None);
+        assert!("0".parse::<TasksMax>().is_err());
+        assert!("4194305".parse::<TasksMax>().is_err());
+        assert!("-1".parse::<TasksMax>().is_err());
     }
 
     #[test]

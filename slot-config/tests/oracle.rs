@@ -281,7 +281,18 @@ struct Input {
     nic: bool,
     machines: Option<String>,
     devices: Vec<String>,
+    /// `disk`, `tasks_max`, `io_weight`, `io_read_bandwidth_max`, `io_write_bandwidth_max`
+    /// as the slot file sets them (absent: `None`).
+    limits: [Option<toml::Value>; 5],
 }
+
+const LIMIT_KEYS: [&str; 5] = [
+    "disk",
+    "tasks_max",
+    "io_weight",
+    "io_read_bandwidth_max",
+    "io_write_bandwidth_max",
+];
 
 const SLOT: &str = "slot05";
 const DEFAULT_MACHINES: &str = "/var/lib/machines";
@@ -316,6 +327,32 @@ fn hostile_path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A value for one of the limit keys: mostly one of `valid` (so that enough slots are
+/// accepted to read back), else edge numbers, other keys' values and hostile strings.
+fn limit_value(valid: &[&str]) -> impl Strategy<Value = Option<toml::Value>> {
+    let valid: Vec<toml::Value> = valid
+        .iter()
+        .map(|v| match v.parse::<i64>() {
+            Ok(n) => toml::Value::from(n),
+            Err(_) => toml::Value::from(v.to_string()),
+        })
+        .collect();
+    prop::option::weighted(
+        0.3,
+        prop_oneof![
+            6 => prop::sample::select(valid),
+            1 => prop::sample::select(vec![
+                "10G", "none", "512", "1536M", "5M", "1M", "100", "infinity", "0", "1k", "2TB",
+                "4194304", "18446744073709551615", " 7M ", "5 M", "/dev/sda 5M",
+            ])
+            .prop_map(|s| toml::Value::from(s.to_string())),
+            1 => prop::sample::select(vec![-1i64, 0, 1, 100, 10000, 10001, 4194304, 4194305])
+                .prop_map(toml::Value::from),
+            1 => hostile_string().prop_map(toml::Value::from),
+        ],
+    )
+}
+
 fn input() -> impl Strategy<Value = Input> {
     (
         any::<bool>(),
@@ -331,18 +368,28 @@ fn input() -> impl Strategy<Value = Input> {
         any::<bool>(),
         prop::option::of(hostile_path()),
         prop::collection::vec(hostile_string(), 0..2),
+        [
+            limit_value(&["10G", "none", "1536M", " 2t ", "1M"]),
+            limit_value(&["512", "1", "4194304", "none", "infinity"]),
+            limit_value(&["1", "100", "10000"]),
+            limit_value(&["5M", "none", "1G", "3000000"]),
+            limit_value(&["50M", "none", "7T"]),
+        ],
     )
         .prop_map(
-            |(boot, privileged, command, env, binds, image, nic, machines, devices)| Input {
-                boot,
-                privileged,
-                command,
-                env,
-                binds,
-                image,
-                nic,
-                machines,
-                devices,
+            |(boot, privileged, command, env, binds, image, nic, machines, devices, limits)| {
+                Input {
+                    boot,
+                    privileged,
+                    command,
+                    env,
+                    binds,
+                    image,
+                    nic,
+                    machines,
+                    devices,
+                    limits,
+                }
             },
         )
 }
@@ -376,6 +423,11 @@ impl Input {
             })
             .collect();
         t.insert("bind".into(), binds.into());
+        for (k, v) in LIMIT_KEYS.iter().zip(&self.limits) {
+            if let Some(v) = v {
+                t.insert((*k).into(), v.clone());
+            }
+        }
         if self.nic {
             let mut n = toml::Table::new();
             n.insert("number".into(), 1.into());
@@ -419,6 +471,10 @@ fn allowed(kind: &str, section: &str, key: &str) -> bool {
             "CPUQuota",
             "AllowedCPUs",
             "MemoryMax",
+            "TasksMax",
+            "IOWeight",
+            "IOReadBandwidthMax",
+            "IOWriteBandwidthMax",
             "ExecStartPre",
             "ExecStartPost",
             "ExecStopPost",
@@ -548,6 +604,7 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
             if !slot_accepted {
                 return Err(format!("{path}: written for a refused slot"));
             }
+            check_limits(&path, text, &settings, e)?;
             let mut execs: Vec<Vec<String>> = Vec::new();
             for s in get("Service", "ExecStart") {
                 if s.value.is_empty() {
@@ -610,6 +667,103 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Sizes as the config documents them, read independently of slot-config: digits with
+/// an optional K, M, G or T (powers of 1024) and an optional trailing B.
+fn oracle_size(v: &str) -> Option<u64> {
+    let t = v.trim();
+    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
+    let (num, shift) = match t.chars().last()?.to_ascii_uppercase() {
+        'K' => (&t[..t.len() - 1], 10),
+        'M' => (&t[..t.len() - 1], 20),
+        'G' => (&t[..t.len() - 1], 30),
+        'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+/// What an accepted slot's limit keys must come back as: TasksMax=, IOWeight=,
+/// IO*BandwidthMax=MACHINES BYTES exactly as asked, and the disk-apply line enforcing
+/// (no '-') exactly when there is a disk limit. A key not set renders nothing.
+fn check_limits(
+    path: &str,
+    text: &str,
+    settings: &[Setting],
+    e: &Expect<'_>,
+) -> Result<(), String> {
+    let asked = |i: usize| -> Option<String> {
+        e.input.limits[i].as_ref().map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let values = |key: &str| -> Vec<String> {
+        settings
+            .iter()
+            .filter(|s| s.section == "Service" && s.key == key)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    let want_tasks: Vec<String> = match asked(1).as_deref().map(str::trim) {
+        None => vec![],
+        Some("none" | "infinity") => vec!["infinity".into()],
+        Some(v) => vec![v
+            .parse::<u64>()
+            .map_err(|_| format!("{path}: tasks_max {v:?} accepted"))?
+            .to_string()],
+    };
+    let want_weight: Vec<String> = asked(2).into_iter().collect();
+    let bw = |i: usize| -> Result<Vec<String>, String> {
+        Ok(match asked(i).as_deref() {
+            None => vec![],
+            Some(v) if v.trim() == "none" => vec![],
+            Some(v) => {
+                let b =
+                    oracle_size(v).ok_or_else(|| format!("{path}: bandwidth {v:?} accepted"))?;
+                vec![format!("{} {b}", e.machines())]
+            }
+        })
+    };
+    for (key, want) in [
+        ("TasksMax", want_tasks),
+        ("IOWeight", want_weight),
+        ("IOReadBandwidthMax", bw(3)?),
+        ("IOWriteBandwidthMax", bw(4)?),
+    ] {
+        let got = values(key);
+        if got != want {
+            return Err(format!(
+                "{path}: {key}= reads as {got:?}, config asks {want:?}\n{text}"
+            ));
+        }
+    }
+    let limited = match asked(0).as_deref() {
+        None => false,
+        Some(v) if v.trim() == "none" => false,
+        Some(v) => {
+            oracle_size(v).ok_or_else(|| format!("{path}: disk {v:?} accepted"))?;
+            true
+        }
+    };
+    let want = format!(
+        "{}/usr/bin/slot-os disk-apply %i",
+        if limited { "" } else { "-" }
+    );
+    let pre = values("ExecStartPre");
+    if pre
+        .iter()
+        .filter(|v| v.contains("disk-apply"))
+        .collect::<Vec<_>>()
+        != [&want]
+    {
+        return Err(format!(
+            "{path}: ExecStartPre= {pre:?}, expected one {want:?}\n{text}"
+        ));
     }
     Ok(())
 }
@@ -735,6 +889,13 @@ fn hard_legal_values_are_accepted_and_read_back() {
                 nic: false,
                 machines: Some("/var/lib/machines-ü".into()),
                 devices: vec!["eth0.100".into()],
+                limits: [
+                    Some("1536M".into()),
+                    Some(4194304.into()),
+                    Some(1.into()),
+                    Some("1T".into()),
+                    Some("none".into()),
+                ],
             };
             match run_case(&inp) {
                 Ok(true) => Ok(()),

@@ -1,7 +1,8 @@
 # Issue 6: the Ansible role (packaging/ansible/roles/slot_os) in a real systemd test host.
 # ansible-core (a venv from tests/ansible/venv.sh, bound read-only into the host) runs
-# inside the host with the local connection: the role installs slot-os from a .deb,
-# templates /etc/slot-os, makes the base image, clones slot images and starts autostart
+# inside the host with the local connection: the role (from the slot_os.slot_os collection,
+# installed with ansible-galaxy) installs slot-os from a .deb, templates /etc/slot-os, makes
+# the base image, has the collection's slot module create slot images and start autostart
 # slots. The files it writes are compared with what the slot-os commands write for the
 # same settings in a second host (R), where slot-os was installed by `make install`.
 
@@ -55,10 +56,13 @@ scenario_setup() {
     # shellcheck disable=SC2034
     TH_NSPAWN_ARGS=()
     th_boot "$R" unified || return 1
+    # The role is the collection's (it calls the collection's modules): installed as a user would.
+    th_run "$H" /mnt/ansible-core/bin/python3 /mnt/ansible-core/bin/ansible-galaxy collection install \
+        /mnt/ansible -p /root/collections >/dev/null || return 1
     cat >"$(th_root "$H")/root/site.yml" <<'EOF'
 - hosts: all
   gather_facts: false
-  roles: [slot_os]
+  roles: [slot_os.slot_os.slot_os]
 EOF
 }
 
@@ -70,7 +74,7 @@ scenario_teardown() {
 
 # playbook VARS_FILE [ARGS...]: the role on the test host, with the vars in /root/VARS_FILE
 playbook() {
-    th_run "$H" env ANSIBLE_ROLES_PATH=/mnt/ansible/roles ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3 \
+    th_run "$H" env ANSIBLE_COLLECTIONS_PATH=/root/collections ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3 \
         ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0 \
         /mnt/ansible-core/bin/python3 /mnt/ansible-core/bin/ansible-playbook -i localhost, -c local \
         /root/site.yml -e "@/root/$1" "${@:2}"

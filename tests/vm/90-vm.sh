@@ -5,8 +5,11 @@
 # so this scenario boots a Debian VM with qemu (tests/vm/lib.sh: KVM where usable, TCG
 # otherwise) with the .deb under test installed, starts one slot, and checks inside the slot
 # what the kernel does: MemoryMax OOM-kills, CPUQuota throttles, `resource` changes both
-# live, `suspend` freezes the slot's clock, and the generator's boot-time messages reach
-# `journalctl -b` through /dev/kmsg. One VM boot for every check; see tests/vm/README.md.
+# live, `suspend` freezes the slot's clock, the generator's boot-time messages reach
+# `journalctl -b` through /dev/kmsg; and (issue 13) an ext4 project quota holds the slot's
+# writes (the machines running the e2e suite have no ext4 quota support in their kernel),
+# the slot's root cannot change its files' project, and TasksMax stops a fork loop. One VM
+# boot for every check; see tests/vm/README.md.
 # Run per release (the "releases" line): Debian 12 and 13 VMs (tests/vm/run.sh picks).
 
 SLOT_OS_VM_SUITE=${SLOT_OS_VM_SUITE:-${TH_RELEASE:-bookworm}}
@@ -29,6 +32,15 @@ VM_MEM_RAISED=400M
 # One 100 MiB buffer (dd bs=100M: read() from /dev/zero fills every page of it).
 VM_ALLOC_MIB=100
 VM_ALLOC="dd if=/dev/zero of=/dev/null bs=${VM_ALLOC_MIB}M count=1 status=none && echo allocated"
+# /var/lib/machines is a second disk (/dev/vdb): ext4 made with project quotas (the
+# `project` and `quota` features), mounted with `prjquota`, as slot-os README tells admins.
+VM_MACHINES_SIZE=3G
+# A write this much past the disk limit's margin must fail; the margin (MiB above what the
+# slot uses) and the raised margin.
+VM_DISK_MARGIN=64
+VM_DISK_RAISED=400
+VM_DISK_WRITE="dd if=/dev/zero of=/root/big bs=1M count=160 conv=fsync 2>&1; echo rc=\$?"
+VM_TASKS_MAX=40
 
 # Written into the run disk before its first boot (vm_prepare_run): a slot file the generator
 # must reject, one it must still turn into units, and (emulation only) a longer start
@@ -38,6 +50,7 @@ vm_preboot() { # MOUNTPOINT
     mkdir -p "$m/etc/slot-os" || return 1
     printf 'memory = "lots"\n' >"$m/etc/slot-os/vmbad.toml"
     printf 'number = 7\n' >"$m/etc/slot-os/vmgood.toml"
+    printf '/dev/vdb /var/lib/machines ext4 defaults,prjquota 0 0\n' >>"$m/etc/fstab"
     if [[ "$(vm_accel)" == tcg ]]; then
         # A slot boots in minutes under emulation, past systemd's 90 s start timeout: the test
         # environment's slowness, not the product's, so only here the timeout is raised.
@@ -59,6 +72,12 @@ scenario_setup() {
         { echo "make deb-only: $out"; return 1; }
     [[ -f "$VM_DEB" ]] || { echo "no .deb at $VM_DEB: $out"; return 1; }
     vm_prepare_run "$img" "$VM_DEB" vm_preboot || return 1
+    # mkfs here, mounted only in the VM (the kernel running the tests may lack ext4 quota
+    # support: CONFIG_QFMT_V2)
+    truncate -s "$VM_MACHINES_SIZE" "$VM_RUN/machines.img" &&
+        mkfs.ext4 -q -F -L machines -O quota,project -E quotatype=prjquota "$VM_RUN/machines.img" ||
+        { echo "mkfs.ext4 of the machines disk failed"; return 1; }
+    VM_DRIVES=("$VM_RUN/machines.img")
     # Booted here, not in a test: qemu lives as long as this scenario's shell (PDEATHSIG).
     vm_start "$img" || return 1
     th_note "vm: $(cat "$VM_RUN/accel"), load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -71,7 +90,7 @@ scenario_teardown() {
     # the very qemu process we started (PID and start time) is gone
     [[ -z "$rec" || "$(th__proc_id "${rec%% *}")" != "$rec" ]] || t_fail "qemu ${rec%% *} still runs"
     # the run disk (the logs stay)
-    rm -f -- "$VM_RUN/disk.img" "$VM_DEB"
+    rm -f -- "$VM_RUN/disk.img" "$VM_RUN/machines.img" "$VM_DEB"
 }
 
 # In the VM: the slot's own systemd runs CMD (so CMD is in the slot's cgroup and obeys its
@@ -256,4 +275,93 @@ test_suspend_stops_the_slots_clock() {
     assert_eq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "the counter does not advance for 3 s while frozen" || return 1
     assert_contains "$out" "state running" "systemd reports running after resume" || return 1
     assert_contains "$out" "resumed " "the counter advances again after resume" || return 1
+}
+
+# What the slot's quota reports, in MiB (resource --json, read here: the VM has no jq).
+vm_disk_used_mib() {
+    vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.used / 1048576 | floor'
+}
+
+test_disk_quota_holds_the_slots_writes() {
+    local out used t0
+    out=$(vm_sh 'findmnt -no FSTYPE,OPTIONS /var/lib/machines')
+    assert_contains "$out" "prjquota" "/var/lib/machines is mounted with prjquota ($out)" || return 1
+    # The first limit puts every file of the slot, running, into its project (the walk).
+    t0=$(th__now_ms)
+    out=$(vm_sh -t 600 'slot-os resource -d 4G 0') || { t_fail "resource -d 4G: $out"; return 1; }
+    th_note "first resource -d (project IDs on the running slot's files): $(th__secs $(($(th__now_ms) - t0))): $out"
+    assert_contains "$out" "project 2000000000" "slot 0 gets project ID 2000000000" || return 1
+    used=$(vm_disk_used_mib)
+    [[ "$used" =~ ^[0-9]+$ && "$used" -gt 50 ]] || { t_fail "the slot's project uses '${used}' MiB"; return 1; }
+    out=$(vm_sh 'slot-os resource -d "$1" 0 && slot-os list 0' "$((used + VM_DISK_MARGIN))M") || { t_fail "resource -d: $out"; return 1; }
+    printf '%s\n' "$out"
+    out=$(vm_sh -t 120 "$(in_slot vm-dq1 "$VM_DISK_WRITE")")
+    printf '%s\n' "$out"
+    assert_contains "$out" "Disk quota exceeded" "a write past the limit fails in the slot with EDQUOT" || return 1
+    assert_not_contains "$out" "rc=0" "dd failed" || return 1
+    assert_ok vm_sh "$(in_slot vm-dq2 'rm -f /root/big; sync')" || return 1
+}
+
+test_slots_root_cannot_change_its_projects() {
+    local out
+    # root in the slot is an unprivileged user of the host: the kernel refuses it a change
+    # of project ID or of the directories' inherit flag (FS_IOC_FSSETXATTR outside the
+    # initial user namespace)
+    out=$(vm_sh -t 120 "$(in_slot vm-chattr 'echo x > /root/f
+        chattr -p 0 /root/f 2>&1; echo "set-project rc=$?"
+        chattr -P /root 2>&1; echo "drop-inherit rc=$?"
+        lsattr -p /root/f; lsattr -dp /root')")
+    printf '%s\n' "$out"
+    assert_not_contains "$out" "set-project rc=0" "chattr -p in the slot fails" || return 1
+    assert_not_contains "$out" "drop-inherit rc=0" "chattr -P in the slot fails" || return 1
+    [[ "$out" =~ 2000000000\ [^$'\n']*/root/f ]] || { t_fail "/root/f left project 2000000000: $out"; return 1; }
+    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ /root ]] || { t_fail "/root lost its inherit flag: $out"; return 1; }
+    # and the limit still holds
+    out=$(vm_sh -t 120 "$(in_slot vm-dq3 "$VM_DISK_WRITE")")
+    assert_contains "$out" "Disk quota exceeded" "still held after the attempts" || return 1
+    assert_ok vm_sh "$(in_slot vm-dq4 'rm -f /root/big /root/f; sync')" || return 1
+}
+
+test_resource_raises_the_disk_limit_live() {
+    local used out
+    used=$(vm_disk_used_mib)
+    out=$(vm_sh 'slot-os resource -d "$1" 0' "$((used + VM_DISK_RAISED))M") || { t_fail "resource -d: $out"; return 1; }
+    out=$(vm_sh -t 120 "$(in_slot vm-dq5 "$VM_DISK_WRITE")")
+    printf '%s\n' "$out"
+    assert_contains "$out" "rc=0" "the same write succeeds after raising the limit" || return 1
+    assert_ok vm_sh "$(in_slot vm-dq6 'rm -f /root/big')" || return 1
+}
+
+test_tasks_max_stops_a_fork_loop() {
+    local out cg
+    cg=$(vm_sh 'systemctl show -P ControlGroup systemd-nspawn@slot00.service')
+    out=$(vm_sh 'slot-os resource --tasks-max "$1" 0' "$VM_TASKS_MAX") || { t_fail "resource --tasks-max: $out"; return 1; }
+    assert_eq "$VM_TASKS_MAX" "$(vm_sh 'cat "/sys/fs/cgroup$1/pids.max"' "$cg")" "pids.max set live" || return 1
+    # 200 forks in the slot (perl, Essential in Debian: a shell gives up at its first
+    # failed fork, or retries for seconds): the kernel refuses those past the limit (the
+    # slot's own processes count too). Without the limit (the stock 16384) all 200 succeed.
+    out=$(vm_sh -t 180 "$(in_slot vm-forks 'perl -e '"'"'my ($ok, $no) = (0, 0);
+        for (1 .. 200) { my $p = fork; if (!defined $p) { $no++; next } if (!$p) { sleep 60; exit 0 } $ok++ }
+        print "forked $ok refused $no\n"'"'"'')")
+    printf '%s\n' "$out"
+    [[ "$out" =~ forked\ ([0-9]+)\ refused\ ([0-9]+) ]] || { t_fail "no fork counts: $out"; return 1; }
+    ((BASH_REMATCH[1] < VM_TASKS_MAX && BASH_REMATCH[2] > 0)) ||
+        { t_fail "${BASH_REMATCH[1]} forks succeeded, ${BASH_REMATCH[2]} refused under TasksMax=$VM_TASKS_MAX"; return 1; }
+    out=$(vm_sh 'slot-os resource --tasks-max none 0') || { t_fail "resource --tasks-max none: $out"; return 1; }
+    assert_eq max "$(vm_sh 'cat "/sys/fs/cgroup$1/pids.max"' "$cg")" "pids.max lifted live" || return 1
+}
+
+test_restore_keeps_the_slots_project_and_limit() {
+    local out want
+    want=$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_limit')
+    # a reset to the base image: a new root beside the old one, swapped in by rename; it
+    # joins the old root's project before the swap
+    out=$(vm_sh -t 900 'slot-os stop 0 && slot-os backup-restore 0 slot-os && lsattr -dp /var/lib/machines/slot00 && lsattr -p /var/lib/machines/slot00/etc/hostname') ||
+        { t_fail "stop/backup-restore: $out"; return 1; }
+    printf '%s\n' "$out"
+    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ /var/lib/machines/slot00$'\n' ]] ||
+        { t_fail "the restored root is not in project 2000000000 with the inherit flag: $out"; return 1; }
+    [[ "$out" =~ 2000000000\ [^$'\n']*\ /var/lib/machines/slot00/etc/hostname ]] ||
+        { t_fail "a restored file is not in project 2000000000: $out"; return 1; }
+    assert_eq "$want" "$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.limit')" "the limit holds for the restored root" || return 1
 }

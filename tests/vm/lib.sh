@@ -227,9 +227,11 @@ vm_kill() {
 }
 
 # vm_start IMAGE_DIR: boot the run disk vm_prepare_run made (with the image's kernel and
-# initrd; the cached image is never written). Returns when the guest has written "ready".
+# initrd; the cached image is never written), and the disk images VM_DRIVES names (raw
+# files, /dev/vdb on), if any. Returns when the guest has written "ready".
+VM_DRIVES=()
 vm_start() {
-    local img=$1 accel cpu pid t0 rec
+    local img=$1 accel cpu pid t0 rec d
     local -a qemu
     vm_kill
     [[ -f "$VM_RUN/disk.img" ]] || { vm__die "no $VM_RUN/disk.img (vm_prepare_run)"; return 1; }
@@ -241,6 +243,7 @@ vm_start() {
         -drive "file=$VM_RUN/disk.img,format=raw,if=virtio,cache=unsafe"
         -virtfs "local,path=$VM_RUN/share,mount_tag=host0,security_model=none,id=host0"
         -device virtio-rng-pci -nic none -serial "file:$VM_RUN/console.log" -monitor none)
+    for d in "${VM_DRIVES[@]}"; do qemu+=(-drive "file=$d,format=raw,if=virtio,cache=unsafe"); done
     printf '%s\n' "${qemu[*]}" >"$VM_RUN/qemu.cmd"
     t0=$(vm__now_ms)
     # PDEATHSIG: qemu ends with the shell that started it, however that shell ends.

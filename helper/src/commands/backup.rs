@@ -28,7 +28,7 @@ use crate::storage::capture::{self, Captured};
 use crate::storage::freeze::{self, SlotFreezer};
 use crate::storage::hostkeys::HostKeys;
 use crate::storage::restic::{self, Repo};
-use crate::storage::{archive, holes, image, layout};
+use crate::storage::{archive, holes, image, layout, quota};
 use crate::sys::lock;
 use crate::sys::notify;
 
@@ -132,7 +132,7 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resul
             "backup {full} exists; delete it first (slot-os backup-del {full})"
         )));
     }
-    let root = layout::capture_dir(&ctx.paths.under(&cfg.host.machines_dir), &s);
+    let root = layout::own_data_dir(&ctx.paths.under(&cfg.host.machines_dir), &s);
     if !root.is_dir() {
         bail!("{} has no image at {}", s.name, root.display());
     }
@@ -488,6 +488,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resu
     let dir = backups::backup_dir(&cfg, &ctx.paths);
     let t0 = Instant::now();
     let reset = !offsite && (name == cfg.host.image || name == "slot-os");
+    let mut mark = None;
     let made = if reset {
         // Fulcon's reset: a fresh copy of the base image, with the slot's identity.
         let base = machines.join(&cfg.host.image);
@@ -508,6 +509,10 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resu
                 if offsite { " --offsite" } else { "" }
             )));
         };
+        mark = Some(image::Restored {
+            backup: m.name.clone(),
+            created_unix: m.created_unix,
+        });
         match m.kind.as_str() {
             RESTIC => restore_restic(ctx, &cfg, &m, &unpack, &new, offsite),
             SNAP => image::snapshot(&backups::data_path(&dir, name, SNAP), &new, false),
@@ -529,7 +534,32 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resu
         let _ = image::remove_any(&new);
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
     }
+    // Which backup the root now is, for a config manager that restores only once (the
+    // mark a backup itself carried is an older restore's).
+    let marked = match &mark {
+        Some(r) => image::mark_restored(&new, r),
+        None => image::clear_restored(&new),
+    };
+    if let Err(e) = marked {
+        eprintln!(
+            "slot-os: warning: {e:#}; `info` will not say which backup {} was restored from",
+            s.name
+        );
+    }
+    // The new root joins the old one's project before the swap: the slot keeps its ID and
+    // its limit without a walk after it.
+    if let Err(e) = quota::adopt(&dest, &new) {
+        let _ = image::remove_any(&new);
+        return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
+    }
     image::swap_into_place(&new, &dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, &s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
     println!(
         "{}: restored from {name} in {:.2} s",
         s.name,

@@ -7,16 +7,15 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use slot_config::names::{default_slot_name, number_from_name, unit_name, MAX_SLOT_NUMBER};
 use slot_config::Config;
 
 use super::Ctx;
-use crate::config::edit::write_atomic;
+use crate::config::edit::{new_slot_text, remove_file, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
-use crate::storage::hostkeys::HostKeys;
-use crate::storage::image;
+use crate::storage::provision::{self, NewImage};
+use crate::storage::quota;
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -57,6 +56,17 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         return Err(bad_input(format!(
             "{bad}.toml has errors (see `slot-os check`); fix it before building"
         )));
+    }
+    // A disk limit (the slot's own, or [defaults]) that the file system cannot hold:
+    // refused before anything is made.
+    let new: Vec<(&str, bool)> = wanted
+        .iter()
+        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+        .map(|s| (s.as_str(), clone.contains(&s)))
+        .collect();
+    let refused = quota::refused_new(&cfg, &machines, &base, &new);
+    if !refused.is_empty() {
+        return Err(bad_input(refused.join("\n")));
     }
     if remove.is_empty() && create_cfg.is_empty() && clone.is_empty() {
         println!("{n} slot(s) already built; nothing to change");
@@ -101,28 +111,24 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let to_clone: Vec<String> = clone.iter().map(|s| s.to_string()).collect();
-    let cloned_ok: Vec<anyhow::Result<()>> = bus
-        .clone_images(&base, &to_clone)
-        .into_iter()
-        .zip(&to_clone)
-        .map(|(r, s)| r.and_then(|()| give_identity(&bus, &machines, s)))
+    let to_clone: Vec<NewImage<'_>> = clone
+        .iter()
+        .map(|s| NewImage {
+            image: s,
+            hostname: s,
+        })
         .collect();
+    let cloned_ok = provision::images(&bus, &machines, &base, &to_clone);
     for s in &wanted {
         let file = ctx.paths.config_dir().join(format!("{s}.toml"));
         let cloned = clone.contains(&s);
-        if let Some(Err(e)) = to_clone.iter().position(|c| c == s).map(|i| &cloned_ok[i]) {
-            println!("{s}: failed: cloning image {base}: {e:#}");
+        if let Some(Err(e)) = clone.iter().position(|c| c == &s).map(|i| &cloned_ok[i]) {
+            println!("{s}: failed: {e:#}");
             failed = true;
             continue;
         }
         if create_cfg.contains(&s) {
-            let text = format!(
-                "# Slot {s}, made by `slot-os build`. Keys and defaults: slot-os.toml(5).\n\
-                 # Resources not set here follow [defaults] in slot-os.toml.\n\
-                 base_image = \"{base}\"\n"
-            );
-            write_atomic(&file, &text)?;
+            write_atomic(&file, &new_slot_text(s, &base, None, "build"))?;
         }
         if cloned || create_cfg.contains(&s) {
             println!(
@@ -133,6 +139,24 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             );
+        }
+    }
+    // New slots get their disk limit now, from the config just written.
+    let after = ctx.load();
+    for s in wanted
+        .iter()
+        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+    {
+        let Some(slot) = after.slot(s) else { continue };
+        if slot.resources.limits.disk_bytes().is_none() {
+            continue;
+        }
+        match quota::apply_slot(&ctx.paths, &machines, slot) {
+            Ok(done) => println!("{s}: {}", done.describe()),
+            Err(e) => {
+                println!("{s}: failed: disk limit not applied: {e:#}");
+                failed = true;
+            }
         }
     }
     bus.reload_config()?;
@@ -167,42 +191,11 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
     names
 }
 
-/// A fresh clone gets its own machine-id and hostname; if that fails it is removed.
-fn give_identity(bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
-    let id = image::new_machine_id()?;
-    if let Err(e) = image::set_identity(&machines.join(name), name, Some(&id), HostKeys::New) {
-        let _ = bus.remove_image(name);
-        return Err(e);
-    }
-    Ok(())
-}
-
 /// Image first, then config: an interrupted removal leaves a config without an image,
 /// which the next `build` (or `build 0`) finishes removing.
 fn remove_slot(ctx: &Ctx, bus: &Bus, machines: &Path, name: &str) -> anyhow::Result<()> {
-    let img = machines.join(name);
-    let id = image::machine_id(&img);
-    if img.exists() {
-        bus.remove_image(name)
-            .with_context(|| format!("removing image {name}"))?;
-    }
-    // nspawn's --link-journal=try-guest leaves /var/log/journal/<id> pointing into the
-    // image; it dangles once the image is gone.
-    if let Some(id) = id {
-        let link = ctx.paths.under("/var/log/journal").join(id);
-        if link
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            let _ = fs::remove_file(&link);
-        }
-    }
-    let file = ctx.paths.config_dir().join(format!("{name}.toml"));
-    match fs::remove_file(&file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", file.display())),
-    }
+    provision::remove_image(bus, &ctx.paths, machines, name)?;
+    remove_file(&ctx.paths.config_dir().join(format!("{name}.toml")))
 }
 
 #[derive(clap::Args, Debug)]

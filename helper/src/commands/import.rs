@@ -186,6 +186,8 @@ pub fn import(
             false => (image::new_machine_id()?, HostKeys::New),
         };
         image::set_identity(&tmp, &new, Some(&id), keys)?;
+        // An import is no restore, whatever mark the file's root carried.
+        image::clear_restored(&tmp)?;
         image::sync_fs(&tmp)
     });
     if let Err(e) = prepared {
@@ -196,6 +198,9 @@ pub fn import(
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;
     Bus::system()?.reload_config()?;
+    if let Some(s) = after.slot(&new) {
+        apply_disk(ctx, &machines, s);
+    }
     if name.is_none() {
         // With a NAME, dispatch logs it; without, only now is the slot's name known.
         crate::sys::journal::record("import", &new, true, "done");
@@ -208,6 +213,19 @@ pub fn import(
         println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A slot that arrives with a disk limit gets it now; where the file system cannot hold
+/// it, the slot still arrives (its start will refuse, saying how to enable quotas).
+fn apply_disk(ctx: &Ctx, machines: &Path, s: &slot_config::Slot) {
+    use crate::storage::quota;
+    if s.resources.limits.disk_bytes().is_none() {
+        return;
+    }
+    match quota::apply_slot(&ctx.paths, machines, s) {
+        Ok(done) => println!("{}: {}", s.name, done.describe()),
+        Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+    }
 }
 
 #[derive(clap::Args, Debug)]

@@ -5,10 +5,12 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
-use super::Ctx;
+use super::{disk_text, human, Ctx};
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::image;
+use crate::storage::quota;
 
 #[derive(Debug, Default, serde::Serialize)]
 struct Usage {
@@ -86,21 +88,6 @@ fn usage(leader: u32) -> Usage {
     u
 }
 
-fn human(b: u64) -> String {
-    let units = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", units[i])
-    }
-}
-
 pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, slot)?;
@@ -124,6 +111,12 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         .map(|m| m.timestamp_usec)
         .filter(|t| *t > 0);
     let image = s.image_name().to_string();
+    let disk = quota::usage(&quota::slot_dir(
+        &ctx.paths.under(&cfg.host.machines_dir),
+        s,
+    ));
+    let l = &s.resources.limits;
+    let restored = image::restored_from(&ctx.paths.under(&cfg.host.machines_dir).join(&image));
     if json {
         let v = serde_json::json!({
             "name": s.name,
@@ -141,7 +134,14 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             "cpu_quota": s.resources.cpu_quota,
             "cpus": s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string(),
             "memory_max": s.resources.memory.0,
+            "tasks_max": l.tasks_max.map(|t| t.to_string()),
+            "io_weight": l.io_weight,
+            "io_read_bandwidth_max": l.io_read_bandwidth_max.and_then(|b| b.0.bytes()),
+            "io_write_bandwidth_max": l.io_write_bandwidth_max.and_then(|b| b.0.bytes()),
+            "disk_limit": l.disk_bytes(),
+            "disk_usage": disk,
             "usage": u,
+            "restored_from": restored,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -190,6 +190,35 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus),
         s.resources.memory
     );
+    let mut more = Vec::new();
+    if let Some(t) = l.tasks_max {
+        more.push(format!("tasks max {t}"));
+    }
+    if let Some(w) = l.io_weight {
+        more.push(format!("IO weight {w}"));
+    }
+    if let Some(b) = l.io_read_bandwidth_max {
+        more.push(format!("read {b}/s"));
+    }
+    if let Some(b) = l.io_write_bandwidth_max {
+        more.push(format!("write {b}/s"));
+    }
+    if !more.is_empty() {
+        println!("             {}", more.join(", "));
+    }
+    println!(
+        "       Disk: {} (used/limit){}",
+        disk_text(disk),
+        match (l.disk, disk) {
+            (Some(d), None) if d.0.bytes().is_some() => {
+                format!("; configured {d}, not applied yet")
+            }
+            _ => String::new(),
+        }
+    );
+    if let Some(r) = &restored {
+        println!("   Restored: from {}", r.backup);
+    }
     if leader.is_some() {
         println!(
             "      Usage: {} processes, CPU time {:.2} s, memory {}",

@@ -131,6 +131,22 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
         .map(|(u, _)| u.clone())
         .collect();
     if action == Action::Start {
+        // A disk limit the file system cannot hold: refused before any slot starts (the
+        // unit's disk-apply would fail each start anyway, with less to say).
+        let machines = ctx.paths.under(&cfg.host.machines_dir);
+        let refused: Vec<String> = slots
+            .iter()
+            .zip(&plans)
+            .filter(|(_, p)| **p == Plan::Act)
+            .filter_map(|(s, _)| {
+                crate::storage::quota::check_slot(&machines, s)
+                    .err()
+                    .map(|e| format!("{}: {e}", s.name))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(crate::error::bad_input(refused.join("\n")));
+        }
         warn_limits(&bus, &cfg, &todo);
     }
     let mut results = match action {

@@ -12,15 +12,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use slot_config::Slot;
+use slot_config::{Config, Slot};
 
 use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::quota;
 
 struct Row<'a> {
     slot: &'a Slot,
@@ -30,6 +32,8 @@ struct Row<'a> {
     freezer_state: String,
     leader: Option<u32>,
     addresses: Vec<String>,
+    /// What the slot's disk quota reports, where one tracks its directory.
+    disk: Option<quota::Usage>,
 }
 
 /// Addresses worth showing: not link-local (fe80::/10, 169.254/16), not loopback.
@@ -40,7 +44,11 @@ fn shown(ip: &IpAddr) -> bool {
     }
 }
 
-fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
+fn gather<'a>(
+    bus: &Bus,
+    machines: &std::path::Path,
+    slots: &[&'a Slot],
+) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
     let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
     let o = bus.slots_overview(&units, &names)?;
@@ -62,6 +70,7 @@ fn gather<'a>(bus: &Bus, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
                 .filter(|ip| shown(ip))
                 .map(|ip| ip.to_string())
                 .collect(),
+            disk: quota::usage(&quota::slot_dir(machines, s)),
         });
     }
     Ok(rows)
@@ -79,8 +88,11 @@ fn image(s: &Slot) -> &str {
     s.base_image.as_deref().unwrap_or(s.image_name())
 }
 
+/// Fulcon's columns; with a DISK column (used/limit) after the memory when a quota
+/// tracks any of the slots.
 fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
-    let cols: Vec<[String; 4]> = rows
+    let with_disk = rows.iter().any(|r| r.disk.is_some());
+    let cols: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
             let s = r.slot;
@@ -89,22 +101,28 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
                 cpus_text(ctx, s),
                 s.resources.memory.to_string(),
                 image(s).to_string(),
+                if with_disk {
+                    format!("  {}", super::disk_text(r.disk))
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
     let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
-    let (wn, wc, wm, wi) = (w(0), w(1), w(2), w(3));
+    let (wn, wc, wm, wi, wd) = (w(0), w(1), w(2), w(3), w(4));
     let mut out = String::new();
     for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
         let line = format!(
-            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}  {}  {:<wi$}  {}",
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}{:<wd$}  {}  {:<wi$}  {}",
             s.number_text(),
             r.state,
             c[0],
             s.resources.cpu_quota,
             c[1],
             c[2],
+            c[4],
             if s.autostart { "A" } else { "-" },
             c[3],
             r.addresses.join(" "),
@@ -115,12 +133,29 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
     out
 }
 
-fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
+/// What a config manager compares against (Ansible's `slot` module): the settings as
+/// written (before "auto" and [defaults] are resolved), whether the slot's image exists,
+/// and its configured NICs.
+fn settings_json(cfg: &Config, machines: &Path, s: &Slot) -> serde_json::Value {
+    serde_json::json!({
+        "cpu_quota_setting": s.cpu_quota.unwrap_or(cfg.host.cpu_quota).to_string(),
+        "cpus_setting": s.resources.cpus.as_ref().map_or("all".to_string(), |c| c.to_string()),
+        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok(),
+        "nics": s.nics.iter().map(|n| serde_json::json!({
+            "number": n.number,
+            "bridge": n.bridge,
+            "addresses": n.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn to_json(ctx: &Ctx, cfg: &Config, rows: &[Row<'_>]) -> serde_json::Value {
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
     serde_json::Value::Array(
         rows.iter()
             .map(|r| {
                 let s = r.slot;
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "number": s.number,
                     "name": s.name,
                     "state": r.state,
@@ -136,7 +171,15 @@ fn to_json(ctx: &Ctx, rows: &[Row<'_>]) -> serde_json::Value {
                     "active_state": r.active_state,
                     "sub_state": r.sub_state,
                     "freezer_state": r.freezer_state,
-                })
+                    // {used, limit} in bytes from the slot's quota; null where none tracks it
+                    "disk": r.disk,
+                });
+                if let (Some(o), serde_json::Value::Object(extra)) =
+                    (v.as_object_mut(), settings_json(cfg, &machines, s))
+                {
+                    o.extend(extra);
+                }
+                v
             })
             .collect(),
     )
@@ -163,9 +206,9 @@ pub fn run(
             Some(b) => b,
             None => bus.insert(Bus::system()?),
         };
-        let rows = gather(bus, &slots)?;
+        let rows = gather(bus, &ctx.paths.under(&cfg.host.machines_dir), &slots)?;
         let text = if json {
-            format!("{}\n", to_json(ctx, &rows))
+            format!("{}\n", to_json(ctx, &cfg, &rows))
         } else {
             table(ctx, &rows)
         };
@@ -208,6 +251,54 @@ impl Args {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_are_shown_as_written() {
+        let root = std::env::temp_dir().join(format!("slot-os-list-{}", std::process::id()));
+        let dir = root.join("etc/slot-os");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/machines/slot00")).unwrap();
+        std::fs::write(
+            dir.join("slot-os.toml"),
+            "[defaults]\ncpu_quota = \"50%\"\n[[bridge]]\nnumber = 1\naddress = \"192.168.18.1/24\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("slot00.toml"),
+            "cpus = \"0\"\n[[nic]]\nnumber = 1\nbridge = 1\naddress = [\"192.168.18.2/24\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("slot01.toml"), "cpu_quota = \"auto\"\n").unwrap();
+        let paths = slot_config::Paths::with_root(&root);
+        let cfg = slot_config::load_dir(
+            &paths,
+            &slot_config::HostFacts {
+                cpus: slot_config::CpuSet::from_cpus(0..2),
+                mem_total: None,
+            },
+        );
+        let machines = paths.under("/var/lib/machines");
+        let get = |n: &str| super::settings_json(&cfg, &machines, cfg.slot(n).unwrap());
+        assert_eq!(
+            get("slot00"),
+            serde_json::json!({
+                "cpu_quota_setting": "50%",
+                "cpus_setting": "0",
+                "image_exists": true,
+                "nics": [{"number": 1, "bridge": 1, "addresses": ["192.168.18.2/24"]}],
+            })
+        );
+        assert_eq!(
+            get("slot01"),
+            serde_json::json!({
+                "cpu_quota_setting": "auto",
+                "cpus_setting": "all",
+                "image_exists": false,
+                "nics": [],
+            })
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn link_local_addresses_are_not_shown() {
         for (a, want) in [

@@ -141,16 +141,18 @@ pub fn add(
     address: &str,
     nic: &str,
     bridge: Option<&str>,
+    replace: bool,
 ) -> anyhow::Result<ExitCode> {
     let cidr: Cidr = address.parse().map_err(|e: String| bad_input(e))?;
     let number = parse_nic_number(nic)?;
     let _lock = lock::exclusive(&ctx.paths)?;
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, slot)?.clone();
-    if let Some(n) = s.nics.iter().find(|n| n.number == number) {
+    let old = s.nics.iter().find(|n| n.number == number);
+    if let (Some(n), false) = (old, replace) {
         let a: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
         return Err(bad_input(format!(
-            "NIC {number} of {} is in use ({}); net-del it first",
+            "NIC {number} of {} is in use ({}); net-del it first, or give --replace",
             s.name,
             a.join(", ")
         )));
@@ -161,13 +163,33 @@ pub fn add(
             bad_input(format!("no bridge for {cidr}: declare one first (slot-os br-add {number} ADDRESS/MASK), or name it with --bridge"))
         })?,
     };
-    if let Some(owner) = address_owner(&cfg, bridge, &cidr) {
+    // The NIC being replaced may keep its own address.
+    let own = |n: &slot_config::Nic| {
+        n.bridge == bridge && n.addresses.iter().any(|a| a.addr == cidr.addr)
+    };
+    if let Some(owner) = address_owner(&cfg, bridge, &cidr).filter(|_| !old.is_some_and(own)) {
         return Err(bad_input(format!(
             "{} is already used on bridge {bridge} by {owner}; nothing was changed",
             cidr.addr
         )));
     }
+    if let Some(n) = old {
+        if cfg.host.is_ovs(n.bridge) != cfg.host.is_ovs(bridge) {
+            return Err(bad_input(format!(
+                "NIC {number} of {} would move between an Open vSwitch and a Linux bridge; net-del it first; nothing was changed",
+                s.name
+            )));
+        }
+    }
     let mut doc = read_doc(&s.file)?;
+    // --replace: the NIC's table gives way to the new one, in the same validated edit, so a
+    // refused replacement leaves the old NIC as it was.
+    if let (Some(_), Some(aot)) = (
+        old,
+        doc.get_mut("nic").and_then(Item::as_array_of_tables_mut),
+    ) {
+        aot.retain(|t| t.get("number").and_then(Item::as_integer) != Some(i64::from(number)));
+    }
     // A slot without a number gets one now: its NICs' host names carry it.
     let assigned = match s.number {
         Some(_) => None,
@@ -369,6 +391,10 @@ pub struct AddArgs {
     /// The bridge (default: the one whose subnet holds the address, else bridge NIC_NUMBER).
     #[arg(long)]
     pub bridge: Option<String>,
+    /// Replace the NIC's address and bridge if the slot has this NIC already (live on a
+    /// running slot); without it, a NIC in use is refused.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 impl AddArgs {
@@ -379,6 +405,7 @@ impl AddArgs {
             &self.address,
             &self.nic,
             self.bridge.as_deref(),
+            self.replace,
         )
     }
 }

@@ -33,8 +33,31 @@ pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     crate::sys::replace_file(path, &dir.join(format!(".{name}.tmp")), text, None)
 }
 
+/// Removes a config file; one that is already gone is fine.
+pub fn remove_file(path: &Path) -> anyhow::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
     write_atomic(path, &doc.to_string())
+}
+
+/// A new slot file as `build` and `create` (`by`) write it: the base image it is cloned
+/// from, and its number when its name does not imply it (`web`, not `slot03`).
+pub fn new_slot_text(name: &str, base: &str, number: Option<u32>, by: &str) -> String {
+    let mut doc = DocumentMut::new();
+    if let Some(n) = number {
+        doc["number"] = toml_edit::value(i64::from(n));
+    }
+    doc["base_image"] = toml_edit::value(base);
+    format!(
+        "# Slot {name}, made by `slot-os {by}`. Keys and defaults: slot-os.toml(5).\n\
+         # Resources not set here follow [defaults] in slot-os.toml.\n{doc}"
+    )
 }
 
 /// The config as it would be with `path` holding `text`, or bad input (exit 2, nothing
@@ -94,6 +117,20 @@ mod tests {
         assert!(text.contains("[[bind]]\nsource = \"/a\""), "{text}");
         assert!(!dir.join(".slot00.toml.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn new_slot_files_hold_base_image_and_number() {
+        assert_eq!(
+            new_slot_text("slot01", "slot-os", None, "build"),
+            "# Slot slot01, made by `slot-os build`. Keys and defaults: slot-os.toml(5).\n\
+             # Resources not set here follow [defaults] in slot-os.toml.\n\
+             base_image = \"slot-os\"\n"
+        );
+        let t = new_slot_text("web", "deb\"12", Some(10), "create");
+        let doc: DocumentMut = t.parse().unwrap();
+        assert_eq!(doc["number"].as_integer(), Some(10));
+        assert_eq!(doc["base_image"].as_str(), Some("deb\"12"));
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub enum UnitProp {
     AllowedCpus(Option<CpuSet>),
     /// MemoryMax= in bytes (`u64::MAX` = infinity).
     MemoryMax(u64),
+    /// TasksMax= (`u64::MAX` = infinity).
+    TasksMax(u64),
+    /// IOWeight= (`u64::MAX` = not set: systemd's default).
+    IoWeight(u64),
+    /// IOReadBandwidthMax= on the block device of a path; `None` lifts every read limit.
+    IoReadBandwidthMax(Option<(std::path::PathBuf, u64)>),
+    /// IOWriteBandwidthMax=, likewise.
+    IoWriteBandwidthMax(Option<(std::path::PathBuf, u64)>),
 }
 
 /// What systemd reports about a unit. Service properties are 0/`u64::MAX`/empty for a unit
@@ -92,6 +100,16 @@ pub(crate) fn cpu_mask(set: &CpuSet) -> Vec<u8> {
     mask
 }
 
+/// An `a(st)` of (path, bytes) pairs as the IO*BandwidthMax properties take it; empty
+/// resets the limit on every device.
+fn device_limits(l: &Option<(std::path::PathBuf, u64)>) -> anyhow::Result<zbus::OwnedVariant> {
+    let list: Vec<(String, u64)> = l
+        .iter()
+        .map(|(p, b)| (p.display().to_string(), *b))
+        .collect();
+    zbus::OwnedVariant::try_from(zbus::Variant::from(list)).context("encoding an IO limit")
+}
+
 fn is_timeout(e: &zbus::Error) -> bool {
     matches!(e, zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut)
 }
@@ -140,6 +158,14 @@ impl Bus {
                     list.push(("AllowedCPUs".into(), v));
                 }
                 UnitProp::MemoryMax(b) => list.push(("MemoryMax".into(), (*b).into())),
+                UnitProp::TasksMax(n) => list.push(("TasksMax".into(), (*n).into())),
+                UnitProp::IoWeight(w) => list.push(("IOWeight".into(), (*w).into())),
+                UnitProp::IoReadBandwidthMax(l) => {
+                    list.push(("IOReadBandwidthMax".into(), device_limits(l)?))
+                }
+                UnitProp::IoWriteBandwidthMax(l) => {
+                    list.push(("IOWriteBandwidthMax".into(), device_limits(l)?))
+                }
             }
         }
         zbus::block_on(async {

@@ -76,10 +76,15 @@ pub fn delete_subvolume(p: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(name.len() < args.name.len(), "subvolume name too long");
     args.name[..name.len()].copy_from_slice(name);
     let dir = File::open(parent).with_context(|| format!("opening {}", parent.display()))?;
+    let id = crate::storage::quota::qgroup::subvolume_id_of(p).ok();
     // SAFETY: as for btrfs_subvol_create.
     unsafe { btrfs_snap_destroy(std::os::fd::AsRawFd::as_raw_fd(&dir), &args) }
         .map_err(std::io::Error::from)
         .with_context(|| format!("deleting subvolume {}", p.display()))?;
+    // Its qgroup (and with it a disk limit) would linger where quotas are on.
+    if let Some(id) = id {
+        crate::storage::quota::qgroup::destroy(parent, id);
+    }
     Ok(())
 }
 
@@ -197,6 +202,88 @@ fn hosts_naming(hosts: Option<&str>, hostname: &str) -> String {
     let mut text = out.join("\n");
     text.push('\n');
     text
+}
+
+/// The extended attribute on an image's root directory that names the backup it was last
+/// restored from. In the `trusted.` namespace: only the host's root can set or read it, so
+/// a slot (whose root user owns that directory) cannot claim a restore that did not happen.
+const RESTORED_XATTR: &str = "trusted.slot-os.restored";
+
+/// The backup an image was last restored from: its name and when it was made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Restored {
+    pub backup: String,
+    pub created_unix: u64,
+}
+
+impl Restored {
+    fn encode(&self) -> String {
+        format!("{} {}", self.backup, self.created_unix)
+    }
+    fn decode(v: &[u8]) -> Option<Restored> {
+        let s = std::str::from_utf8(v).ok()?;
+        let (name, created) = s.split_once(' ')?;
+        let ok = !name.is_empty()
+            && name.len() <= 2 * slot_config::names::MAX_NAME_LEN + 1
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        Some(Restored {
+            backup: ok.then(|| name.to_string())?,
+            created_unix: created.parse().ok()?,
+        })
+    }
+}
+
+fn c_path(p: &Path) -> anyhow::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("{} has a NUL byte", p.display()))
+}
+
+/// Marks the image at `root` (a directory the helper made) as restored from `r`. Fails
+/// where the file system has no trusted xattrs.
+pub fn mark_restored(root: &Path, r: &Restored) -> anyhow::Result<()> {
+    let (p, n, v) = (
+        c_path(root)?,
+        std::ffi::CString::new(RESTORED_XATTR)?,
+        r.encode(),
+    );
+    // SAFETY: NUL-terminated path and name, a value buffer of the given length.
+    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setting {RESTORED_XATTR} on {}", root.display()));
+    }
+    Ok(())
+}
+
+/// The backup the image at `root` was last restored from, if it carries a valid mark.
+pub fn restored_from(root: &Path) -> Option<Restored> {
+    let (p, n) = (
+        c_path(root).ok()?,
+        std::ffi::CString::new(RESTORED_XATTR).ok()?,
+    );
+    let mut buf = [0u8; 256];
+    // SAFETY: NUL-terminated path and name, a buffer of the given length.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len = usize::try_from(len).ok()?;
+    Restored::decode(&buf[..len])
+}
+
+/// Removes a restore mark from the image at `root` (a clone or an import is no restore;
+/// a mark the base image or an export file carried is not this image's).
+pub fn clear_restored(root: &Path) -> anyhow::Result<()> {
+    let (p, n) = (c_path(root)?, std::ffi::CString::new(RESTORED_XATTR)?);
+    // SAFETY: NUL-terminated path and name.
+    if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) {
+            return Err(e)
+                .with_context(|| format!("removing {RESTORED_XATTR} from {}", root.display()));
+        }
+    }
+    Ok(())
 }
 
 /// The machine ID an image currently has, if any (read inside the image: a symlink
@@ -364,5 +451,50 @@ mod tests {
             "127.0.1.1\tb\n"
         );
         assert!(super::hosts_naming(None, "c").contains("127.0.1.1\tc\n"));
+    }
+
+    #[test]
+    fn restore_marks_decode_only_what_they_encode() {
+        use super::Restored;
+        let r = Restored {
+            backup: "slot01.before-upgrade".into(),
+            created_unix: 1_733_300_000,
+        };
+        assert_eq!(Restored::decode(r.encode().as_bytes()), Some(r));
+        for bad in [
+            "",
+            "x",
+            "slot01.a",
+            "Slot01.a 1",
+            "../x 1",
+            "a b 1",
+            "a -1",
+            "a 1 2",
+            "a\n 1",
+        ] {
+            assert_eq!(Restored::decode(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    /// Needs root (trusted xattrs) and a file system that has them (the tests' target dir).
+    #[test]
+    fn a_restore_mark_is_set_read_and_cleared() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("slot-os-mark-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = super::Restored {
+            backup: "slot02.nightly".into(),
+            created_unix: 7,
+        };
+        assert_eq!(super::restored_from(&dir), None);
+        super::clear_restored(&dir).unwrap();
+        super::mark_restored(&dir, &r).unwrap();
+        assert_eq!(super::restored_from(&dir), Some(r));
+        super::clear_restored(&dir).unwrap();
+        assert_eq!(super::restored_from(&dir), None);
+        std::fs::remove_dir(&dir).unwrap();
     }
 }

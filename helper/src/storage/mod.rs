@@ -1,6 +1,7 @@
-//! Slot roots on disk: images (btrfs subvolumes or directories, identity, swaps), making a
-//! copied root boot clean (`image_prep`), SSH host keys, tar+zstd archives, and freezing a
-//! running slot while its root is captured.
+//! Slot roots on disk: images (btrfs subvolumes or directories, identity, swaps), a slot's
+//! own image made from the base (`provision`), making a copied root boot clean
+//! (`image_prep`), SSH host keys, tar+zstd archives, and freezing a running slot while its
+//! root is captured; where a slot's own data is (`layout`) and its disk quota (`quota`).
 
 pub mod archive;
 pub mod backups;
@@ -11,6 +12,8 @@ pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
 pub mod layout;
+pub mod provision;
+pub mod quota;
 pub mod restic;
 pub mod stream;
 pub mod tarcheck;

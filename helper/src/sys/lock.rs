@@ -73,6 +73,20 @@ pub fn exclusive(paths: &Paths) -> anyhow::Result<Lock> {
     Ok(Lock { _flock: flock })
 }
 
+/// A lock of its own for a step that takes milliseconds and must not wait behind a
+/// long-held helper lock (a slot's unit runs `disk-apply` while `build` may hold that one):
+/// an exclusive flock on /run/slot-os/NAME.lock, waited for without a limit.
+pub fn brief(paths: &Paths, name: &str) -> anyhow::Result<Lock> {
+    let dir = paths.run_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.lock"));
+    let f = open_lock_file(&path).with_context(|| format!("opening {}", path.display()))?;
+    let flock = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(Lock { _flock: flock })
+}
+
 /// Blocks in flock(2) on a thread of its own, so waiting ends the moment the holder
 /// releases the lock, or at `limit` with who holds it.
 fn wait_for(path: &Path, f: File, limit: Duration) -> anyhow::Result<Flock<File>> {

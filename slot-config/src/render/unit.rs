@@ -1,7 +1,7 @@
 use std::fmt::Write;
 
 use super::{header, slot_source};
-use crate::{DefaultNetwork, HostConfig, Slot};
+use crate::{DefaultNetwork, HostConfig, Slot, TasksMax};
 
 pub const DROPIN_NAME: &str = "50-slot-os.conf";
 pub const NSPAWN_TEMPLATE_UNIT: &str = "/usr/lib/systemd/system/systemd-nspawn@.service";
@@ -58,6 +58,20 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         let _ = write!(s, "Wants={OVS_UNIT}\nAfter={OVS_UNIT}\n");
     }
     s.push_str("\n[Service]\n");
+    // The disk quota lives in the file system, not in the unit: this (re)applies the
+    // config's value (or lifts one the config no longer has) before every start, however
+    // the slot is started. Without '-' when there is a limit: a slot whose quota cannot
+    // be enforced does not start.
+    let _ = writeln!(
+        s,
+        "ExecStartPre={}{} disk-apply %i",
+        if slot.resources.limits.disk_bytes().is_some() {
+            ""
+        } else {
+            "-"
+        },
+        helper()
+    );
     if matches!(host.network, DefaultNetwork::Nat { .. }) {
         // The zone bridge is made and configured by networkd (DHCP server up) before nspawn
         // joins the slot to it, so the slot's first DHCP request is answered.
@@ -69,6 +83,28 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         let _ = writeln!(s, "AllowedCPUs={cpus}");
     }
     let _ = writeln!(s, "MemoryMax={}", r.memory);
+    let l = &r.limits;
+    match l.tasks_max {
+        Some(TasksMax::Count(n)) => {
+            let _ = writeln!(s, "TasksMax={n}");
+        }
+        Some(TasksMax::None) => s.push_str("TasksMax=infinity\n"),
+        None => {}
+    }
+    if let Some(w) = l.io_weight {
+        let _ = writeln!(s, "IOWeight={w}");
+    }
+    // systemd finds the block device of the file system that holds this path; the
+    // machines directory holds every slot root. Bytes, not K/M/G: systemd reads those
+    // suffixes as powers of 1000, the config as powers of 1024.
+    for (key, bw) in [
+        ("IOReadBandwidthMax", l.io_read_bandwidth_max),
+        ("IOWriteBandwidthMax", l.io_write_bandwidth_max),
+    ] {
+        if let Some(b) = bw.and_then(|b| b.0.bytes()) {
+            let _ = writeln!(s, "{key}={} {b}", host.machines_dir.display());
+        }
+    }
     if !slot.nics.is_empty() {
         // nspawn leaves VirtualEthernetExtra= NICs down and without addresses
         // (systemd#15402); this completes them after every start, before the start job

@@ -1,0 +1,129 @@
+//! How a slot's image comes to exist and how it goes, shared by `build` (the slotNN range)
+//! and `create` (one slot).
+//!
+//! An image is cloned from the base image (machined's CloneImage: a btrfs snapshot where
+//! possible) under a temporary name, given its own identity there, and only then renamed
+//! to its real name. A run killed at any point leaves at most the temporary clone, never
+//! an image under the slot's name that is half copied or still has the base image's
+//! machine-id (the next run would take such an image as built). The temporary name is
+//! `IMAGE.slot-os-new`: slot and image names have no dots, so it is never a slot's; the
+//! next run removes a leftover one first.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::Context;
+use slot_config::Paths;
+
+use crate::dbus::Bus;
+use crate::storage::hostkeys::HostKeys;
+use crate::storage::image;
+
+const NEW_SUFFIX: &str = ".slot-os-new";
+
+/// Where `image` is made before it is renamed into place.
+pub fn temp_name(image: &str) -> String {
+    format!("{image}{NEW_SUFFIX}")
+}
+
+/// One image to make: its name, and the host name its slot gets.
+pub struct NewImage<'a> {
+    pub image: &'a str,
+    pub hostname: &'a str,
+}
+
+/// Makes every image of `new` from image `base`, all clones in flight at once; one result
+/// per entry, in order. A failed entry leaves nothing behind under either name.
+pub fn images(
+    bus: &Bus,
+    machines: &Path,
+    base: &str,
+    new: &[NewImage<'_>],
+) -> Vec<anyhow::Result<()>> {
+    let temps: Vec<String> = new.iter().map(|n| temp_name(n.image)).collect();
+    // A leftover of a killed run; machined refuses to remove it while it is still cloning
+    // it (the image is locked), and then this run fails for that image rather than race.
+    let swept: Vec<anyhow::Result<()>> = temps
+        .iter()
+        .map(|t| {
+            if machines.join(t).symlink_metadata().is_err() {
+                return Ok(());
+            }
+            bus.remove_image(t).with_context(|| {
+                format!("removing {t}, left by an interrupted run (if machined is still cloning it, try again when it is done)")
+            })
+        })
+        .collect();
+    let todo: Vec<String> = temps
+        .iter()
+        .zip(&swept)
+        .filter(|(_, s)| s.is_ok())
+        .map(|(t, _)| t.clone())
+        .collect();
+    let mut cloned = bus.clone_images(base, &todo).into_iter();
+    new.iter()
+        .zip(temps.iter())
+        .zip(swept)
+        .map(|((n, t), s)| {
+            s?;
+            let r = cloned
+                .next()
+                .unwrap_or_else(|| Err(anyhow::anyhow!("no answer from machined")))
+                .with_context(|| format!("cloning image {base}"))
+                .and_then(|()| finish(bus, machines, t, n));
+            if r.is_err() && machines.join(t).symlink_metadata().is_ok() {
+                let _ = bus.remove_image(t);
+            }
+            r
+        })
+        .collect()
+}
+
+/// The fresh clone at `temp` gets its own machine-id, host name and SSH host keys, loses
+/// any restore mark the base image carried, and takes its real name.
+fn finish(bus: &Bus, machines: &Path, temp: &str, n: &NewImage<'_>) -> anyhow::Result<()> {
+    let root = machines.join(temp);
+    let id = image::new_machine_id()?;
+    image::set_identity(&root, n.hostname, Some(&id), HostKeys::New)?;
+    image::clear_restored(&root)?;
+    bus.rename_image(temp, n.image)
+}
+
+/// Deletes image `name` (machined's RemoveImage) and the journal link nspawn made for it,
+/// and lifts its disk limit first, so its project ID is free once its files are gone.
+pub fn remove_image(bus: &Bus, paths: &Paths, machines: &Path, name: &str) -> anyhow::Result<()> {
+    let img = machines.join(name);
+    let id = image::machine_id(&img);
+    if let Err(e) = crate::storage::quota::release(&img) {
+        eprintln!("warning: {name}: disk limit not lifted: {e:#}");
+    }
+    if img.symlink_metadata().is_ok() {
+        bus.remove_image(name)
+            .with_context(|| format!("removing image {name}"))?;
+    }
+    // nspawn's --link-journal=try-guest leaves /var/log/journal/<id> pointing into the
+    // image; it dangles once the image is gone.
+    if let Some(id) = id {
+        let link = paths.under("/var/log/journal").join(id);
+        if link
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            let _ = fs::remove_file(&link);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_never_slot_or_image_names() {
+        let t = temp_name("slot00");
+        assert_eq!(t, "slot00.slot-os-new");
+        assert!(slot_config::names::check_name("image", &t).is_err());
+        assert!(slot_config::names::check_slot_name(&t).is_err());
+    }
+}
