@@ -46,6 +46,17 @@ impl Boost {
         let ioprio = ioprio_get().filter(|_| ioprio_set(IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT));
         Boost { nice, ioprio }
     }
+
+    /// The other way: nice 10 and best-effort I/O at level 7 (the lowest that still moves
+    /// on a busy disk), unless the thread is already at least that low; for work that must
+    /// not slow down what it copies from (a running slot).
+    pub fn yield_to_others() -> Boost {
+        let nice = nice_get().filter(|n| *n < 10 && nice_set(10));
+        let ioprio = ioprio_get().filter(|p| {
+            (p >> IOPRIO_CLASS_SHIFT) < 3 && ioprio_set((IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7)
+        });
+        Boost { nice, ioprio }
+    }
 }
 
 impl Drop for Boost {
@@ -70,6 +81,11 @@ mod tests {
                 assert_eq!(super::nice_get(), Some(-10));
                 assert_eq!(super::ioprio_get(), Some(2 << 13));
             }
+        }
+        assert_eq!((super::nice_get(), super::ioprio_get()), (n0, p0));
+        {
+            let _b = super::Boost::yield_to_others();
+            assert!(super::nice_get().is_some_and(|n| n >= 10));
         }
         assert_eq!((super::nice_get(), super::ioprio_get()), (n0, p0));
     }

@@ -181,6 +181,19 @@ fn copy_file(src: BorrowedFd, dst: BorrowedFd, name: &OsStr) -> io::Result<Copie
     .map_err(errno)?;
     let size = st.st_size as u64;
     let bytes = copy_data(&from, &to, size)?;
+    if bytes > 1 << 20 {
+        // Start writing it out now: a copy that piles up dirty pages makes the kernel
+        // throttle every writer on the host, the running slot's included.
+        // SAFETY: sync_file_range on a file descriptor we own; it only schedules writeback.
+        unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(&to),
+                0,
+                0,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+    }
     rustix::fs::ftruncate(&to, size).map_err(errno)?;
     set_owner_mode_fd(&to, &st)?;
     copy_xattrs_fd(&from, &to)?;

@@ -116,6 +116,8 @@ pub fn capture<F: Freezer>(
         .with_context(|| format!("creating {}", stage.rootfs().display()))?;
 
     let mut report = Report::default();
+    // The copy runs beside the slot's own work: it yields the CPU and the disk to it.
+    let lowered = crate::sys::priority::Boost::yield_to_others();
     let t = Instant::now();
     let mut w = Walker::new(&dst_root, dev, HashSet::new(), true);
     let mut root = w
@@ -148,6 +150,7 @@ pub fn capture<F: Freezer>(
         }
     }
     report.catch_up_ms = ms(t);
+    drop(lowered);
 
     // The slot's services wait for this walk: nothing else on the host should go first.
     let boost = crate::sys::priority::Boost::raise();
