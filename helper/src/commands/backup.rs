@@ -586,6 +586,9 @@ fn restore_restic(
     let sparse_flag = (major, minor) >= (0, 15);
     notify::progress(&format!("restoring {} from {}", m.name, r.location));
     fs::create_dir(unpack).with_context(|| format!("creating {}", unpack.display()))?;
+    // restic fills an existing directory: on btrfs a subvolume, so the restored slot can
+    // be snapshotted and hold a qgroup like any other.
+    image::create_image_dir(&unpack.join("rootfs"))?;
     r.restore(id, unpack, sparse_flag)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("restoring snapshot {id} from {}", r.location))?;
