@@ -67,6 +67,9 @@ pub enum Command {
     Exec(exec::Args),
     /// Rename a stopped slot (config, image and units).
     Rename(rename::Args),
+    /// Move stopped overlay slots onto the newest version of their base image (made now if
+    /// the base changed); each keeps its own files.
+    Rebase(rebase::Args),
     /// Back up a slot as slotXX.NAME.
     Backup(backup::BackupArgs),
     /// Back up a slot as slotXX.auto-YYYYMMDD-HHMMSS (UTC) and delete its oldest automatic
@@ -116,6 +119,13 @@ pub enum Command {
     /// unit before it starts).
     #[command(hide = true)]
     ZoneReady(net::ZoneReadyArgs),
+    /// Mount an overlay slot's root on its image directory (run by slot-os-root@NAME.service
+    /// before the slot starts).
+    #[command(hide = true)]
+    RootMount(root::Args),
+    /// Unmount an overlay slot's root (run by slot-os-root@NAME.service after it stops).
+    #[command(hide = true)]
+    RootUmount(root::Args),
     /// Make a slot's directory hold the disk limit of its config, or lift one the config
     /// no longer has (run by the slot's unit before every start).
     #[command(hide = true)]
@@ -174,6 +184,7 @@ impl Command {
             Command::Info(a) => a.exec(ctx),
             Command::Exec(a) => a.exec(ctx),
             Command::Rename(a) => a.exec(ctx),
+            Command::Rebase(a) => a.exec(ctx),
             Command::Backup(a) => a.exec(ctx),
             Command::BackupAuto(a) => a.exec(ctx),
             Command::BackupList(a) => a.exec(ctx),
@@ -192,6 +203,8 @@ impl Command {
             Command::NetRelease(a) => a.exec(),
             Command::ThawLeftovers(a) => a.exec(ctx),
             Command::ZoneReady(a) => a.exec(),
+            Command::RootMount(a) => a.exec_mount(ctx),
+            Command::RootUmount(a) => a.exec_umount(ctx),
             Command::DiskApply(a) => a.exec(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),

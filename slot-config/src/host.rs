@@ -27,6 +27,9 @@ pub struct HostConfig {
     pub machines_dir: PathBuf,
     /// Where backups are kept.
     pub backup_dir: PathBuf,
+    /// What `build` makes new slots' roots with; `None` = auto (btrfs snapshots where the
+    /// machines dir is btrfs, else overlay where the kernel can, else a copy).
+    pub backend: Option<crate::Storage>,
     pub bridges: Vec<Bridge>,
     pub network: DefaultNetwork,
     pub backup: BackupConfig,
@@ -103,6 +106,7 @@ impl Default for HostConfig {
             limits: Limits::default(),
             machines_dir: "/var/lib/machines".into(),
             backup_dir: "/var/lib/slot-os/backups".into(),
+            backend: None,
             bridges: Vec::new(),
             network: DefaultNetwork::Nat {
                 address: DEFAULT_NAT_ADDRESS.parse().expect("valid default"),
@@ -217,7 +221,7 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "io_read_bandwidth_max",
     "io_write_bandwidth_max",
 ];
-pub const STORAGE_KEYS: &[&str] = &["machines", "backups"];
+pub const STORAGE_KEYS: &[&str] = &["machines", "backups", "backend"];
 pub const BRIDGE_KEYS: &[&str] = &[
     "number",
     "address",
@@ -276,6 +280,12 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         }
         if let Some(p) = absolute_path(&mut s, "backups") {
             host.backup_dir = p;
+        }
+        if let Some(b) = s.string("backend") {
+            match crate::storage::parse_backend(&b) {
+                Ok(b) => host.backend = b,
+                Err(e) => s.problem("backend", e),
+            }
         }
     }
     if let Some(t) = network {

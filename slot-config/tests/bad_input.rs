@@ -51,7 +51,7 @@ fn cases() -> Vec<Case> {
         c("slot00.toml", "nic = 1", "slot00.toml: nic: expected an array of tables ([[nic]]), found an integer"),
         c("slot00.toml", "environment = \"A=B\"", "slot00.toml: environment: expected a table, found a string"),
         // unknown keys
-        c("slot00.toml", "cpu = \"50%\"", "slot00.toml: cpu: unknown key; allowed keys here: number, image, base_image, autostart, boot, command, cpu_quota, cpus, memory, disk, tasks_max, io_weight, io_read_bandwidth_max, io_write_bandwidth_max, privileged, environment, nic, bind"),
+        c("slot00.toml", "cpu = \"50%\"", "slot00.toml: cpu: unknown key; allowed keys here: number, image, base_image, storage, autostart, boot, command, cpu_quota, cpus, memory, disk, tasks_max, io_weight, io_read_bandwidth_max, io_write_bandwidth_max, privileged, environment, nic, bind"),
         h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\nmask = 24", BRIDGE1, "slot00.toml: nic[0].mask: unknown key; allowed keys here: number, bridge, address"),
         h("slot00.toml", "", "[default]\nmemory = \"1G\"", "slot-os.toml: default: unknown key; allowed keys here: defaults, storage, network, bridge, backup"),
         // resources
@@ -101,6 +101,15 @@ fn cases() -> Vec<Case> {
         // modes
         c("slot00.toml", "boot = false", "slot00.toml: command: missing; a slot with `boot = false` runs `command` (e.g. [\"/bin/sh\", \"-c\", \"...\"]) as its only process"),
         c("slot00.toml", "command = [\"/bin/true\"]", "slot00.toml: command: only used with `boot = false`; a booted slot runs its own init"),
+        // storage backends (issue 13)
+        c("slot00.toml", "storage = \"zfs\"", "slot00.toml: storage: \"zfs\" is not a storage backend; use \"btrfs\", \"overlay\" or \"copy\""),
+        c("slot00.toml", "storage = \"auto\"", "slot00.toml: storage: \"auto\" is not a storage backend; use \"btrfs\", \"overlay\" or \"copy\""),
+        c("slot00.toml", "storage = \"overlay\\r[Exec]\\rPrivateUsers=no\"", "slot00.toml: storage: \"overlay\\r[Exec]\\rPrivateUsers=no\" contains a control character ('\\r'), which a generated systemd file cannot carry"),
+        c("slot00.toml", "storage = true", "slot00.toml: storage: expected a string, found a boolean"),
+        c("web.toml", "storage = \"overlay\"", "web.toml: storage: an overlay slot needs `number = N` (0 to 4093): its user namespace range is derived from it"),
+        c("slot4094.toml", "storage = \"overlay\"", "slot4094.toml: storage: an overlay slot's user namespace range is derived from its number, and slot 4094 has none left; overlay slots use numbers 0 to 4093 (or set privileged = true, which needs no range)"),
+        h("slot00.toml", "", "[storage]\nbackend = \"lvm\"", "slot-os.toml: storage.backend: \"lvm\" is not a storage backend; use \"auto\", \"btrfs\", \"overlay\" or \"copy\""),
+        h("slot00.toml", "", "[storage]\nbackend = \"overlay\\u0000\"", "slot-os.toml: storage.backend: \"overlay\\0\" contains a control character ('\\0'), which a generated systemd file cannot carry"),
         // storage
         c("slot00.toml", "[[bind]]\nsource = \"data\"\ntarget = \"/DATA\"", "slot00.toml: bind[0].source: \"data\" is not an absolute path; start it with '/'"),
         c("slot00.toml", "[[bind]]\nsource = \"/data/../etc\"\ntarget = \"/DATA\"", "slot00.toml: bind[0].source: \"/data/../etc\" contains '.' or '..'; write the path without them"),
@@ -134,7 +143,7 @@ fn cases() -> Vec<Case> {
         c("slot00.toml", "boot = false\ncommand = [\"/bin/sh\", \"x\\rPrivateUsers=no\"]", "slot00.toml: command[1]: \"x\\rPrivateUsers=no\" contains a control character ('\\r'), which a generated systemd file cannot carry"),
         c("slot00.toml", "boot = false\ncommand = [\"/bin/sh\\u0000[Files]\"]", "slot00.toml: command[0]: \"/bin/sh\\0[Files]\" contains a control character ('\\0'), which a generated systemd file cannot carry"),
         c("slot00.toml", "[[bind]]\nsource = \"/x\\r[Files]\\rBind=/:/host\"\ntarget = \"/y\"", "slot00.toml: bind[0].source: \"/x\\r[Files]\\rBind=/:/host\" contains a control character ('\\r'), which a generated systemd file cannot carry"),
-        c("slot00.toml", "\"a\\rb\" = 1", "slot00.toml: a\\rb: unknown key; allowed keys here: number, image, base_image, autostart, boot, command, cpu_quota, cpus, memory, disk, tasks_max, io_weight, io_read_bandwidth_max, io_write_bandwidth_max, privileged, environment, nic, bind"),
+        c("slot00.toml", "\"a\\rb\" = 1", "slot00.toml: a\\rb: unknown key; allowed keys here: number, image, base_image, storage, autostart, boot, command, cpu_quota, cpus, memory, disk, tasks_max, io_weight, io_read_bandwidth_max, io_write_bandwidth_max, privileged, environment, nic, bind"),
         h("slot00.toml", "", "[storage]\nmachines = \"/x\\r[Service]\\rExecStartPre=/bin/touch /tmp/PWNED\\r#\"", "slot-os.toml: storage.machines: \"/x\\r[Service]\\rExecStartPre=/bin/touch /tmp/PWNED\\r#\" contains a control character ('\\r'), which a generated systemd file cannot carry"),
         h("slot00.toml", "", "[storage]\nmachines = \"/a \"", "slot-os.toml: storage.machines: \"/a \" contains ' '; this path is written into a unit's ExecStart= line, which cannot carry whitespace, quotes, '\\', '$', '%' or ':'"),
         h("slot00.toml", "", "[storage]\nmachines = \"/var/lib/m%i\"", "slot-os.toml: storage.machines: \"/var/lib/m%i\" contains '%'; this path is written into a unit's ExecStart= line, which cannot carry whitespace, quotes, '\\', '$', '%' or ':'"),

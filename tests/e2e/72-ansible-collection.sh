@@ -30,6 +30,10 @@ scenario_setup() {
     # shellcheck disable=SC2034
     TH_NSPAWN_ARGS=()
     th_copy_slot_image "$H" slot-os || return 1
+    # Plain clones, as this scenario's checks (machined's clone killed midway, files of a
+    # stopped slot read from its image) assume: auto would give overlay slots on the test
+    # host's ext4. Overlay slots' create/remove are 60-overlay's.
+    th_storage_backend "$H" copy || return 1
     PYV=$(th_run "$H" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') || return 1
     write_files "$(th_root "$H")/root"
 }

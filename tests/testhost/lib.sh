@@ -760,6 +760,16 @@ th_sh() {
     th_run "$name" sh -c "${1:?th_sh: no shell code}" sh "${@:2}"
 }
 
+# th_storage_backend NAME BACKEND: host NAME's slot-os.toml asks for `[storage] backend`
+# (for scenarios that read a stopped slot's files from its image directory, which an overlay
+# slot, auto's choice on the test hosts' ext4, has only while it runs).
+th_storage_backend() {
+    local name=${1:-} backend=${2:-} dir
+    th__check_name "$name" || return 1
+    dir=$TH_HOSTS/$name/root/etc/slot-os
+    mkdir -p "$dir" && printf '[storage]\nbackend = "%s"\n' "$backend" >"$dir/slot-os.toml"
+}
+
 # th_copy_slot_image NAME IMAGE: a slot-ready copy of the host's release root (th__slot_ready)
 # at ROOT/var/lib/machines/IMAGE, with its own machine-id, hostname and SSH host keys.
 th_copy_slot_image() {

@@ -6,7 +6,8 @@
 # otherwise) with the .deb under test installed, starts one slot, and checks inside the slot
 # what the kernel does: MemoryMax OOM-kills, CPUQuota throttles, `resource` changes both
 # live, `suspend` freezes the slot's clock, the generator's boot-time messages reach
-# `journalctl -b` through /dev/kmsg; and (issue 13) an ext4 project quota holds the slot's
+# `journalctl -b` through /dev/kmsg; and (issue 13) that the distribution's kernel gives an
+# overlay slot its root from idmapped layers, an ext4 project quota holds the slot's
 # writes (the machines running the e2e suite have no ext4 quota support in their kernel),
 # the slot's root cannot change its files' project, and TasksMax stops a fork loop. One VM
 # boot for every check; see tests/vm/README.md.
@@ -160,6 +161,9 @@ test_slot_built_with_limits() {
         slot-os resource -c "$1" -m "$2" 0 && cat /etc/slot-os/slot00.toml' "$VM_BOOT_CPU%" "$VM_BOOT_MEM" "$VM_SLOT_TAR") ||
         { t_fail "make-base-image/build/resource: $out"; return 1; }
     printf '%s\n' "$out"
+    # issue 13: on this kernel's ext4, auto makes an overlay slot (idmapped layers: 5.19+)
+    assert_contains "$out" "storage: overlay (auto:" "build chose overlay" || return 1
+    assert_contains "$out" 'storage = "overlay"' "and recorded it" || return 1
     assert_contains "$out" "memory = \"$VM_BOOT_MEM\"" "memory persisted" || return 1
     assert_contains "$out" "cpu_quota = \"$VM_BOOT_CPU%\"" "cpu_quota persisted" || return 1
 }
@@ -181,6 +185,30 @@ test_slot_starts_with_kernel_limits() {
     printf '%s\n' "$out"
     # what slot00.toml says, in the kernel's files, from the start
     assert_eq "$((${VM_BOOT_MEM%M} * 1024 * 1024))"$'\n'"$((VM_BOOT_CPU * 1000)) 100000" "$out" "the kernel's memory.max and cpu.max" || return 1
+}
+
+# Issue 13, on the distribution's kernel: slot00's root is an overlay whose layers are
+# idmapped to the slot's fixed range (0x70000000 for slot 0); the slot sees its files as
+# root's, the host sees them shifted, the upper stays 0:0 on disk, whiteouts included (the
+# overlay is made with the slot root's fsuid), and the root goes away with the slot.
+test_overlay_root_from_idmapped_layers() {
+    local out base=1879048192
+    out=$(vm_sh 'uname -r
+        findmnt -n -o FSTYPE,SOURCE /var/lib/machines/slot00
+        awk "{print \$1, \$2, \$3}" /proc/$(machinectl show -p Leader --value slot00)/uid_map
+        stat -c "host %u:%g" /var/lib/machines/slot00/etc/passwd
+        stat -c "disk %u:%g" /var/lib/machines/.slot-os/slot/slot00/upper/etc/hostname')
+    printf '%s\n' "$out"
+    th_note "kernel $(printf '%s\n' "$out" | head -n 1): slot00's root is an overlay of idmapped layers"
+    assert_contains "$out" "overlay slot-os" "an overlay on the slot's image directory" || return 1
+    assert_contains "$out" "0 $base 65536" "the slot's user namespace is its fixed range" || return 1
+    assert_contains "$out" "host $base:$base" "the host sees the merged tree shifted" || return 1
+    assert_contains "$out" "disk 0:0" "the upper is unshifted on disk" || return 1
+    out=$(vm_sh -t 120 "$(in_slot vm-ids 'stat -c "slot %u:%g" /etc/passwd; rm /etc/issue.net && echo removed')")
+    out+=$'\n'$(vm_sh 'stat -c "whiteout %F %t,%T %u:%g" /var/lib/machines/.slot-os/slot/slot00/upper/etc/issue.net')
+    printf '%s\n' "$out"
+    assert_contains "$out" "slot 0:0" "root's files in the slot" || return 1
+    assert_contains "$out" "whiteout character special file 0,0 0:0" "a whiteout, 0:0 on disk" || return 1
 }
 
 test_memory_max_oom_kills_an_allocation_past_the_limit() {
@@ -356,12 +384,23 @@ test_restore_keeps_the_slots_project_and_limit() {
     want=$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_limit')
     # a reset to the base image: a new root beside the old one, swapped in by rename; it
     # joins the old root's project before the swap
-    out=$(vm_sh -t 900 'slot-os stop 0 && slot-os backup-restore 0 slot-os && lsattr -dp /var/lib/machines/slot00 && lsattr -p /var/lib/machines/slot00/etc/hostname') ||
+    # slot00 is an overlay slot (auto): its project is on its layer directory (upper and
+    # work directory), see storage::layout::own_data_dir
+    local layer=/var/lib/machines/.slot-os/slot/slot00
+    out=$(vm_sh -t 900 'slot-os stop 0 && slot-os backup-restore 0 slot-os && lsattr -dp "$1" && lsattr -p "$1/upper/etc/hostname"' "$layer") ||
         { t_fail "stop/backup-restore: $out"; return 1; }
     printf '%s\n' "$out"
-    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ /var/lib/machines/slot00$'\n' ]] ||
+    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ $layer$'\n' ]] ||
         { t_fail "the restored root is not in project 2000000000 with the inherit flag: $out"; return 1; }
-    [[ "$out" =~ 2000000000\ [^$'\n']*\ /var/lib/machines/slot00/etc/hostname ]] ||
+    [[ "$out" =~ 2000000000\ [^$'\n']*\ $layer/upper/etc/hostname ]] ||
         { t_fail "a restored file is not in project 2000000000: $out"; return 1; }
     assert_eq "$want" "$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.limit')" "the limit holds for the restored root" || return 1
+}
+
+test_overlay_root_goes_with_the_slot() {
+    local out
+    out=$(vm_sh -t 300 'slot-os stop 0 && findmnt /var/lib/machines/slot00 || echo "not mounted"; systemctl is-active slot-os-root@slot00.service')
+    printf '%s\n' "$out"
+    assert_contains "$out" "not mounted" "the root is unmounted once stop returns" || return 1
+    assert_contains "$out" "inactive" "its root unit is stopped" || return 1
 }

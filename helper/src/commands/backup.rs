@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use slot_config::names::check_name;
-use slot_config::{BackupEngine, Config, Slot};
+use slot_config::{BackupEngine, Config, Slot, Storage};
 
 use super::Ctx;
 use crate::config::targets;
@@ -27,8 +27,9 @@ use crate::storage::backups::{self, Meta, RESTIC, SNAP, TAR};
 use crate::storage::capture::{self, Captured};
 use crate::storage::freeze::{self, SlotFreezer};
 use crate::storage::hostkeys::HostKeys;
+use crate::storage::layout::{self, Layout};
 use crate::storage::restic::{self, Repo};
-use crate::storage::{archive, holes, image, layout, quota};
+use crate::storage::{archive, holes, image, layer, lower, quota};
 use crate::sys::lock;
 use crate::sys::notify;
 
@@ -132,10 +133,18 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resul
             "backup {full} exists; delete it first (slot-os backup-del {full})"
         )));
     }
-    let root = layout::own_data_dir(&ctx.paths.under(&cfg.host.machines_dir), &s);
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = Layout::of(&machines, &s);
+    // An overlay slot's own data is its upper directory; the base version below it is
+    // recorded with the backup (and kept while the backup exists).
+    let root = lay.capture_dir();
     if !root.is_dir() {
         bail!("{} has no image at {}", s.name, root.display());
     }
+    let lower = match &lay.layer {
+        Some(l) => Some(layer::pin(l)?.id()),
+        None => None,
+    };
     let repo = match engine {
         BackupEngine::Restic => {
             let r = repo(ctx, &cfg, offsite, true)?;
@@ -184,13 +193,13 @@ pub fn backup(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resul
             let snaps = r
                 .snapshots_finish(listing.context("listing")?)
                 .map_err(anyhow::Error::new)?;
-            let stored = store_restic(&r, &stage, &s, &full, &captured, &snaps, offsite);
+            let stored = store_restic(&r, &stage, &s, &full, &captured, &snaps, offsite, lower);
             if snap_at.is_some() {
                 let _ = image::remove_any(&captured.tree);
             }
             stored?
         }
-        None => store_tar(&dir, &s, &full, &captured, &tmp)?,
+        None => store_tar(&dir, &s, &full, &captured, &tmp, lower)?,
     };
     backups::write_private(
         &backups::meta_path(&dir, &full, offsite),
@@ -226,6 +235,7 @@ fn store_restic(
     captured: &Captured,
     snaps: &[restic::Snapshot],
     offsite: bool,
+    lower: Option<String>,
 ) -> anyhow::Result<Meta> {
     if snaps.iter().any(|x| x.tag("name") == Some(full)) {
         return Err(bad_input(format!(
@@ -257,6 +267,10 @@ fn store_restic(
     if let Some(ms) = captured.freeze_ms {
         extra.insert("freeze-ms", format!("{ms:.1}"));
     }
+    if let Some(l) = &lower {
+        extra.insert("storage", Storage::Overlay.to_string());
+        extra.insert("lower", l.clone());
+    }
     notify::progress(&format!("storing {full} in {}", r.location));
     let sum = r
         .backup(
@@ -277,6 +291,8 @@ fn store_restic(
         snapshot: Some(sum.snapshot_id),
         offsite,
         tree_bytes: Some(sum.total_bytes_processed),
+        storage: lower.as_ref().map(|_| Storage::Overlay.to_string()),
+        lower,
     })
 }
 
@@ -286,6 +302,7 @@ fn store_tar(
     full: &str,
     captured: &Captured,
     tmp: &Path,
+    lower: Option<String>,
 ) -> anyhow::Result<Meta> {
     let (kind, size, sha) = if captured.tree == tmp {
         (SNAP, 0, None)
@@ -313,6 +330,8 @@ fn store_tar(
         snapshot: None,
         offsite: false,
         tree_bytes: None,
+        storage: lower.as_ref().map(|_| Storage::Overlay.to_string()),
+        lower,
     })
 }
 
@@ -391,7 +410,22 @@ fn delete(ctx: &Ctx, cfg: &Config, dir: &Path, gone: &[Meta], offsite: bool) -> 
             image::remove_any(&backups::data_path(dir, &m.name, &m.kind))?;
         }
     }
+    if gone.iter().any(|m| m.lower.is_some()) {
+        prune_versions(ctx, cfg, dir);
+    }
     Ok(())
+}
+
+/// Deletes the base versions of overlay slots that no slot and no backup needs any more.
+fn prune_versions(ctx: &Ctx, cfg: &Config, dir: &Path) {
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let gone = layer::prune_versions(&machines, dir);
+    if !gone.is_empty() {
+        println!(
+            "base versions no slot or backup uses any more, deleted: {}",
+            gone.join(", ")
+        );
+    }
 }
 
 pub fn list(ctx: &Ctx, json: bool, offsite: bool) -> anyhow::Result<ExitCode> {
@@ -476,11 +510,16 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resu
     let s: Slot = targets::resolve_one(&cfg, slot)?.clone();
     let bus = Bus::system()?;
     crate::dbus::running::require_stopped(&bus, &s, "before restoring")?;
-    let machines = ctx.paths.under(&cfg.host.machines_dir);
-    let dest = machines.join(s.image_name());
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = Layout::of(&machines, &s);
     // Held until the new root is in place: nspawn cannot boot it meanwhile.
-    let _image = lock::ImageLock::images(&[&dest], "stop it before restoring")?;
+    let _image = lock::ImageLock::images(&[&lay.image], "stop it before restoring")?;
     crate::dbus::running::require_stopped(&bus, &s, "before restoring")?;
+    if lay.is_overlay() {
+        layer::settle_stopped(&bus, &machines, &s)?;
+        return restore_overlay(ctx, &cfg, &s, &lay, name, offsite);
+    }
+    let dest = lay.image.clone();
     let new = image::sibling(&dest, ".slot-os-new-");
     let unpack = image::sibling(&dest, ".slot-os-restore-");
     let _ = image::remove_any(&new);
@@ -509,6 +548,13 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resu
                 if offsite { " --offsite" } else { "" }
             )));
         };
+        if m.storage.is_some() {
+            return Err(bad_input(format!(
+                "backup {name} is of an overlay slot (its upper directory on {}); {} is not an overlay slot; restore it into one",
+                m.lower.as_deref().unwrap_or("?"),
+                s.name
+            )));
+        }
         mark = Some(image::Restored {
             backup: m.name.clone(),
             created_unix: m.created_unix,
@@ -634,6 +680,125 @@ fn restore_tar(dir: &Path, m: &Meta, s: &Slot, new: &Path) -> anyhow::Result<()>
             _ => Err(e),
         },
     }
+}
+
+/// An overlay slot's restore: a new layer beside its layer (the backup's upper on the
+/// version it was taken on, or for a reset an empty upper on the base's current version),
+/// its identity written through a private mount, then exchanged with the old layer in one
+/// rename. The caller holds the image lock and has unmounted the root.
+fn restore_overlay(
+    ctx: &Ctx,
+    cfg: &Config,
+    s: &Slot,
+    lay: &Layout,
+    name: &str,
+    offsite: bool,
+) -> anyhow::Result<ExitCode> {
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let stage = layout::stage_dir(&ctx.paths);
+    let Some(dest) = lay.layer.as_deref() else {
+        bail!("{} is not an overlay slot", s.name);
+    };
+    let t0 = Instant::now();
+    let reset = !offsite && (name == cfg.host.image || name == "slot-os");
+    let id = image::machine_id(&lay.capture_dir())
+        .map(Ok)
+        .unwrap_or_else(image::new_machine_id)?;
+    let unchanged = || format!("restoring {name}; {} is unchanged", s.name);
+    let mut mark = None;
+    let dir = backups::backup_dir(cfg, &ctx.paths);
+    let (v, backup) = if reset {
+        let base = s
+            .base_image
+            .clone()
+            .unwrap_or_else(|| cfg.host.image.clone());
+        let (v, _) = lower::current(&machines, &base).map_err(|e| bad_input(e.to_string()))?;
+        (v, None)
+    } else {
+        let Some(m) = all_entries(ctx, cfg, &dir, offsite)?
+            .into_iter()
+            .find(|m| m.name == name)
+        else {
+            return Err(bad_input(format!(
+                "no backup named {name:?} (see slot-os backup-list{})",
+                if offsite { " --offsite" } else { "" }
+            )));
+        };
+        let Some(v) = m.lower.as_deref().and_then(lower::Version::parse) else {
+            return Err(bad_input(format!(
+                "backup {name} holds a whole root, not an overlay slot's upper; {} is an overlay slot: restore it into a slot with storage \"copy\" or \"btrfs\"",
+                s.name
+            )));
+        };
+        if m.kind == SNAP {
+            bail!("backup {name} is a btrfs snapshot, an overlay slot's backup is not");
+        }
+        mark = Some(image::Restored {
+            backup: m.name.clone(),
+            created_unix: m.created_unix,
+        });
+        (v, Some(m))
+    };
+    let keys = if reset { HostKeys::New } else { HostKeys::Keep };
+    let tmp = layer::prepare(
+        &machines,
+        lay.image_name.as_str(),
+        &v,
+        &stage,
+        |upper| {
+            let Some(m) = &backup else { return Ok(()) };
+            if m.kind == RESTIC {
+                // Restored and verified inside the new layer, then renamed over its empty
+                // upper; a killed run's leftovers go with the whole `.new-` layer.
+                let unpack = upper.with_file_name("restore");
+                let made = restore_restic(ctx, cfg, m, &unpack, upper, offsite);
+                let _ = image::remove_any(&unpack);
+                return made;
+            }
+            let data = backups::data_path(&dir, name, &m.kind);
+            match archive::untar_zstd(&data, upper) {
+                Ok(got) if Some(&got) == m.sha256.as_ref() => Ok(()),
+                Ok(got) => bail!(
+                    "backup {name} is corrupted: its SHA-256 is {got}, {} was recorded; refusing to restore",
+                    m.sha256.as_deref().unwrap_or("none")
+                ),
+                Err(e) => Err(e),
+            }
+        },
+        |root| image::set_identity_in(root, &s.name, Some(&id), keys),
+    )
+    .with_context(unchanged)?;
+    // The mark sits on the layer directory (host-only; the slot cannot forge it), as does
+    // the quota's project (see `layout::own_data_dir`).
+    let marked = match &mark {
+        Some(r) => image::mark_restored(&tmp, r),
+        None => image::clear_restored(&tmp),
+    };
+    if let Err(e) = marked {
+        eprintln!(
+            "slot-os: warning: {e:#}; `info` will not say which backup {} was restored from",
+            s.name
+        );
+    }
+    if let Err(e) = quota::adopt(dest, &tmp) {
+        let _ = image::remove_any(&tmp);
+        return Err(e.context(unchanged()));
+    }
+    image::swap_into_place(&tmp, dest)?;
+    if s.resources.limits.disk_bytes().is_some() {
+        match quota::apply_slot(&ctx.paths, &machines, s) {
+            Ok(quota::Applied::Nothing) => {}
+            Ok(done) => println!("{}: {}", s.name, done.describe()),
+            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
+        }
+    }
+    println!(
+        "{}: restored from {name} in {:.2} s (overlay on {v})",
+        s.name,
+        t0.elapsed().as_secs_f64()
+    );
+    prune_versions(ctx, cfg, &dir);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn copy_root(src: &Path, dest: &Path) -> anyhow::Result<()> {

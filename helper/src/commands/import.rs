@@ -124,8 +124,10 @@ pub fn import(
             file.display()
         )));
     }
-    // The root becomes the image of the new slot's own name.
+    // The root becomes the image of the new slot's own name, a plain image whatever it was
+    // on the exporting host (an export holds the whole tree).
     doc.remove("image");
+    let had_storage = doc.remove("storage").is_some();
     match number {
         Some(n) if number_from_name(&new) != Some(n) => doc["number"] = value(i64::from(n)),
         _ => {
@@ -161,6 +163,13 @@ pub fn import(
             dest.display()
         )));
     }
+    let layer = crate::storage::layer::path(&machines, &new);
+    if layer.symlink_metadata().is_ok() {
+        return Err(bad_input(format!(
+            "an overlay layer named {new} exists at {}",
+            layer.display()
+        )));
+    }
 
     let tmp = image::sibling(&dest, ".slot-os-import-");
     image::remove_any(&tmp)?;
@@ -194,6 +203,20 @@ pub fn import(
         let _ = image::remove_any(&tmp);
         return Err(e.context(format!("importing {what}; nothing was changed")));
     }
+    // A file that recorded its storage (an overlay slot's, say) now records what this host
+    // made; one that did not stays a plain image without the key, as it was.
+    let text = if had_storage {
+        let storage = if image::is_subvolume(&tmp) {
+            slot_config::Storage::Btrfs
+        } else {
+            slot_config::Storage::Copy
+        };
+        let mut doc: DocumentMut = text.parse().context("re-reading the slot's file")?;
+        doc["storage"] = value(storage.as_str());
+        doc.to_string()
+    } else {
+        text
+    };
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;

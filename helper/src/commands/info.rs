@@ -10,6 +10,7 @@ use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
 use crate::storage::image;
+use crate::storage::layout;
 use crate::storage::quota;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -111,12 +112,13 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
         .map(|m| m.timestamp_usec)
         .filter(|t| *t > 0);
     let image = s.image_name().to_string();
-    let disk = quota::usage(&quota::slot_dir(
-        &ctx.paths.under(&cfg.host.machines_dir),
-        s,
-    ));
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let storage = layout::describe(&machines, s);
+    let lay = layout::Layout::of(&machines, s);
+    let disk = quota::usage(&quota::slot_dir(&machines, s));
     let l = &s.resources.limits;
-    let restored = image::restored_from(&ctx.paths.under(&cfg.host.machines_dir).join(&image));
+    // An overlay slot's mark is on its layer directory, where a restore exchanges it.
+    let restored = image::restored_from(lay.restore_target());
     if json {
         let v = serde_json::json!({
             "name": s.name,
@@ -130,6 +132,11 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             "addresses": addresses,
             "image": image,
             "base_image": s.base_image,
+            "storage": storage.storage.map(|x| x.as_str()),
+            "storage_recorded": storage.recorded,
+            "base_version": storage.base_version,
+            "upper": lay.layer.as_ref().map(|_| lay.capture_dir()),
+            "uid_base": s.uid_base(),
             "since_usec": since_usec,
             "cpu_quota": s.resources.cpu_quota,
             "cpus": s.resources.cpus.as_ref().unwrap_or(&ctx.facts.cpus).to_string(),
@@ -175,6 +182,24 @@ pub fn run(ctx: &Ctx, slot: &str, json: bool) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|b| format!(" (from {b})"))
             .unwrap_or_default()
+    );
+    let detail = match (&storage.base_version, s.uid_base()) {
+        (Some(v), Some(b)) => format!(
+            " on {v}, upper {}, user namespace {b}..{}",
+            lay.capture_dir().display(),
+            b + slot_config::storage::UID_RANGE - 1
+        ),
+        (Some(v), None) => format!(" on {v}, upper {}", lay.capture_dir().display()),
+        _ => String::new(),
+    };
+    println!(
+        "    Storage: {}{detail}{}",
+        storage.text(),
+        if storage.recorded || storage.storage.is_none() {
+            ""
+        } else {
+            " (as found on disk)"
+        }
     );
     println!(
         "  Addresses: {}",

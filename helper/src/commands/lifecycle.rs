@@ -156,6 +156,21 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
         Action::Resume => bus.thaw_units(&todo),
     }
     .into_iter();
+    if action == Action::Stop {
+        // An overlay slot's root unit stops by itself once its slot is stopped
+        // (StopWhenUnneeded=yes), but after the slot's stop job: waited for here, so that
+        // when `stop` returns the root is unmounted and its layer may be changed.
+        let roots: Vec<String> = slots
+            .iter()
+            .filter(|s| s.is_overlay())
+            .map(|s| s.root_unit())
+            .collect();
+        for (u, r) in roots.iter().zip(bus.stop_units(&roots)) {
+            if let Err(e) = r {
+                eprintln!("slot-os: warning: stopping {u}: {e:#}");
+            }
+        }
+    }
 
     let mut failed = 0;
     let mut out = String::new();

@@ -22,10 +22,12 @@ pub mod list;
 pub mod make_base_image;
 pub mod net;
 pub mod net_info;
+pub mod rebase;
 pub mod remove;
 pub mod rename;
 pub mod render;
 pub mod resource;
+pub mod root;
 pub mod update;
 
 pub use crate::config::Ctx;

@@ -49,6 +49,13 @@ pub struct Meta {
     /// restic: the tree's apparent size (what a tar of it would hold before compression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_bytes: Option<u64>,
+    /// "overlay" for a backup of an overlay slot: it holds the upper directory only...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// ...which needs this base version (`IMAGE@N`) below it; the version is kept while
+    /// the backup exists (`lower::used_by_backups` reads this field of every NAME.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<String>,
 }
 
 pub fn backup_dir(cfg: &Config, paths: &slot_config::Paths) -> PathBuf {
@@ -221,6 +228,14 @@ pub fn restic_entries(dir: &Path, snaps: &[Snapshot], offsite: bool) -> Vec<Meta
                 snapshot: Some(s.id.clone()),
                 offsite,
                 tree_bytes: known.and_then(|m| m.tree_bytes),
+                // The snapshot's tags say it too: a host without our NAME.json (a restore
+                // from the off-site repository elsewhere) still knows what it needs below.
+                storage: known
+                    .and_then(|m| m.storage.clone())
+                    .or_else(|| s.tag("storage").map(str::to_string)),
+                lower: known
+                    .and_then(|m| m.lower.clone())
+                    .or_else(|| s.tag("lower").map(str::to_string)),
                 name,
             })
         })

@@ -4,6 +4,7 @@
 //! root is captured; where a slot's own data is (`layout`) and its disk quota (`quota`).
 
 pub mod archive;
+pub mod backend;
 pub mod backups;
 pub mod capture;
 pub mod freeze;
@@ -11,7 +12,9 @@ pub mod holes;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod layer;
 pub mod layout;
+pub mod lower;
 pub mod provision;
 pub mod quota;
 pub mod restic;

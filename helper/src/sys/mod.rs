@@ -9,6 +9,7 @@ pub mod lock;
 pub mod netns;
 pub mod notify;
 pub mod nsexec;
+pub mod overlay;
 pub mod priority;
 
 use std::fs;
