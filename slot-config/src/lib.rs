@@ -20,7 +20,7 @@ pub mod values;
 
 pub use error::{ConfigError, Problem};
 pub use facts::HostFacts;
-pub use host::{Bridge, BridgeBackend, DefaultNetwork, HostConfig};
+pub use host::{BackupConfig, BackupEngine, Bridge, BridgeBackend, DefaultNetwork, HostConfig};
 pub use limits::Limits;
 pub use load::{load_dir, Config};
 pub use paths::Paths;

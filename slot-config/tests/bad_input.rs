@@ -53,7 +53,7 @@ fn cases() -> Vec<Case> {
         // unknown keys
         c("slot00.toml", "cpu = \"50%\"", "slot00.toml: cpu: unknown key; allowed keys here: number, image, base_image, storage, autostart, boot, command, cpu_quota, cpus, memory, disk, tasks_max, io_weight, io_read_bandwidth_max, io_write_bandwidth_max, privileged, environment, nic, bind"),
         h("slot00.toml", "[[nic]]\nnumber = 1\nbridge = 1\nmask = 24", BRIDGE1, "slot00.toml: nic[0].mask: unknown key; allowed keys here: number, bridge, address"),
-        h("slot00.toml", "", "[default]\nmemory = \"1G\"", "slot-os.toml: default: unknown key; allowed keys here: defaults, storage, network, bridge"),
+        h("slot00.toml", "", "[default]\nmemory = \"1G\"", "slot-os.toml: default: unknown key; allowed keys here: defaults, storage, network, bridge, backup"),
         // resources
         c("slot00.toml", "memory = \"abc\"", "slot00.toml: memory: \"abc\" is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\""),
         c("slot00.toml", "memory = \"512X\"", "slot00.toml: memory: \"512X\" is not a memory size; use a number with a K, M, G or T suffix, like \"512M\" or \"2G\""),
@@ -149,6 +149,15 @@ fn cases() -> Vec<Case> {
         h("slot00.toml", "", "[storage]\nmachines = \"/var/lib/m%i\"", "slot-os.toml: storage.machines: \"/var/lib/m%i\" contains '%'; this path is written into a unit's ExecStart= line, which cannot carry whitespace, quotes, '\\', '$', '%' or ':'"),
         h("slot00.toml", "", "[storage]\nmachines = \"/var/$HOME\"", "slot-os.toml: storage.machines: \"/var/$HOME\" contains '$'; this path is written into a unit's ExecStart= line, which cannot carry whitespace, quotes, '\\', '$', '%' or ':'"),
         h("slot00.toml", "", "[storage]\nbackups = \"/b\\\"k\"", "slot-os.toml: storage.backups: \"/b\\\"k\" contains '\"'; this path is written into a unit's ExecStart= line, which cannot carry whitespace, quotes, '\\', '$', '%' or ':'"),
+        // backup
+        h("slot00.toml", "", "[backup]\nengine = \"borg\"", "slot-os.toml: backup.engine: \"borg\" is not a backup engine; use \"restic\" or \"tar\""),
+        h("slot00.toml", "", "[backup]\npassword_file = \"backup.key\"", "slot-os.toml: backup.password_file: \"backup.key\" is not an absolute path; start it with '/'"),
+        h("slot00.toml", "", "[backup]\noffsite = \"sftp:b@h:/srv\"", "slot-os.toml: backup.offsite_password_file: missing; an off-site repository needs the path of its password file (root only), never the password itself"),
+        h("slot00.toml", "", "[backup]\noffsite = \"ftp://h/x\"\noffsite_password_file = \"/k\"", "slot-os.toml: backup.offsite: \"ftp://h/x\" is not a restic repository location; use sftp:USER@HOST:/PATH, s3:HOST/BUCKET, rest:URL or an absolute path"),
+        h("slot00.toml", "", "[backup]\noffsite = \"rest:https://u:secret@h/r\"\noffsite_password_file = \"/k\"", "slot-os.toml: backup.offsite: \"rest:https://u:secret@h/r\" holds a password; put credentials in offsite_env_file or the password file, not in the location"),
+        h("slot00.toml", "", "[backup]\noffsite = \"sftp:b@h:/my repo\"\noffsite_password_file = \"/k\"", "slot-os.toml: backup.offsite: \"sftp:b@h:/my repo\" contains ' '; a repository location has no whitespace"),
+        h("slot00.toml", "", "[backup]\noffsite = \"sftp:b@h:/r\\n-o ProxyCommand=x\"\noffsite_password_file = \"/k\"", "slot-os.toml: backup.offsite: \"sftp:b@h:/r\\n-o ProxyCommand=x\" contains a control character ('\\n'), which a generated systemd file cannot carry"),
+        h("slot00.toml", "", "[backup]\noffsite_password_file = \"/k\"", "slot-os.toml: backup.offsite: missing; offsite_password_file and offsite_env_file belong to an offsite repository"),
         h("slot00.toml", "", "[storage]\nmachines = \"/var/lib/machines/\"", "slot-os.toml: storage.machines: \"/var/lib/machines/\" contains '//' or ends in '/'; write the path without them"),
         c("slot00.toml", "[[bind]]\nsource = \"/data\"\ntarget = \"//\"", "slot00.toml: bind[0].target: \"//\" contains '//' or ends in '/'; write the path without them"),
         c("slot00.toml", "[[bind]]\nsource = \"/data//x\"\ntarget = \"/x\"", "slot00.toml: bind[0].source: \"/data//x\" contains '//' or ends in '/'; write the path without them"),

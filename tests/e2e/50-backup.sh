@@ -1,5 +1,7 @@
 # Issue 5 (first part): crash-consistent backup and restore of slots, on ext4 (tar +
-# zstd with a recorded SHA-256) and on btrfs (read-only snapshots).
+# zstd with a recorded SHA-256) and on btrfs (read-only snapshots). These are the "tar"
+# engine's backups (issue 13 made restic the default; 62-backup-incremental tests it):
+# the hosts here set [backup] engine = "tar".
 # releases: bookworm trixie
 
 H=bk
@@ -9,7 +11,7 @@ IMG=""
 scenario_setup() {
   th_boot "$H" unified || return 1
   th_copy_slot_image "$H" slot00 || return 1
-  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && systemctl daemon-reload' || return 1
+  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && printf "[backup]\nengine = \"tar\"\n" > /etc/slot-os/slot-os.toml && systemctl daemon-reload' || return 1
   IMG=/var/tmp/slot-os-test-btrfs-$$.img
 }
 
@@ -126,6 +128,7 @@ test_btrfs_snapshot_backup_freezes_under_100ms() {
   }
   th_boot "$B" unified || return 1
   unset -f th_pre_boot_hook
+  th_sh "$B" 'mkdir -p /etc/slot-os && printf "[backup]\nengine = \"tar\"\n" > /etc/slot-os/slot-os.toml' || return 1
   th_run "$B" slot-os make-base-image >/dev/null || { t_fail "make-base-image"; return 1; }
   th_run "$B" slot-os build 1 >/dev/null || { t_fail "build 1"; return 1; }
   assert_ok th_run "$B" slot-os start 0 || return 1

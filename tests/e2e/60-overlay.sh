@@ -193,7 +193,10 @@ test_backup_and_restore_of_an_overlay_slot() {
   id=$(inslot slot02 'cat /etc/machine-id')
   keys=$(inslot slot02 'cat /etc/ssh/ssh_host_ed25519_key.pub')
   out=$(sos backup 2 b1 2>&1) || { t_fail "backup: $out"; return 1; }
-  assert_contains "$out" "slot02.b1: tar.zst backup of slot02, slot frozen for" || return 1
+  # restic, the default engine: the upper goes into the host's repository, tagged with its base version
+  assert_contains "$out" "slot02.b1: restic backup of slot02" || return 1
+  assert_contains "$out" "slot frozen for" || return 1
+  assert_contains "$(th_sh "$H" 'RESTIC_PASSWORD_FILE=/var/lib/slot-os/backup.key restic -r /var/lib/slot-os/backups/restic snapshots --no-cache --tag name=slot02.b1 --json' | jq -r '.[0].tags | join(" ")')" "lower=slot-os@1" "the snapshot names its base version" || return 1
   local meta
   meta=$(th_run "$H" cat /var/lib/slot-os/backups/slot02.b1.json)
   assert_eq overlay "$(printf '%s' "$meta" | jq -r .storage)" "backup metadata: storage" || return 1

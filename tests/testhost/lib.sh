@@ -35,7 +35,7 @@ TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v2
 TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring iputils-ping)
 # What the tests need in every host (and slot image made from it) ...
 TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps python3 python3-apt
-    btrfs-progs iptables kmod less zstd attr)
+    btrfs-progs iptables kmod less zstd attr restic)
 # ... and what makes it look like a stock Debian server (tests/testhost/README.md): the host's
 # NIC managed by ifupdown, sshd with its own host keys, cron, rsyslog. systemd-networkd comes
 # with the systemd package (Debian 12 and 13) and stays disabled, as Debian ships it.

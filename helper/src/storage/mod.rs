@@ -5,7 +5,10 @@
 
 pub mod archive;
 pub mod backend;
+pub mod backups;
+pub mod capture;
 pub mod freeze;
+pub mod holes;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
@@ -14,6 +17,7 @@ pub mod layout;
 pub mod lower;
 pub mod provision;
 pub mod quota;
+pub mod restic;
 pub mod stream;
 pub mod tarcheck;
 pub mod unpack;

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod notify;
 pub mod nsexec;
 pub mod overlay;
+pub mod priority;
 
 use std::fs;
 use std::io::Write;
