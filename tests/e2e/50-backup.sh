@@ -100,9 +100,9 @@ test_scheduled_backup_units_report_progress_and_keep_n() {
   th_sh "$H" "mkdir -p /run/systemd/system/$u.d && printf '[Service]\nEnvironment=SLOT_OS_BACKUP_KEEP=2\n' > /run/systemd/system/$u.d/keep.conf && systemctl daemon-reload" || return 1
   assert_ok sos backup 0 manual || return 1
   assert_ok sos start 0 || return 1
-  # While it streams, the unit's status shows the progress slot-os reports (sd_notify).
+  # While it copies and streams, the unit's status shows the progress slot-os reports (sd_notify).
   assert_ok th_run "$H" systemctl start --no-block "$u" || return 1
-  th_wait_for 20 th_sh "$H" "systemctl show -P StatusText $u | grep -q -e 'backed up [0-9]* MB' -e 'backing up slot00'" \
+  th_wait_for 20 th_sh "$H" "systemctl show -P StatusText $u | grep -q -e 'backed up [0-9]* MB' -e 'backing up slot00' -e 'copying slot00'" \
     || { t_fail "no progress in StatusText: $(th_run "$H" systemctl show -P StatusText "$u")"; return 1; }
   th_wait_for 60 th_sh "$H" "systemctl show -P ActiveState $u | grep -qx inactive" || { t_fail "scheduled backup did not finish"; return 1; }
   assert_eq success "$(th_run "$H" systemctl show -P Result "$u")" "first scheduled backup" || return 1
