@@ -599,13 +599,7 @@ pub fn restore(ctx: &Ctx, slot: &str, name: &str, offsite: bool) -> anyhow::Resu
         return Err(e.context(format!("restoring {name}; {} is unchanged", s.name)));
     }
     image::swap_into_place(&new, &dest)?;
-    if s.resources.limits.disk_bytes().is_some() {
-        match quota::apply_slot(&ctx.paths, &machines, &s) {
-            Ok(quota::Applied::Nothing) => {}
-            Ok(done) => println!("{}: {}", s.name, done.describe()),
-            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
-        }
-    }
+    super::disk_apply::reapply(ctx, &machines, &s);
     println!(
         "{}: restored from {name} in {:.2} s",
         s.name,
@@ -785,13 +779,7 @@ fn restore_overlay(
         return Err(e.context(unchanged()));
     }
     image::swap_into_place(&tmp, dest)?;
-    if s.resources.limits.disk_bytes().is_some() {
-        match quota::apply_slot(&ctx.paths, &machines, s) {
-            Ok(quota::Applied::Nothing) => {}
-            Ok(done) => println!("{}: {}", s.name, done.describe()),
-            Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
-        }
-    }
+    super::disk_apply::reapply(ctx, &machines, s);
     println!(
         "{}: restored from {name} in {:.2} s (overlay on {v})",
         s.name,

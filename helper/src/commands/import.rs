@@ -222,7 +222,7 @@ pub fn import(
     write_atomic(&new_file, &text)?;
     Bus::system()?.reload_config()?;
     if let Some(s) = after.slot(&new) {
-        apply_disk(ctx, &machines, s);
+        super::disk_apply::reapply(ctx, &machines, s);
     }
     if name.is_none() {
         // With a NAME, dispatch logs it; without, only now is the slot's name known.
@@ -236,19 +236,6 @@ pub fn import(
         println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A slot that arrives with a disk limit gets it now; where the file system cannot hold
-/// it, the slot still arrives (its start will refuse, saying how to enable quotas).
-fn apply_disk(ctx: &Ctx, machines: &Path, s: &slot_config::Slot) {
-    use crate::storage::quota;
-    if s.resources.limits.disk_bytes().is_none() {
-        return;
-    }
-    match quota::apply_slot(&ctx.paths, machines, s) {
-        Ok(done) => println!("{}: {}", s.name, done.describe()),
-        Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
-    }
 }
 
 #[derive(clap::Args, Debug)]
