@@ -258,6 +258,19 @@ fn coarse_now() -> (i64, u32) {
     (t.tv_sec, t.tv_nsec as u32)
 }
 
+/// The stage file of a hard-link group in this pass: its path, and what the source was
+/// when that file was copied. Two names of one inode are read at different moments, so
+/// their records can disagree ("clean" in one tick, not in the next); the group's other
+/// names follow this file, never their own older records.
+struct Link {
+    rel: Vec<u8>,
+    meta: Meta,
+    clean: bool,
+    /// Copied in this pass: names met later must be linked to it again, whatever their
+    /// records say, or they keep the stage file it replaced.
+    fresh: bool,
+}
+
 /// One pass over the tree.
 struct Walker<'s> {
     stage_root: &'s OwnedFd,
@@ -267,8 +280,8 @@ struct Walker<'s> {
     /// First pass over a stage left by an earlier run: read both sides, trust nothing
     /// the manifest says about the stage without checking it.
     first: bool,
-    /// Hard-link groups met in this pass: inode -> stage path of the member copied.
-    links: HashMap<u64, Vec<u8>>,
+    /// Hard-link groups met in this pass, by inode.
+    links: HashMap<u64, Link>,
     bytes: u64,
     changed: usize,
 }
@@ -458,10 +471,20 @@ impl<'s> Walker<'s> {
         let meta = Meta::of(st);
         if let Some(Node::Leaf(r)) = before {
             let forced = meta.is_reg() && self.force.contains(&meta.ino);
-            if r.same(&meta) && !forced && (!self.first || self.stage_matches(dst.as_fd(), name, r))
+            let group = (meta.nlink > 1 && meta.is_reg()).then_some(meta.ino);
+            let refreshed = group.is_some_and(|i| self.links.get(&i).is_some_and(|l| l.fresh));
+            if r.same(&meta)
+                && !forced
+                && !refreshed
+                && (!self.first || self.stage_matches(dst.as_fd(), name, r))
             {
-                if meta.nlink > 1 && meta.is_reg() {
-                    self.links.entry(meta.ino).or_insert_with(|| rel.to_vec());
+                if let Some(ino) = group {
+                    self.links.entry(ino).or_insert_with(|| Link {
+                        rel: rel.to_vec(),
+                        meta: r.meta,
+                        clean: r.clean,
+                        fresh: false,
+                    });
                 }
                 return Ok(Some(Node::Leaf(*r)));
             }
@@ -471,10 +494,11 @@ impl<'s> Walker<'s> {
         if meta.is_reg() && meta.nlink > 1 {
             if let Some(first) = self.links.get(&meta.ino) {
                 let stage_ctime =
-                    copy::link_leaf(self.stage_root.as_fd(), first, dst.as_fd(), name)?;
+                    copy::link_leaf(self.stage_root.as_fd(), &first.rel, dst.as_fd(), name)?;
                 return Ok(Some(Node::Leaf(Record {
                     meta,
-                    clean,
+                    // Trusted only if the file linked to was copied from what we see now.
+                    clean: clean && first.clean && first.meta == meta,
                     stage_ctime,
                     sparse: (st.st_blocks as u64) * 512 < meta.size,
                 })));
@@ -489,12 +513,21 @@ impl<'s> Walker<'s> {
             })));
         };
         self.bytes += c.bytes;
+        // What was read differs from the stat before it: copy it again next pass.
+        let clean = clean && c.meta == Some(meta);
         if meta.is_reg() && meta.nlink > 1 {
-            self.links.insert(meta.ino, rel.to_vec());
+            self.links.insert(
+                meta.ino,
+                Link {
+                    rel: rel.to_vec(),
+                    meta,
+                    clean,
+                    fresh: true,
+                },
+            );
         }
         Ok(Some(Node::Leaf(Record {
-            // What was read differs from the stat before it: copy it again next pass.
-            clean: clean && c.meta == Some(meta),
+            clean,
             meta,
             stage_ctime: c.stage_ctime,
             sparse: c.sparse,
