@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use slot_config::render::{
-    render_all, OutDir, Output, DROPIN_NAME, MACHINES_TARGET, NETWORKD_UNIT, NETWORKD_UNIT_PATH,
+    render_host, render_slot, OutDir, Output, DROPIN_NAME, MACHINES_TARGET, NETWORKD_UNIT,
+    NETWORKD_UNIT_PATH,
 };
-use slot_config::{load_dir, HostFacts, Paths};
+use slot_config::{load_dir, Config, HostFacts, Paths};
 
 use crate::log::{Level, Log};
 
@@ -40,19 +41,6 @@ struct Dirs {
     nspawn: PathBuf,
     network: PathBuf,
     units: PathBuf,
-}
-
-impl Dirs {
-    fn of(&self, d: OutDir) -> &Path {
-        match d {
-            OutDir::Nspawn => &self.nspawn,
-            OutDir::Network => &self.network,
-            OutDir::Units => &self.units,
-        }
-    }
-    fn all(&self) -> [&Path; 3] {
-        [&self.nspawn, &self.network, &self.units]
-    }
 }
 
 fn run(paths: &Paths, dirs: &Dirs, log: &Log) {
@@ -85,15 +73,27 @@ fn run(paths: &Paths, dirs: &Dirs, log: &Log) {
         );
     }
 
-    let written = write_all(&render_all(&cfg), dirs, log);
+    let (open, written) = write_all(&cfg, dirs, log);
 
     // Slots and bridges removed since the last run: /run/systemd/{nspawn,network} outlive
     // daemon-reload, so their old files would otherwise still configure a removed slot.
-    let mut errors = write::remove_stale(&dirs.nspawn, &written, |n| n.ends_with(".nspawn"));
-    errors.extend(write::remove_stale(&dirs.network, &written, |n| {
-        n.contains("-slot-os-")
-    }));
-    errors.extend(remove_stale_units(&dirs.units, &written));
+    // A directory that was empty when this run began (at boot: all of them) holds only
+    // what this run wrote, so it is not listed again.
+    let had_files = |d: &Option<write::OpenDir>| d.as_ref().is_none_or(|d| !d.existing.is_empty());
+    let mut errors = Vec::new();
+    if had_files(&open.nspawn) {
+        errors.extend(write::remove_stale(&dirs.nspawn, &written, |n| {
+            n.ends_with(".nspawn")
+        }));
+    }
+    if had_files(&open.network) {
+        errors.extend(write::remove_stale(&dirs.network, &written, |n| {
+            n.contains("-slot-os-")
+        }));
+    }
+    if had_files(&open.units) {
+        errors.extend(remove_stale_units(&dirs.units, &written));
+    }
     for (path, e) in errors {
         log.log(
             Level::Error,
@@ -102,66 +102,64 @@ fn run(paths: &Paths, dirs: &Dirs, log: &Log) {
     }
 }
 
-/// Writes every output, on as many threads as there are CPUs (the files are independent),
-/// and returns the paths that now hold current content.
-fn write_all(outputs: &[Output], dirs: &Dirs, log: &Log) -> HashSet<PathBuf> {
-    // One listing per directory says which files and drop-in dirs already exist, so
-    // absent files are not opened for comparison (at boot /run is empty, and with a
-    // thousand slots every system call counts).
-    let existing: HashSet<PathBuf> = dirs
-        .all()
-        .iter()
-        .filter_map(|d| fs::read_dir(d).ok())
-        .flat_map(|rd| rd.flatten().map(|e| e.path()))
-        .collect();
-    let mut parents: Vec<PathBuf> = outputs
-        .iter()
-        .map(|o| dirs.of(o.dir).join(&o.path))
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .collect();
-    parents.sort();
-    parents.dedup();
-    let mut usable: HashSet<PathBuf> = HashSet::new();
-    for p in parents {
-        match fs::create_dir_all(&p) {
-            Ok(()) => {
-                usable.insert(p);
-            }
-            Err(e) => log.log(Level::Error, &format!("cannot create {}: {e}", p.display())),
+/// The open output directories, by kind.
+struct Open {
+    nspawn: Option<write::OpenDir>,
+    network: Option<write::OpenDir>,
+    units: Option<write::OpenDir>,
+}
+
+impl Open {
+    fn of(&self, d: OutDir) -> Option<&write::OpenDir> {
+        match d {
+            OutDir::Nspawn => self.nspawn.as_ref(),
+            OutDir::Network => self.network.as_ref(),
+            OutDir::Units => self.units.as_ref(),
         }
     }
-    let may_exist = |path: &Path| -> bool {
-        let parent = path.parent().unwrap_or(Path::new("/"));
-        if dirs.all().contains(&parent) {
-            existing.contains(path)
-        } else {
-            existing.contains(parent)
+}
+
+/// Renders and writes every output, the slots spread over as many threads as there are
+/// CPUs (each slot's files are its own), and returns the directories as they were found
+/// and the paths that now hold current content.
+fn write_all(cfg: &Config, dirs: &Dirs, log: &Log) -> (Open, HashSet<PathBuf>) {
+    let open = |p: &Path| match write::open_dir(p) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log.log(Level::Error, &format!("cannot create {}: {e}", p.display()));
+            None
         }
     };
+    let open = Open {
+        nspawn: open(&dirs.nspawn),
+        network: open(&dirs.network),
+        units: open(&dirs.units),
+    };
 
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let chunk = outputs.len().div_ceil(threads).max(1);
+    let mut written = HashSet::with_capacity(cfg.slots.len() * 4);
+    let (ok, errs) = write_outputs(&open, &render_host(cfg));
+    written.extend(ok);
+    for e in errs {
+        log.log(Level::Error, &e);
+    }
+    // Below this, spawning threads costs more than it saves.
+    let threads = if cfg.slots.len() < 64 {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+    };
+    let chunk = cfg.slots.len().div_ceil(threads).max(1);
     let results: Vec<(Vec<PathBuf>, Vec<String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = outputs
+        let handles: Vec<_> = cfg
+            .slots
             .chunks(chunk)
             .map(|part| {
-                let (usable, may_exist) = (&usable, &may_exist);
+                let open = &open;
                 scope.spawn(move || {
-                    let mut ok = Vec::with_capacity(part.len());
-                    let mut errs = Vec::new();
-                    for o in part {
-                        let path = dirs.of(o.dir).join(&o.path);
-                        if !path.parent().is_some_and(|p| usable.contains(p)) {
-                            continue;
-                        }
-                        match write::write_atomic(&path, &o.content, may_exist(&path)) {
-                            Ok(_) => ok.push(path),
-                            Err(e) => errs.push(format!("cannot write {}: {e}", path.display())),
-                        }
-                    }
-                    (ok, errs)
+                    let outs: Vec<Output> = part.iter().flat_map(|s| render_slot(cfg, s)).collect();
+                    write_outputs(open, &outs)
                 })
             })
             .collect();
@@ -170,14 +168,48 @@ fn write_all(outputs: &[Output], dirs: &Dirs, log: &Log) -> HashSet<PathBuf> {
             .map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let mut written = HashSet::with_capacity(outputs.len());
     for (ok, errs) in results {
         written.extend(ok);
         for e in errs {
             log.log(Level::Error, &e);
         }
     }
-    written
+    (open, written)
+}
+
+/// Writes `outs` (paths `NAME` or `SUBDIR/NAME` relative to their directory); returns the
+/// paths written or already right, and the error messages.
+fn write_outputs(open: &Open, outs: &[Output]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut ok = Vec::with_capacity(outs.len());
+    let mut errs = Vec::new();
+    // Subdirectories (drop-in dirs, .wants) made once each: whether that worked.
+    let mut made: std::collections::BTreeMap<(OutDir, &str), bool> = Default::default();
+    for o in outs {
+        let Some(d) = open.of(o.dir) else { continue };
+        let path = d.path.join(&o.path);
+        let Some(rel) = o.path.to_str() else { continue };
+        let may_exist = match rel.split_once('/') {
+            None => d.existing.contains(rel),
+            Some((sub, _)) => {
+                let usable = *made.entry((o.dir, sub)).or_insert_with(|| {
+                    write::ensure_subdir(write::fd(d), sub)
+                        .map_err(|e| {
+                            errs.push(format!("cannot create {}: {e}", d.path.join(sub).display()))
+                        })
+                        .is_ok()
+                });
+                if !usable {
+                    continue;
+                }
+                d.existing.contains(sub)
+            }
+        };
+        match write::write_atomic(write::fd(d), rel, &o.content, may_exist) {
+            Ok(_) => ok.push(path),
+            Err(e) => errs.push(format!("cannot write {}: {e}", path.display())),
+        }
+    }
+    (ok, errs)
 }
 
 /// systemd empties the generator directory before each run, but a manual run (tests)

@@ -160,6 +160,7 @@ golden_cases! {
     case_13_ovs_bridge => "13-ovs-bridge",
     case_14_named_slot_without_number => "14-named-slot-without-number",
     case_15_disk_tasks_io => "15-disk-tasks-io",
+    case_16_overlay_slots => "16-overlay-slots",
 }
 
 /// A fixture directory without a test above would never run.

@@ -65,10 +65,18 @@ pub enum Command {
     UpdateDeploy(update::DeployArgs),
     /// Show one slot: state, leader PID, addresses, CPU time, memory, traffic, image, since.
     Info(info::Args),
+    /// Running slots' CPU, memory, I/O and network use, refreshed in place (q quits).
+    Top(top::Args),
+    /// Every slot's state and counters as OpenMetrics text (node_exporter's textfile
+    /// collector; slot-os-metrics.timer writes it).
+    Metrics(metrics::Args),
     /// Run a command in a slot and return its exit code: `exec NAME -- CMD...`.
     Exec(exec::Args),
     /// Rename a stopped slot (config, image and units).
     Rename(rename::Args),
+    /// Move stopped overlay slots onto the newest version of their base image (made now if
+    /// the base changed); each keeps its own files.
+    Rebase(rebase::Args),
     /// Back up a slot as slotXX.NAME.
     Backup(backup::BackupArgs),
     /// Back up a slot as slotXX.auto-YYYYMMDD-HHMMSS (UTC) and delete its oldest automatic
@@ -124,6 +132,13 @@ pub enum Command {
     /// unit before it starts).
     #[command(hide = true)]
     ZoneReady(net::ZoneReadyArgs),
+    /// Mount an overlay slot's root on its image directory (run by slot-os-root@NAME.service
+    /// before the slot starts).
+    #[command(hide = true)]
+    RootMount(root::Args),
+    /// Unmount an overlay slot's root (run by slot-os-root@NAME.service after it stops).
+    #[command(hide = true)]
+    RootUmount(root::Args),
     /// Make a slot's directory hold the disk limit of its config, or lift one the config
     /// no longer has (run by the slot's unit before every start).
     #[command(hide = true)]
@@ -180,8 +195,11 @@ impl Command {
             Command::UpdateProg(a) => a.exec(ctx),
             Command::UpdateDeploy(a) => a.exec(ctx),
             Command::Info(a) => a.exec(ctx),
+            Command::Top(a) => a.exec(ctx),
+            Command::Metrics(a) => a.exec(ctx),
             Command::Exec(a) => a.exec(ctx),
             Command::Rename(a) => a.exec(ctx),
+            Command::Rebase(a) => a.exec(ctx),
             Command::Backup(a) => a.exec(ctx),
             Command::BackupAuto(a) => a.exec(ctx),
             Command::BackupList(a) => a.exec(ctx),
@@ -202,6 +220,8 @@ impl Command {
             Command::NetRelease(a) => a.exec(),
             Command::ThawLeftovers(a) => a.exec(ctx),
             Command::ZoneReady(a) => a.exec(),
+            Command::RootMount(a) => a.exec_mount(ctx),
+            Command::RootUmount(a) => a.exec_umount(ctx),
             Command::DiskApply(a) => a.exec(ctx),
             Command::NetNicAdd(a) => a.exec(ctx),
             Command::NetNicDel(a) => a.exec(ctx),

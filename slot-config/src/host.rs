@@ -27,8 +27,58 @@ pub struct HostConfig {
     pub machines_dir: PathBuf,
     /// Where backups are kept.
     pub backup_dir: PathBuf,
+    /// What `build` makes new slots' roots with; `None` = auto (btrfs snapshots where the
+    /// machines dir is btrfs, else overlay where the kernel can, else a copy).
+    pub backend: Option<crate::Storage>,
     pub bridges: Vec<Bridge>,
     pub network: DefaultNetwork,
+    pub backup: BackupConfig,
+}
+
+/// `[backup]`: how `slot-os backup` stores what it captured, and where else it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupConfig {
+    pub engine: BackupEngine,
+    /// The local restic repository's password (made on first use, root only).
+    pub password_file: PathBuf,
+    /// A second restic repository, off the host (`sftp:`, `s3:`, `rest:` or a path).
+    pub offsite: Option<String>,
+    pub offsite_password_file: Option<PathBuf>,
+    /// `KEY=VALUE` lines handed to restic for the off-site repository (S3 keys).
+    pub offsite_env_file: Option<PathBuf>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            engine: BackupEngine::Restic,
+            password_file: "/var/lib/slot-os/backup.key".into(),
+            offsite: None,
+            offsite_password_file: None,
+            offsite_env_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupEngine {
+    /// One deduplicated restic repository per host (the backup dir's `restic/`).
+    Restic,
+    /// Each backup a NAME.tar.zst of its own (NAME.snap on btrfs): slot-os before 0.2.
+    Tar,
+}
+
+impl std::str::FromStr for BackupEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "restic" => Ok(BackupEngine::Restic),
+            "tar" => Ok(BackupEngine::Tar),
+            _ => Err(format!(
+                "{s:?} is not a backup engine; use \"restic\" or \"tar\""
+            )),
+        }
+    }
 }
 
 /// The NIC every slot gets besides its [[nic]] entries.
@@ -56,10 +106,12 @@ impl Default for HostConfig {
             limits: Limits::default(),
             machines_dir: "/var/lib/machines".into(),
             backup_dir: "/var/lib/slot-os/backups".into(),
+            backend: None,
             bridges: Vec::new(),
             network: DefaultNetwork::Nat {
                 address: DEFAULT_NAT_ADDRESS.parse().expect("valid default"),
             },
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -149,7 +201,14 @@ impl HostConfig {
     }
 }
 
-pub const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge"];
+pub const TOP_KEYS: &[&str] = &["defaults", "storage", "network", "bridge", "backup"];
+pub const BACKUP_KEYS: &[&str] = &[
+    "engine",
+    "password_file",
+    "offsite",
+    "offsite_password_file",
+    "offsite_env_file",
+];
 pub const NETWORK_KEYS: &[&str] = &["default", "nat_address"];
 pub const DEFAULT_KEYS: &[&str] = &[
     "image",
@@ -162,7 +221,7 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "io_read_bandwidth_max",
     "io_write_bandwidth_max",
 ];
-pub const STORAGE_KEYS: &[&str] = &["machines", "backups"];
+pub const STORAGE_KEYS: &[&str] = &["machines", "backups", "backend"];
 pub const BRIDGE_KEYS: &[&str] = &[
     "number",
     "address",
@@ -184,7 +243,11 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
     let storage = f.table("storage");
     let network = f.table("network");
     let bridges = f.tables("bridge");
+    let backup = f.table("backup");
     drop(f);
+    if let Some(t) = backup {
+        host.backup = parse_backup(t, file, problems);
+    }
 
     if let Some(t) = defaults {
         let mut d = Fields::new(t, file, "defaults", DEFAULT_KEYS, problems);
@@ -217,6 +280,12 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
         }
         if let Some(p) = absolute_path(&mut s, "backups") {
             host.backup_dir = p;
+        }
+        if let Some(b) = s.string("backend") {
+            match crate::storage::parse_backend(&b) {
+                Ok(b) => host.backend = b,
+                Err(e) => s.problem("backend", e),
+            }
         }
     }
     if let Some(t) = network {
@@ -295,6 +364,73 @@ pub fn parse_host(table: &Table, file: &Path, problems: &mut Vec<Problem>) -> Ho
     }
     host.bridges.sort_by_key(|b| b.number);
     host
+}
+
+fn parse_backup(t: &Table, file: &Path, problems: &mut Vec<Problem>) -> BackupConfig {
+    let mut b = Fields::new(t, file, "backup", BACKUP_KEYS, problems);
+    let mut out = BackupConfig::default();
+    if let Some(e) = b.parsed::<BackupEngine>("engine") {
+        out.engine = e;
+    }
+    if let Some(p) = absolute_path(&mut b, "password_file") {
+        out.password_file = p;
+    }
+    if let Some(s) = b.string("offsite") {
+        match check_repository(&s) {
+            Ok(()) => out.offsite = Some(s),
+            Err(e) => b.problem("offsite", e),
+        }
+    }
+    out.offsite_password_file = absolute_path(&mut b, "offsite_password_file");
+    out.offsite_env_file = absolute_path(&mut b, "offsite_env_file");
+    if out.offsite.is_some() && out.offsite_password_file.is_none() {
+        b.problem(
+            "offsite_password_file",
+            "missing; an off-site repository needs the path of its password file (root only), never the password itself",
+        );
+    }
+    if b.get("offsite").is_none()
+        && (b.get("offsite_password_file").is_some() || b.get("offsite_env_file").is_some())
+    {
+        b.problem(
+            "offsite",
+            "missing; offsite_password_file and offsite_env_file belong to an offsite repository",
+        );
+    }
+    out
+}
+
+/// A restic repository location handed to restic as one argument: `sftp:`, `s3:`,
+/// `rest:` or an absolute path, no whitespace, and no password in it (a `rest:` URL
+/// with `user:password@` would put the secret into the config and into `ps`).
+pub fn check_repository(s: &str) -> Result<(), String> {
+    crate::syntax::check_text(s)?;
+    if let Some(c) = s.chars().find(|c| c.is_whitespace()) {
+        return Err(format!(
+            "{s:?} contains {c:?}; a repository location has no whitespace"
+        ));
+    }
+    let rest = ["sftp:", "s3:", "rest:", "b2:", "azure:", "gs:", "swift:"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p));
+    let userinfo = s
+        .split_once("://")
+        .and_then(|(_, a)| a.split('/').next())
+        .and_then(|auth| auth.rsplit_once('@'))
+        .map(|(user, _)| user);
+    if userinfo.is_some_and(|u| u.contains(':')) {
+        return Err(format!(
+            "{s:?} holds a password; put credentials in offsite_env_file or the password file, not in the location"
+        ));
+    }
+    match rest {
+        Some("") => Err(format!("{s:?} names no location after the scheme")),
+        Some(_) => Ok(()),
+        None if s.starts_with('/') => Ok(()),
+        None => Err(format!(
+            "{s:?} is not a restic repository location; use sftp:USER@HOST:/PATH, s3:HOST/BUCKET, rest:URL or an absolute path"
+        )),
+    }
 }
 
 fn ip(f: &mut Fields<'_, '_>, k: &str) -> Option<IpAddr> {

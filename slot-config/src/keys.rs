@@ -4,7 +4,7 @@
 //! (`host::*_KEYS`, `slot::*_KEYS`): a key added to the parser without a row here (or a
 //! row left behind for a removed key) fails `cargo test`, so the manual cannot drift.
 
-use crate::host::{BRIDGE_KEYS, DEFAULT_KEYS, NETWORK_KEYS, STORAGE_KEYS, TOP_KEYS};
+use crate::host::{BACKUP_KEYS, BRIDGE_KEYS, DEFAULT_KEYS, NETWORK_KEYS, STORAGE_KEYS, TOP_KEYS};
 use crate::slot::{BIND_KEYS, NIC_KEYS, SLOT_KEYS};
 
 /// Which file a key lives in.
@@ -66,6 +66,8 @@ pub const KEYS: &[KeyDoc] = &[
         "The NIC every slot gets besides its [[nic]] entries."),
     row(Host, "", "bridge", "array of tables", "no bridges", "-",
         "Bridges slots can join (Fulcon's br-add), one [[bridge]] per bridge."),
+    row(Host, "", "backup", "table", "restic, local repository only", "-",
+        "How backups are stored: one deduplicated restic repository per host, and optionally one off the host."),
     row(Host, "defaults", "image", "string (image name)", "\"slot-os\"",
         "the machined image `slot-os build` clones (CloneImage); recorded as base_image in each slot",
         "Base image of new slots; `slot-os make-base-image` creates it."),
@@ -99,6 +101,24 @@ pub const KEYS: &[KeyDoc] = &[
     row(Host, "storage", "backups", "string (absolute normalised path; no whitespace, quotes, backslash, $, % or :)", "\"/var/lib/slot-os/backups\"",
         "where `slot-os backup` writes NAME.tar.zst or NAME.snap and NAME.json",
         "Backup directory."),
+    row(Host, "storage", "backend", "string \"auto\", \"btrfs\", \"overlay\" or \"copy\"", "\"auto\"",
+        "how `slot-os build` makes a new slot's root; the choice is written into the slot's file as `storage`",
+        "auto: a btrfs snapshot where the machines directory is btrfs, else an overlay where the kernel can idmap overlay layers (Linux 5.19), else a copy (machined CloneImage: reflinks on xfs). overlay: a read-only version of the base image below the slot's own upper directory (MACHINES/.slot-os/), mounted by slot-os-root@NAME.service before the slot starts; slots move to a new version of the base only by `slot-os rebase` or a rebuild."),
+    row(Host, "backup", "engine", "string \"restic\" or \"tar\"", "\"restic\"",
+        "restic: `restic backup` into BACKUPS/restic (one repository for every slot: only what is not stored yet is added); tar: BACKUPS/NAME.tar.zst (NAME.snap on btrfs), one whole file per backup",
+        "Backup engine of `slot-os backup`. Both capture a running slot the same way (frozen only for what changed). Backups of either kind stay listed and restorable."),
+    row(Host, "backup", "password_file", "string (absolute normalised path; no whitespace, quotes, backslash, $, % or :)", "\"/var/lib/slot-os/backup.key\"",
+        "RESTIC_PASSWORD_FILE of every restic command on the local repository",
+        "The local repository's password, made (random, mode 0600) on the first backup. Without it the repository cannot be read: keep a copy off the host."),
+    row(Host, "backup", "offsite", "string: sftp:USER@HOST:/PATH, s3:HOST/BUCKET, rest:URL or an absolute path (no whitespace, no password)", "unset: no off-site repository",
+        "RESTIC_REPOSITORY of `slot-os backup|backup-list|backup-del|backup-restore --offsite`",
+        "A second restic repository, off the host (SFTP uses root's ssh configuration and keys)."),
+    row(Host, "backup", "offsite_password_file", "string (absolute normalised path, as above)", "none: required with offsite",
+        "RESTIC_PASSWORD_FILE for the off-site repository",
+        "Its password, in a root-only file (never in the TOML). Restoring on another host needs this file and the location."),
+    row(Host, "backup", "offsite_env_file", "string (absolute normalised path, as above)", "unset",
+        "KEY=VALUE lines added to restic's environment for the off-site repository",
+        "Credentials of an S3-compatible or other cloud repository (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...), root only."),
     row(Host, "network", "default", "string \"nat\", \"veth\" or \"none\"", "\"nat\"",
         "[Network] Zone=slots (nat), VirtualEthernet=yes (veth) or Private=yes and VirtualEthernet=no (none) in NAME.nspawn",
         "nat: the nspawn zone vz-slots with networkd's DHCP server and IP masquerading; veth: nspawn's host-only veth; none: loopback only."),
@@ -142,6 +162,9 @@ pub const KEYS: &[KeyDoc] = &[
     row(Slot, "", "base_image", "string (image name)", "unset",
         "shown by `slot-os list`; written by `slot-os build`",
         "The base image the slot was cloned from."),
+    row(Slot, "", "storage", "string \"btrfs\", \"overlay\" or \"copy\"", "unset: a plain image directory; `build` writes what it chose from [storage] backend",
+        "overlay: PrivateUsers=BASE:65536 in [Exec] and PrivateUsersOwnership=off in [Files] of NAME.nspawn (BASE = 0x70000000 + number * 65536; privileged slots: PrivateUsers=no), Requires=/After=slot-os-root@NAME.service in the unit drop-in; btrfs, copy: nothing (the image directory is the root)",
+        "How the slot's root is kept. Set before `build` (or `slot-os create`) to override the host's backend for this slot. An unprivileged overlay slot needs a number from 0 to 4093: its user namespace range is derived from it."),
     row(Slot, "", "autostart", "boolean", "false",
         "machines.target.wants/systemd-nspawn@NAME.service (and multi-user.target.wants/machines.target)",
         "Start the slot at boot."),
@@ -215,6 +238,7 @@ pub fn parser_keys(file: File, section: &str) -> Option<&'static [&'static str]>
         (Host, "storage") => STORAGE_KEYS,
         (Host, "network") => NETWORK_KEYS,
         (Host, "bridge") => BRIDGE_KEYS,
+        (Host, "backup") => BACKUP_KEYS,
         (Slot, "") => SLOT_KEYS,
         (Slot, "nic") => NIC_KEYS,
         (Slot, "bind") => BIND_KEYS,
@@ -229,6 +253,7 @@ pub const SECTIONS: &[(File, &str)] = &[
     (Host, "storage"),
     (Host, "network"),
     (Host, "bridge"),
+    (Host, "backup"),
     (Slot, ""),
     (Slot, "nic"),
     (Slot, "bind"),

@@ -13,17 +13,19 @@ pub mod names;
 pub mod paths;
 pub mod render;
 pub mod slot;
+pub mod storage;
 pub mod syntax;
 pub mod table;
 pub mod values;
 
 pub use error::{ConfigError, Problem};
 pub use facts::HostFacts;
-pub use host::{Bridge, BridgeBackend, DefaultNetwork, HostConfig};
+pub use host::{BackupConfig, BackupEngine, Bridge, BridgeBackend, DefaultNetwork, HostConfig};
 pub use limits::Limits;
 pub use load::{load_dir, Config};
 pub use paths::Paths;
 pub use slot::{Bind, Nic, Resources, Slot};
+pub use storage::Storage;
 pub use values::{Bandwidth, Cidr, CpuQuota, CpuSet, Disk, Memory, SizeLimit, TasksMax};
 
 /// First line of every file slot-os writes; stale-file cleanup only ever removes files

@@ -41,13 +41,25 @@ impl Config {
 pub struct SourceFile {
     pub name: String,
     pub path: PathBuf,
-    pub text: Result<String, String>,
+    /// `None`: not read yet (slot files are read where they are parsed, on the parsing
+    /// threads).
+    pub text: Option<Result<String, String>>,
+}
+
+impl SourceFile {
+    fn text(&self) -> std::borrow::Cow<'_, Result<String, String>> {
+        match &self.text {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(read_text(&self.path)),
+        }
+    }
 }
 
 /// What `read_dir` found: the host file (if any) and the slot files, sorted by name.
 pub type DirFiles = (Option<SourceFile>, Vec<SourceFile>);
 
-/// Lists the config dir: the host file (if any) and every slot file, sorted by name.
+/// Lists the config dir: the host file (read) and every slot file (not read yet), sorted
+/// by name.
 /// Hidden files and editor leftovers (`.slot00.toml.swp`, `slot00.toml~`) are not slots.
 /// A missing dir is an empty config; any other error listing it is returned.
 pub fn read_dir(dir: &Path) -> std::io::Result<DirFiles> {
@@ -75,7 +87,7 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirFiles> {
         let f = SourceFile {
             name: name.to_string(),
             path,
-            text: Ok(String::new()),
+            text: None,
         };
         if fname == HOST_FILE {
             host = Some(f);
@@ -85,9 +97,8 @@ pub fn read_dir(dir: &Path) -> std::io::Result<DirFiles> {
     }
     slots.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(h) = host.as_mut() {
-        h.text = read_text(&h.path);
+        h.text = Some(read_text(&h.path));
     }
-    for_each_parallel(&mut slots, |f| f.text = read_text(&f.path));
     Ok((host, slots))
 }
 
@@ -160,7 +171,7 @@ fn listed(dir: &Path) -> Result<DirFiles, Box<Config>> {
 }
 
 /// Runs `f` over `items` on as many threads as there are CPUs: with a thousand slots,
-/// reading and parsing their files is most of the generator's work.
+/// reading and parsing their files is a third of the generator's work.
 fn for_each_parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -209,7 +220,7 @@ pub fn load_dir_with(
             host_file = text.as_ref().map(|t| SourceFile {
                 name: name.into(),
                 path: path.clone(),
-                text: Ok(t.clone()),
+                text: Some(Ok(t.clone())),
             });
             continue;
         }
@@ -218,7 +229,7 @@ pub fn load_dir_with(
             slot_files.push(SourceFile {
                 name: name.into(),
                 path: path.clone(),
-                text: Ok(t.clone()),
+                text: Some(Ok(t.clone())),
             });
         }
     }
@@ -235,7 +246,7 @@ fn load_files(
 
     if let Some(hf) = host_file {
         let mut problems = Vec::new();
-        let host = match &hf.text {
+        let host = match hf.text().as_ref() {
             Ok(text) => match parse_toml(text, &hf.path) {
                 Ok(t) => parse_host(&t, &hf.path, &mut problems),
                 Err(p) => {
@@ -265,12 +276,14 @@ fn load_files(
         facts,
         nslots,
     };
-    for_each_parallel(&mut parsed, |(sf, slot, problems)| match &sf.text {
-        Ok(text) => match parse_toml(text, &sf.path) {
-            Ok(t) => *slot = Some(parse_slot(&sf.name, &t, &sf.path, &defaults, problems)),
-            Err(p) => problems.push(p),
-        },
-        Err(e) => problems.push(Problem::new(&sf.path, "", e.clone())),
+    for_each_parallel(&mut parsed, |(sf, slot, problems)| {
+        match sf.text().as_ref() {
+            Ok(text) => match parse_toml(text, &sf.path) {
+                Ok(t) => *slot = Some(parse_slot(&sf.name, &t, &sf.path, &defaults, problems)),
+                Err(p) => problems.push(p),
+            },
+            Err(e) => problems.push(Problem::new(&sf.path, "", e.clone())),
+        }
     });
     let mut numbers: BTreeMap<u32, String> = BTreeMap::new();
     for (sf, slot, mut problems) in parsed {

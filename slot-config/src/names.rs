@@ -93,6 +93,11 @@ pub fn unit_name(slot: &str) -> String {
     format!("systemd-nspawn@{slot}.service")
 }
 
+/// The instance of `slot-os-root@.service` that mounts an overlay slot's root.
+pub fn root_unit_name(slot: &str) -> String {
+    format!("slot-os-root@{slot}.service")
+}
+
 /// Host side of a slot's extra NIC: `vs-<slot number>-<nic number>`, at most
 /// 2+1+4+1+2 = 10 characters, so it fits IFNAMSIZ whatever the slot's name.
 pub fn nic_host_ifname(slot_number: u32, nic: u32) -> String {

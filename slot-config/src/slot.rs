@@ -9,9 +9,10 @@ use crate::names::{
     check_name, check_slot_name, nic_host_ifname, nic_slot_ifname, number_from_name,
     MAX_BRIDGE_NUMBER, MAX_NIC_NUMBER, MAX_SLOT_NUMBER,
 };
+use crate::storage::MAX_OVERLAY_NUMBER;
 use crate::syntax::{check_path, check_text, PathUse};
 use crate::table::Fields;
-use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Limits, Memory, Problem};
+use crate::{Cidr, CpuQuota, CpuSet, HostConfig, HostFacts, Limits, Memory, Problem, Storage};
 
 /// A slot as configured; `None` means "the host default" so that a changed default
 /// reaches every slot that did not set its own value.
@@ -27,6 +28,9 @@ pub struct Slot {
     pub image: Option<String>,
     /// The base image it was built from (shown by `list`), recorded by `build`.
     pub base_image: Option<String>,
+    /// How its root is kept, recorded by `build` (or asked for before it): `None` is a
+    /// plain image directory (a btrfs subvolume or a directory, as the file system gives).
+    pub storage: Option<Storage>,
     pub autostart: bool,
     /// `true`: boot the slot's own init; `false`: run `command` as a single process.
     pub boot: bool,
@@ -93,6 +97,22 @@ impl Slot {
         self.number
             .map_or_else(|| self.name.clone(), |n| n.to_string())
     }
+    pub fn is_overlay(&self) -> bool {
+        self.storage == Some(Storage::Overlay)
+    }
+    /// First host UID of the slot's user namespace when it is fixed by slot-os (an
+    /// unprivileged overlay slot: its layers are idmapped before nspawn starts); `None`
+    /// leaves it to nspawn (`pick`) or to no user namespace (privileged).
+    pub fn uid_base(&self) -> Option<u32> {
+        if !self.is_overlay() || self.privileged {
+            return None;
+        }
+        crate::storage::uid_base(self.number?)
+    }
+    /// The unit that mounts an overlay slot's root.
+    pub fn root_unit(&self) -> String {
+        crate::names::root_unit_name(&self.name)
+    }
     /// "7", or "-" for a slot without a number (for tables and messages).
     pub fn number_text(&self) -> String {
         self.number
@@ -104,6 +124,7 @@ pub const SLOT_KEYS: &[&str] = &[
     "number",
     "image",
     "base_image",
+    "storage",
     "autostart",
     "boot",
     "command",
@@ -190,6 +211,24 @@ pub fn parse_slot(
     let memory = f.parsed("memory");
     let limits = Limits::parse(&mut f);
     let privileged = f.boolean("privileged").unwrap_or(false);
+    let storage = f.parsed::<Storage>("storage");
+    if storage == Some(Storage::Overlay) && !privileged {
+        match number {
+            Some(n) if n > MAX_OVERLAY_NUMBER => f.problem(
+                "storage",
+                format!(
+                    "an overlay slot's user namespace range is derived from its number, and slot {n} has none left; overlay slots use numbers 0 to {MAX_OVERLAY_NUMBER} (or set privileged = true, which needs no range)"
+                ),
+            ),
+            None if !number_given => f.problem(
+                "storage",
+                format!(
+                    "an overlay slot needs `number = N` (0 to {MAX_OVERLAY_NUMBER}): its user namespace range is derived from it"
+                ),
+            ),
+            _ => {}
+        }
+    }
 
     let mut environment = BTreeMap::new();
     if let Some(t) = f.table("environment") {
@@ -297,6 +336,7 @@ pub fn parse_slot(
         file: file.to_path_buf(),
         image,
         base_image,
+        storage,
         autostart,
         boot,
         command,

@@ -281,6 +281,7 @@ struct Input {
     nic: bool,
     machines: Option<String>,
     devices: Vec<String>,
+    storage: Option<String>,
     /// `disk`, `tasks_max`, `io_weight`, `io_read_bandwidth_max`, `io_write_bandwidth_max`
     /// as the slot file sets them (absent: `None`).
     limits: [Option<toml::Value>; 5],
@@ -368,6 +369,10 @@ fn input() -> impl Strategy<Value = Input> {
         any::<bool>(),
         prop::option::of(hostile_path()),
         prop::collection::vec(hostile_string(), 0..2),
+        prop::option::of(prop_oneof![
+            3 => prop::sample::select(vec!["overlay", "copy", "btrfs"]).prop_map(str::to_string),
+            1 => hostile_string(),
+        ]),
         [
             limit_value(&["10G", "none", "1536M", " 2t ", "1M"]),
             limit_value(&["512", "1", "4194304", "none", "infinity"]),
@@ -377,7 +382,19 @@ fn input() -> impl Strategy<Value = Input> {
         ],
     )
         .prop_map(
-            |(boot, privileged, command, env, binds, image, nic, machines, devices, limits)| {
+            |(
+                boot,
+                privileged,
+                command,
+                env,
+                binds,
+                image,
+                nic,
+                machines,
+                devices,
+                storage,
+                limits,
+            )| {
                 Input {
                     boot,
                     privileged,
@@ -388,6 +405,7 @@ fn input() -> impl Strategy<Value = Input> {
                     nic,
                     machines,
                     devices,
+                    storage,
                     limits,
                 }
             },
@@ -404,6 +422,9 @@ impl Input {
         }
         if let Some(i) = &self.image {
             t.insert("image".into(), i.clone().into());
+        }
+        if let Some(st) = &self.storage {
+            t.insert("storage".into(), st.clone().into());
         }
         let env: toml::Table = self
             .env
@@ -464,9 +485,9 @@ fn allowed(kind: &str, section: &str, key: &str) -> bool {
             "PrivateUsers",
             "Environment",
         ],
-        ("nspawn", "Files") => &["Bind", "BindReadOnly"],
+        ("nspawn", "Files") => &["Bind", "BindReadOnly", "PrivateUsersOwnership"],
         ("nspawn", "Network") => &["Zone", "VirtualEthernet", "Private", "VirtualEthernetExtra"],
-        ("dropin", "Unit") => &["Description", "Wants", "After"],
+        ("dropin", "Unit") => &["Description", "Wants", "After", "Requires"],
         ("dropin", "Service") => &[
             "CPUQuota",
             "AllowedCPUs",
@@ -500,7 +521,13 @@ struct Expect<'a> {
     host_ok: bool,
 }
 
+/// slot05's user namespace base as an overlay slot: 0x70000000 + 5 * 65536.
+const SLOT_UID_BASE: u32 = 0x7005_0000;
+
 impl Expect<'_> {
+    fn overlay(&self) -> bool {
+        self.input.storage.as_deref() == Some("overlay")
+    }
     fn machines(&self) -> String {
         match (&self.input.machines, self.host_ok) {
             (Some(m), true) => m.clone(),
@@ -559,12 +586,39 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
             if boot != [want] {
                 return Err(format!("{path}: Boot= {boot:?}, config says {want}"));
             }
-            let pu = get("Exec", "PrivateUsers");
-            if input.privileged != (pu.len() == 1 && pu[0].value == "no") || pu.len() > 1 {
+            if !matches!(
+                input.storage.as_deref(),
+                None | Some("overlay" | "copy" | "btrfs")
+            ) {
+                return Err(format!("{path}: written for storage = {:?}", input.storage));
+            }
+            let pu: Vec<&str> = get("Exec", "PrivateUsers")
+                .iter()
+                .map(|s| &*s.value)
+                .collect();
+            let shift = format!("{SLOT_UID_BASE}:65536");
+            let want: &[&str] = match (input.privileged, e.overlay()) {
+                (true, _) => &["no"],
+                (false, true) => &[&shift],
+                (false, false) => &[],
+            };
+            if pu != want {
                 return Err(format!(
-                    "{path}: PrivateUsers= {pu:?} for privileged = {}",
-                    input.privileged
+                    "{path}: PrivateUsers= {pu:?} for privileged = {}, storage = {:?}",
+                    input.privileged, input.storage
                 ));
+            }
+            let own: Vec<&str> = get("Files", "PrivateUsersOwnership")
+                .iter()
+                .map(|s| &*s.value)
+                .collect();
+            let want: &[&str] = if e.overlay() && !input.privileged {
+                &["off"]
+            } else {
+                &[]
+            };
+            if own != want {
+                return Err(format!("{path}: PrivateUsersOwnership= {own:?}\n{text}"));
             }
             let params = strv(&settings, "Exec", "Parameters")?;
             let want: Vec<String> = if input.boot {
@@ -586,7 +640,10 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
                 ));
             }
             let mut binds = Vec::new();
-            for s in settings.iter().filter(|s| s.section == "Files") {
+            for s in settings
+                .iter()
+                .filter(|s| s.section == "Files" && s.key != "PrivateUsersOwnership")
+            {
                 let (src, dst, opts) = read_bind(&s.value)?;
                 if opts.is_some() {
                     return Err(format!("{path}: bind options {opts:?} not asked for"));
@@ -603,6 +660,19 @@ fn check_output(o: &Output, e: &Expect<'_>, slot_accepted: bool) -> Result<(), S
         "dropin" => {
             if !slot_accepted {
                 return Err(format!("{path}: written for a refused slot"));
+            }
+            let root = "slot-os-root@slot05.service".to_string();
+            for key in ["Requires", "After"] {
+                let mut words = Vec::new();
+                for s in get("Unit", key) {
+                    words.extend(extract_words(&s.value, false)?);
+                }
+                if words.contains(&root) != e.overlay() {
+                    return Err(format!(
+                        "{path}: {key}= {words:?} for storage = {:?}\n{text}",
+                        input.storage
+                    ));
+                }
             }
             check_limits(&path, text, &settings, e)?;
             let mut execs: Vec<Vec<String>> = Vec::new();
@@ -889,6 +959,7 @@ fn hard_legal_values_are_accepted_and_read_back() {
                 nic: false,
                 machines: Some("/var/lib/machines-ü".into()),
                 devices: vec!["eth0.100".into()],
+                storage: Some("overlay".into()),
                 limits: [
                     Some("1536M".into()),
                     Some(4194304.into()),

@@ -80,10 +80,11 @@ test_list_shows_fulcons_columns() {
   out=$(sos list 2>&1) || { t_fail "list: $out"; return 1; }
   assert_eq 3 "$(printf '%s\n' "$out" | grep -c .)" "one line per slot: $out" || return 1
   assert_eq 3 "$(printf '%s\n' "$out" | grep -c ' RUNNING ')" "3 RUNNING: $out" || return 1
-  # number : state name CPU% CPUs memory autostart image [addresses], in number order
+  # number : state name CPU% CPUs memory autostart image storage [addresses], in number
+  # order (a plain image directory on ext4 shows as copy)
   local first
   first=$(printf '%s\n' "$out" | head -1)
-  printf '%s\n' "$first" | grep -qE "^ 0 : RUNNING +slot00 +$(quota) % +$(cpus) +256M +- +slot00( |\$)" ||
+  printf '%s\n' "$first" | grep -qE "^ 0 : RUNNING +slot00 +$(quota) % +$(cpus) +256M +- +slot00 +copy( |\$)" ||
     { t_fail "first line not in Fulcon's format: '$first'"; return 1; }
   assert_eq "slot00 slot01 slot02" "$(printf '%s\n' "$out" | awk '{print $4}' | tr '\n' ' ' | sed 's/ $//')" "number order" || return 1
   if printf '%s\n' "$out" | grep -q 'fe80:'; then t_fail "link-local addresses listed: $out"; return 1; fi

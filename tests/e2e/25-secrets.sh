@@ -17,6 +17,12 @@ TMUX_SOCK=""
 
 scenario_setup() {
   th_boot "$H" unified || return 1
+  # Plain copies, whose files this scenario reads from the image directory of stopped
+  # slots: auto would give overlay slots on the test host's ext4 (60-overlay's subject).
+  th_storage_backend "$H" copy || return 1
+  # Backups as files (the tar engine), whose modes this scenario checks; a restic
+  # repository's key and files are checked private by 62-backup-incremental.
+  printf '\n[backup]\nengine = "tar"\n' >>"$(th_root "$H")/etc/slot-os/slot-os.toml" || return 1
   local r
   r=$(th_root "$H")
   # sshd is not in the test rootfs: its config and the machine's ssh-keygen make the host

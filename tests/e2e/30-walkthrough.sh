@@ -6,6 +6,9 @@ H=walk
 
 scenario_setup() {
   th_boot "$H" unified || return 1
+  # Plain copies, whose files this scenario reads from the image directory of stopped
+  # slots: auto would give overlay slots on the test host's ext4 (60-overlay's subject).
+  th_storage_backend "$H" copy || return 1
 }
 
 scenario_teardown() {

@@ -1,5 +1,7 @@
 # Issue 5 (first part): crash-consistent backup and restore of slots, on ext4 (tar +
-# zstd with a recorded SHA-256) and on btrfs (read-only snapshots).
+# zstd with a recorded SHA-256) and on btrfs (read-only snapshots). These are the "tar"
+# engine's backups (issue 13 made restic the default; 62-backup-incremental tests it):
+# the hosts here set [backup] engine = "tar".
 # releases: bookworm trixie
 
 H=bk
@@ -9,7 +11,7 @@ IMG=""
 scenario_setup() {
   th_boot "$H" unified || return 1
   th_copy_slot_image "$H" slot00 || return 1
-  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && systemctl daemon-reload' || return 1
+  th_sh "$H" 'mkdir -p /etc/slot-os && : > /etc/slot-os/slot00.toml && printf "[backup]\nengine = \"tar\"\n" > /etc/slot-os/slot-os.toml && systemctl daemon-reload' || return 1
   IMG=/var/tmp/slot-os-test-btrfs-$$.img
 }
 
@@ -98,9 +100,9 @@ test_scheduled_backup_units_report_progress_and_keep_n() {
   th_sh "$H" "mkdir -p /run/systemd/system/$u.d && printf '[Service]\nEnvironment=SLOT_OS_BACKUP_KEEP=2\n' > /run/systemd/system/$u.d/keep.conf && systemctl daemon-reload" || return 1
   assert_ok sos backup 0 manual || return 1
   assert_ok sos start 0 || return 1
-  # While it streams, the unit's status shows the progress slot-os reports (sd_notify).
+  # While it copies and streams, the unit's status shows the progress slot-os reports (sd_notify).
   assert_ok th_run "$H" systemctl start --no-block "$u" || return 1
-  th_wait_for 20 th_sh "$H" "systemctl show -P StatusText $u | grep -q -e 'backed up [0-9]* MB' -e 'backing up slot00'" \
+  th_wait_for 20 th_sh "$H" "systemctl show -P StatusText $u | grep -q -e 'backed up [0-9]* MB' -e 'backing up slot00' -e 'copying slot00'" \
     || { t_fail "no progress in StatusText: $(th_run "$H" systemctl show -P StatusText "$u")"; return 1; }
   th_wait_for 60 th_sh "$H" "systemctl show -P ActiveState $u | grep -qx inactive" || { t_fail "scheduled backup did not finish"; return 1; }
   assert_eq success "$(th_run "$H" systemctl show -P Result "$u")" "first scheduled backup" || return 1
@@ -126,6 +128,7 @@ test_btrfs_snapshot_backup_freezes_under_100ms() {
   }
   th_boot "$B" unified || return 1
   unset -f th_pre_boot_hook
+  th_sh "$B" 'mkdir -p /etc/slot-os && printf "[backup]\nengine = \"tar\"\n" > /etc/slot-os/slot-os.toml' || return 1
   th_run "$B" slot-os make-base-image >/dev/null || { t_fail "make-base-image"; return 1; }
   th_run "$B" slot-os build 1 >/dev/null || { t_fail "build 1"; return 1; }
   assert_ok th_run "$B" slot-os start 0 || return 1

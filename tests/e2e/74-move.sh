@@ -108,13 +108,13 @@ whole_on() {
   ticking "$1" || return 1
 }
 
-# start_move HOLD [ARGS]: `slot-os move 0 B ARGS` on A through the relay, in the background
+# start_move HOLD [ARGS]: `slot-os move ${MV_SLOT:-0} B ARGS` on A through the relay, in the background
 # (MV_BG, output in MV_OUT); HOLD as move-relay.py reads it, "" for none.
 MV_OUT=
 start_move() {
   MV_OUT=$TH_HOSTS/mv.out
   th_sh "$A" 'rm -rf /run/relay /run/mv.pid && mkdir -p /run/relay && mkfifo /run/relay/go && if [ -n "$1" ]; then echo "$1" > /run/relay/hold; fi' "$1" || return 1
-  th_run "$A" /root/mv.sh 0 "$B_IP" "${@:2}" >"$MV_OUT" 2>&1 &
+  th_run "$A" /root/mv.sh "${MV_SLOT:-0}" "$B_IP" "${@:2}" >"$MV_OUT" 2>&1 &
   MV_BG=$!
 }
 
@@ -339,4 +339,37 @@ test_kill_source_after_the_target_started() {
   settle_by_a_run "$A" || return 1
   gone_from "$A" || return 1
   whole_on "$B" || return 1
+}
+
+# An overlay slot (what `create` makes on ext4 with the default backend): its merged tree
+# (base version and its own upper) moves, read through fresh read-only overlays of its
+# own, and arrives as a plain image; a base file it deleted stays deleted.
+test_overlay_slot_moves_as_its_merged_tree() {
+  th_copy_slot_image "$A" slot-os || return 1
+  local out rc
+  out=$(th_run "$A" slot-os create 5 2>&1) || { t_fail "create 5: $out"; return 1; }
+  assert_contains "$(th_run "$A" cat /etc/slot-os/slot05.toml)" 'storage = "overlay"' "slot05 is an overlay slot on A" || return 1
+  th_run "$A" slot-os start 5 >/dev/null || { t_fail "starting slot05"; return 1; }
+  th_run "$A" slot-os exec 5 -- sh -c 'set -e; head -c 10000000 /dev/urandom > /root/big; sha256sum /root/big > /root/big.sum
+    rm /etc/issue; echo "moved motd" > /etc/motd; echo x > /root/owned; chown 4321:8765 /root/owned' \
+    || { t_fail "writing files in slot05"; return 1; }
+  # Held after the copy is applied on B; the slot changes meanwhile (the frozen level sees it).
+  MV_SLOT=5 start_move "down P 1" --json || return 1
+  held || return 1
+  th_run "$A" slot-os exec 5 -- sh -c 'set -e; head -c 3000000 /dev/urandom > /root/late; sha256sum /root/late > /root/late.sum
+    rm /etc/debian_version; rm /root/owned' || { t_fail "changing files in slot05"; return 1; }
+  release go || return 1
+  wait "$MV_BG"; rc=$?
+  out=$(cat "$MV_OUT")
+  echo "    $out"
+  assert_eq 0 "$rc" "move of an overlay slot exits 0" || return 1
+  assert_eq "" "$(th_sh "$A" 'ls -d /etc/slot-os/slot05.toml /var/lib/machines/slot05 /var/lib/machines/.slot-os/slot/slot05 /var/lib/slot-os/moves/*slot05* 2>/dev/null; grep -c " /var/lib/machines/slot05 " /proc/self/mountinfo | grep -v "^0$"')" \
+    "nothing of slot05 left on A (config, mount point, layer, markers, mount)" || return 1
+  assert_contains "$(th_run "$B" cat /etc/slot-os/slot05.toml)" 'storage = "copy"' "B records the plain image it made" || return 1
+  assert_eq active "$(th_unit_state "$B" systemd-nspawn@slot05.service)" "slot05 runs on B" || return 1
+  assert_ok th_run "$B" test -d /var/lib/machines/slot05/etc || return 1
+  th_run "$B" slot-os exec 5 -- sh -c 'set -e; cd /root; sha256sum -c big.sum; sha256sum -c late.sum; test ! -e owned
+      test ! -e /etc/issue; test ! -e /etc/debian_version; test "$(cat /etc/motd)" = "moved motd"; test -x /bin/sh
+      test "$(stat -c %u:%g /etc/passwd)" = 0:0' || { t_fail "slot05's files on B are not its merged tree"; return 1; }
+  assert_ok th_run "$B" slot-os stop 5 || return 1
 }

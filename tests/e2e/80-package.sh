@@ -53,6 +53,7 @@ test_host_starts_without_slot_os() {
   assert_ok th_run "$H" test ! -e /usr/lib/systemd/system/slot-os-forward.service || return 1
   # scheduled backups stopped (they would call a missing helper), their links purged
   assert_ok th_sh "$H" '! systemctl is-active -q slot-os-backup@slot00.timer' || return 1
+  assert_ok th_sh "$H" '! systemctl is-active -q slot-os-metrics.timer' || return 1
   assert_eq "" "$(th_sh "$H" 'ls /etc/systemd/system/*.wants/ | grep slot-os')" "no enablement link left" || return 1
   assert_ok th_run "$H" test ! -e /etc/slot-os || return 1
 }
@@ -71,7 +72,8 @@ test_apt_install() {
     /usr/share/man/man8/slot-os-generator.8.gz \
     /usr/share/bash-completion/completions/slot-os /usr/share/zsh/vendor-completions/_slot-os \
     /usr/share/fish/vendor_completions.d/slot-os.fish /usr/share/doc/slot-os/copyright \
-    /usr/lib/systemd/system/slot-os-forward.service /usr/lib/systemd/system/slot-os-backup@.timer; do
+    /usr/lib/systemd/system/slot-os-forward.service /usr/lib/systemd/system/slot-os-backup@.timer \
+    /usr/lib/systemd/system/slot-os-metrics.timer /usr/lib/systemd/system/slot-os-metrics.service; do
     assert_ok th_run "$H" test -s "$f" || { t_fail "$f not installed"; return 1; }
   done
   assert_contains "$(th_sh "$H" 'zcat /usr/share/man/man5/slot-os.toml.5.gz')" "nat_address" "slot-os.toml(5) documents the keys" || return 1
@@ -99,6 +101,7 @@ test_walkthrough_with_the_package() {
   # a scheduled backup, for the purge to clean up
   assert_ok th_run "$H" systemctl enable --now slot-os-backup@slot00.timer || return 1
   assert_eq active "$(th_run "$H" systemctl show -P ActiveState slot-os-backup@slot00.timer)" "backup timer active" || return 1
+  assert_ok th_run "$H" systemctl enable --now slot-os-metrics.timer || return 1
 }
 
 test_purge_removes_the_package_and_keeps_the_slots() {
@@ -117,6 +120,7 @@ test_purge_removes_the_package_and_keeps_the_slots() {
   assert_ok th_run "$H" test ! -e /usr/lib/systemd/system/slot-os-forward.service || return 1
   # scheduled backups stopped (they would call a missing helper), their links purged
   assert_ok th_sh "$H" '! systemctl is-active -q slot-os-backup@slot00.timer' || return 1
+  assert_ok th_sh "$H" '! systemctl is-active -q slot-os-metrics.timer' || return 1
   assert_eq "" "$(th_sh "$H" 'ls /etc/systemd/system/*.wants/ | grep slot-os')" "no enablement link left" || return 1
   # what the generator wrote at runtime is gone too, and systemd dropped the drop-ins
   assert_eq "" "$(th_sh "$H" 'ls /run/systemd/nspawn/*.nspawn /run/systemd/network/*slot-os* 2>/dev/null; ls -d /run/systemd/generator/systemd-nspawn@* 2>/dev/null')" "no generated file left" || return 1

@@ -35,7 +35,7 @@ TH_ROOTFS_RECIPE=slot-os-testhost-rootfs-v2
 TH_HOST_PACKAGES=(systemd-container debootstrap dbus iproute2 btrfs-progs debian-archive-keyring iputils-ping)
 # What the tests need in every host (and slot image made from it) ...
 TH_ROOTFS_PACKAGES=(systemd systemd-sysv dbus systemd-container iproute2 udev iputils-ping procps python3 python3-apt
-    btrfs-progs iptables kmod less zstd attr)
+    btrfs-progs iptables kmod less zstd attr restic)
 # ... and what makes it look like a stock Debian server (tests/testhost/README.md): the host's
 # NIC managed by ifupdown, sshd with its own host keys, cron, rsyslog. systemd-networkd comes
 # with the systemd package (Debian 12 and 13) and stays disabled, as Debian ships it.
@@ -183,21 +183,24 @@ th_ensure_packages() {
     th__ensured=1
 }
 
-# Every test host and slot on this machine shares its kernel, and their inotify instances are
-# all charged to root (issue 11: Debian's 128 lets 16 slots boot, the rest time out). With
-# several hosts at once (SLOT_OS_E2E_JOBS, other suites) 128 runs out: starts time out with
-# nothing in the slot's journal. The machine running the tests gets 1024 (what the package
-# ships for a real host), never less than it has.
-TH_MIN_INOTIFY_INSTANCES=1024
+# Every test host and slot on this machine shares its kernel, and their inotify instances and
+# watches are all charged to root (issue 11: Debian's 128 instances let 16 slots boot, the
+# rest time out). With several hosts at once (SLOT_OS_E2E_JOBS, other suites) and scenarios
+# that boot 80 slots (76-scale), the machine running the tests gets what the package ships
+# for a real host (conf/sysctl.d/60-slot-os.conf), never less than it has.
 th__ensure_limits() {
-    local f=/proc/sys/fs/inotify/max_user_instances cur
-    cur=$(cat "$f" 2>/dev/null) || return 0
-    ((cur >= TH_MIN_INOTIFY_INSTANCES)) && return 0
-    if printf '%s\n' "$TH_MIN_INOTIFY_INSTANCES" >"$f" 2>/dev/null; then
-        th_note "fs.inotify.max_user_instances: $cur -> $TH_MIN_INOTIFY_INSTANCES on this machine (test hosts and slots share it)"
-    else
-        th_note "fs.inotify.max_user_instances is $cur and cannot be raised: many slots at once will time out"
-    fi
+    local key f want cur
+    for key in max_user_instances max_user_watches; do
+        f=/proc/sys/fs/inotify/$key
+        want=$(sed -n "s/^fs\.inotify\.$key *= *//p" "$TH_REPO/conf/sysctl.d/60-slot-os.conf")
+        cur=$(cat "$f" 2>/dev/null) || continue
+        [[ -n "$want" ]] && ((cur < want)) || continue
+        if printf '%s\n' "$want" >"$f" 2>/dev/null; then
+            th_note "fs.inotify.$key: $cur -> $want on this machine (test hosts and slots share it)"
+        else
+            th_note "fs.inotify.$key is $cur and cannot be raised: many slots at once will time out"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -758,6 +761,16 @@ th_sh() {
     local name=${1:-}
     shift || true
     th_run "$name" sh -c "${1:?th_sh: no shell code}" sh "${@:2}"
+}
+
+# th_storage_backend NAME BACKEND: host NAME's slot-os.toml asks for `[storage] backend`
+# (for scenarios that read a stopped slot's files from its image directory, which an overlay
+# slot, auto's choice on the test hosts' ext4, has only while it runs).
+th_storage_backend() {
+    local name=${1:-} backend=${2:-} dir
+    th__check_name "$name" || return 1
+    dir=$TH_HOSTS/$name/root/etc/slot-os
+    mkdir -p "$dir" && printf '[storage]\nbackend = "%s"\n' "$backend" >"$dir/slot-os.toml"
 }
 
 # th_copy_slot_image NAME IMAGE: a slot-ready copy of the host's release root (th__slot_ready)

@@ -6,7 +6,8 @@
 # otherwise) with the .deb under test installed, starts one slot, and checks inside the slot
 # what the kernel does: MemoryMax OOM-kills, CPUQuota throttles, `resource` changes both
 # live, `suspend` freezes the slot's clock, the generator's boot-time messages reach
-# `journalctl -b` through /dev/kmsg; and (issue 13) an ext4 project quota holds the slot's
+# `journalctl -b` through /dev/kmsg; and (issue 13) that the distribution's kernel gives an
+# overlay slot its root from idmapped layers, an ext4 project quota holds the slot's
 # writes (the machines running the e2e suite have no ext4 quota support in their kernel),
 # the slot's root cannot change its files' project, and TasksMax stops a fork loop. One VM
 # boot for every check; see tests/vm/README.md.
@@ -160,6 +161,9 @@ test_slot_built_with_limits() {
         slot-os resource -c "$1" -m "$2" 0 && cat /etc/slot-os/slot00.toml' "$VM_BOOT_CPU%" "$VM_BOOT_MEM" "$VM_SLOT_TAR") ||
         { t_fail "make-base-image/build/resource: $out"; return 1; }
     printf '%s\n' "$out"
+    # issue 13: on this kernel's ext4, auto makes an overlay slot (idmapped layers: 5.19+)
+    assert_contains "$out" "storage: overlay (auto:" "build chose overlay" || return 1
+    assert_contains "$out" 'storage = "overlay"' "and recorded it" || return 1
     assert_contains "$out" "memory = \"$VM_BOOT_MEM\"" "memory persisted" || return 1
     assert_contains "$out" "cpu_quota = \"$VM_BOOT_CPU%\"" "cpu_quota persisted" || return 1
 }
@@ -181,6 +185,30 @@ test_slot_starts_with_kernel_limits() {
     printf '%s\n' "$out"
     # what slot00.toml says, in the kernel's files, from the start
     assert_eq "$((${VM_BOOT_MEM%M} * 1024 * 1024))"$'\n'"$((VM_BOOT_CPU * 1000)) 100000" "$out" "the kernel's memory.max and cpu.max" || return 1
+}
+
+# Issue 13, on the distribution's kernel: slot00's root is an overlay whose layers are
+# idmapped to the slot's fixed range (0x70000000 for slot 0); the slot sees its files as
+# root's, the host sees them shifted, the upper stays 0:0 on disk, whiteouts included (the
+# overlay is made with the slot root's fsuid), and the root goes away with the slot.
+test_overlay_root_from_idmapped_layers() {
+    local out base=1879048192
+    out=$(vm_sh 'uname -r
+        findmnt -n -o FSTYPE,SOURCE /var/lib/machines/slot00
+        awk "{print \$1, \$2, \$3}" /proc/$(machinectl show -p Leader --value slot00)/uid_map
+        stat -c "host %u:%g" /var/lib/machines/slot00/etc/passwd
+        stat -c "disk %u:%g" /var/lib/machines/.slot-os/slot/slot00/upper/etc/hostname')
+    printf '%s\n' "$out"
+    th_note "kernel $(printf '%s\n' "$out" | head -n 1): slot00's root is an overlay of idmapped layers"
+    assert_contains "$out" "overlay slot-os" "an overlay on the slot's image directory" || return 1
+    assert_contains "$out" "0 $base 65536" "the slot's user namespace is its fixed range" || return 1
+    assert_contains "$out" "host $base:$base" "the host sees the merged tree shifted" || return 1
+    assert_contains "$out" "disk 0:0" "the upper is unshifted on disk" || return 1
+    out=$(vm_sh -t 120 "$(in_slot vm-ids 'stat -c "slot %u:%g" /etc/passwd; rm /etc/issue.net && echo removed')")
+    out+=$'\n'$(vm_sh 'stat -c "whiteout %F %t,%T %u:%g" /var/lib/machines/.slot-os/slot/slot00/upper/etc/issue.net')
+    printf '%s\n' "$out"
+    assert_contains "$out" "slot 0:0" "root's files in the slot" || return 1
+    assert_contains "$out" "whiteout character special file 0,0 0:0" "a whiteout, 0:0 on disk" || return 1
 }
 
 test_memory_max_oom_kills_an_allocation_past_the_limit() {
@@ -277,6 +305,45 @@ test_suspend_stops_the_slots_clock() {
     assert_contains "$out" "resumed " "the counter advances again after resume" || return 1
 }
 
+# `slot-os metrics` on a host whose cgroups count everything: its CPU, memory and I/O of the
+# slot against the cgroup's own files and systemd-cgtop's figures, read around it.
+test_metrics_match_the_cgroup_files_and_cgtop() {
+    local out
+    # disk I/O past the page cache, so io.stat's bytes move by a known amount
+    out=$(vm_sh -t 200 "$(in_slot vm-io 'dd if=/dev/zero of=/var/tmp/vm-io bs=1M count=16 oflag=direct status=none && dd if=/var/tmp/vm-io of=/dev/null bs=1M iflag=direct status=none && rm /var/tmp/vm-io && echo io-done')") ||
+        { t_fail "I/O in the slot: $out"; return 1; }
+    out=$(vm_sh -t 120 '
+        cg=$(systemctl show -P ControlGroup systemd-nspawn@slot00.service); d=/sys/fs/cgroup$cg
+        io() { awk "{ for (i = 2; i <= NF; i++) { split(\$i, kv, \"=\"); if (kv[1] == \"rbytes\") r += kv[2]; if (kv[1] == \"wbytes\") w += kv[2] } } END { print r + 0, w + 0 }" "$d/io.stat"; }
+        files() { echo "$(awk "\$1 == \"usage_usec\" { print \$2 }" "$d/cpu.stat") $(cat "$d/memory.current") $(io)"; }
+        echo "before $(files)"
+        echo "cgtop $(systemd-cgtop -b -r -n 1 --cpu=time "$cg" | awk -v cg="$cg" "\$1 == cg { print \$3, \$4 }")"
+        slot-os metrics | awk "/slot=\"slot00\"/ && !/state=/ { sub(/\{.*\}/, \"\", \$1); print \$1, \$2 }"
+        echo "after $(files)"')
+    printf '%s\n' "$out"
+    local b_cpu b_mem b_r b_w a_cpu a_mem a_r a_w t_cpu t_mem m_cpu m_mem m_r m_w
+    read -r _ b_cpu b_mem b_r b_w < <(grep '^before ' <<<"$out")
+    read -r _ a_cpu a_mem a_r a_w < <(grep '^after ' <<<"$out")
+    read -r _ t_cpu t_mem < <(grep '^cgtop ' <<<"$out")
+    m_cpu=$(awk '$1 == "slot_os_cpu_seconds_total" { printf "%d", $2 * 1000000 }' <<<"$out")
+    m_mem=$(awk '$1 == "slot_os_memory_bytes" { print $2 }' <<<"$out")
+    m_r=$(awk '$1 == "slot_os_io_read_bytes_total" { print $2 }' <<<"$out")
+    m_w=$(awk '$1 == "slot_os_io_write_bytes_total" { print $2 }' <<<"$out")
+    [[ -n "$b_cpu" && -n "$a_cpu" && -n "$t_cpu" && -n "$m_cpu" && -n "$m_mem" && -n "$m_r" && -n "$m_w" ]] ||
+        { t_fail "missing figures"; return 1; }
+    # Counters: between the cgroup's before and after, and past cgtop's (raw CPU time in
+    # microseconds, read just before).
+    ((b_cpu <= t_cpu && t_cpu <= m_cpu + 1 && m_cpu <= a_cpu)) ||
+        { t_fail "CPU: cpu.stat $b_cpu us, cgtop $t_cpu us, metrics $m_cpu us, cpu.stat $a_cpu us"; return 1; }
+    ((b_r <= m_r && m_r <= a_r && b_w <= m_w && m_w <= a_w)) ||
+        { t_fail "I/O: read $b_r <= $m_r <= $a_r, written $b_w <= $m_w <= $a_w"; return 1; }
+    ((m_w >= 16 * 1024 * 1024 && m_r >= 16 * 1024 * 1024)) || { t_fail "the 16 MiB written and read are not in io.stat's bytes ($m_r, $m_w)"; return 1; }
+    # A gauge: within 10% of memory.current around it, and of cgtop's figure.
+    local lo=$((b_mem < a_mem ? b_mem : a_mem)) hi=$((b_mem > a_mem ? b_mem : a_mem))
+    ((m_mem * 10 >= lo * 9 && m_mem * 10 <= hi * 11)) || { t_fail "memory: metrics $m_mem, memory.current $b_mem .. $a_mem"; return 1; }
+    ((m_mem * 10 >= t_mem * 9 && m_mem * 10 <= t_mem * 11)) || { t_fail "memory: metrics $m_mem, systemd-cgtop $t_mem"; return 1; }
+}
+
 # What the slot's quota reports, in MiB (resource --json, read here: the VM has no jq).
 vm_disk_used_mib() {
     vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.used / 1048576 | floor'
@@ -292,7 +359,10 @@ test_disk_quota_holds_the_slots_writes() {
     th_note "first resource -d (project IDs on the running slot's files): $(th__secs $(($(th__now_ms) - t0))): $out"
     assert_contains "$out" "project 2000000000" "slot 0 gets project ID 2000000000" || return 1
     used=$(vm_disk_used_mib)
-    [[ "$used" =~ ^[0-9]+$ && "$used" -gt 50 ]] || { t_fail "the slot's project uses '${used}' MiB"; return 1; }
+    # An overlay slot's project holds only its own files (the upper): a few MiB at most, where
+    # a copied slot's holds its whole root
+    [[ "$used" =~ ^[0-9]+$ ]] || { t_fail "the slot's project uses '${used}' MiB"; return 1; }
+    th_note "the slot's project uses ${used} MiB ($(vm_sh 'slot-os info --json slot00' | grep -o '"storage": *"[a-z]*"'))"
     out=$(vm_sh 'slot-os resource -d "$1" 0 && slot-os list 0' "$((used + VM_DISK_MARGIN))M") || { t_fail "resource -d: $out"; return 1; }
     printf '%s\n' "$out"
     out=$(vm_sh -t 120 "$(in_slot vm-dq1 "$VM_DISK_WRITE")")
@@ -356,12 +426,23 @@ test_restore_keeps_the_slots_project_and_limit() {
     want=$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_limit')
     # a reset to the base image: a new root beside the old one, swapped in by rename; it
     # joins the old root's project before the swap
-    out=$(vm_sh -t 900 'slot-os stop 0 && slot-os backup-restore 0 slot-os && lsattr -dp /var/lib/machines/slot00 && lsattr -p /var/lib/machines/slot00/etc/hostname') ||
+    # slot00 is an overlay slot (auto): its project is on its layer directory (upper and
+    # work directory), see storage::layout::own_data_dir
+    local layer=/var/lib/machines/.slot-os/slot/slot00
+    out=$(vm_sh -t 900 'slot-os stop 0 && slot-os backup-restore 0 slot-os && lsattr -dp "$1" && lsattr -p "$1/upper/etc/hostname"' "$layer") ||
         { t_fail "stop/backup-restore: $out"; return 1; }
     printf '%s\n' "$out"
-    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ /var/lib/machines/slot00$'\n' ]] ||
+    [[ "$out" =~ 2000000000\ [^$'\n']*P[^$'\n']*\ $layer$'\n' ]] ||
         { t_fail "the restored root is not in project 2000000000 with the inherit flag: $out"; return 1; }
-    [[ "$out" =~ 2000000000\ [^$'\n']*\ /var/lib/machines/slot00/etc/hostname ]] ||
+    [[ "$out" =~ 2000000000\ [^$'\n']*\ $layer/upper/etc/hostname ]] ||
         { t_fail "a restored file is not in project 2000000000: $out"; return 1; }
     assert_eq "$want" "$(vm_sh 'slot-os resource --json 0' | jq -r '.[0].disk_usage.limit')" "the limit holds for the restored root" || return 1
+}
+
+test_overlay_root_goes_with_the_slot() {
+    local out
+    out=$(vm_sh -t 300 'slot-os stop 0 && findmnt /var/lib/machines/slot00 || echo "not mounted"; systemctl is-active slot-os-root@slot00.service')
+    printf '%s\n' "$out"
+    assert_contains "$out" "not mounted" "the root is unmounted once stop returns" || return 1
+    assert_contains "$out" "inactive" "its root unit is stopped" || return 1
 }

@@ -1,6 +1,7 @@
-//! `build N`: slots slot00..slot(N-1), each a TOML file plus its own clone of the base
-//! image; slots numbered N and above are removed; `build 0` removes them all.
-//! Only slots named slotNN belong to `build`; slots an admin named otherwise stay.
+//! `build N`: slots slot00..slot(N-1), each a TOML file plus its own root made from the
+//! base image (a machined clone: btrfs snapshot or copy; or an overlay on a version of the
+//! base, see `storage::layer`); slots numbered N and above are removed; `build 0` removes
+//! them all. Only slots named slotNN belong to `build`; slots an admin named otherwise stay.
 
 use std::fs;
 use std::path::Path;
@@ -8,12 +9,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use slot_config::names::{default_slot_name, number_from_name, unit_name, MAX_SLOT_NUMBER};
-use slot_config::Config;
+use slot_config::{Config, Storage};
 
 use super::Ctx;
 use crate::config::edit::{new_slot_text, remove_file, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::storage::backend::{self, Choice};
+use crate::storage::layer;
+use crate::storage::layout::{self, Layout};
 use crate::storage::provision::{self, NewImage};
 use crate::storage::quota;
 use crate::sys::lock;
@@ -41,10 +45,36 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| !ctx.paths.config_dir().join(format!("{s}.toml")).exists())
         .collect();
-    let clone: Vec<&String> = wanted
-        .iter()
-        .filter(|s| !machines.join(s.as_str()).exists())
-        .collect();
+    let stage = layout::stage_dir(&ctx.paths);
+    // What each new slot is made with: its own file's `storage`, else the host's backend
+    // (resolved once, and only if some slot needs it: auto probes the kernel).
+    let mut host_choice: Option<Choice> = None;
+    let mut clone: Vec<(&String, Storage)> = Vec::new();
+    for s in &wanted {
+        let asked = cfg.slot(s).and_then(|x| x.storage);
+        let made = |st| Layout::named(&machines, s, Some(st)).exists();
+        if asked.is_some_and(made) || (asked.is_none() && machines.join(s.as_str()).exists()) {
+            continue;
+        }
+        let storage = match asked {
+            Some(st) => st,
+            None => {
+                if host_choice.is_none() {
+                    let c = backend::choose(cfg.host.backend, &machines, &stage)
+                        .map_err(|e| bad_input(e.to_string()))?;
+                    println!("storage: {} ({})", c.storage, c.why);
+                    host_choice = Some(c);
+                }
+                host_choice.as_ref().map_or(Storage::Copy, |c| c.storage)
+            }
+        };
+        if asked == Some(Storage::Btrfs) || asked == Some(Storage::Overlay) {
+            backend::choose(asked, &machines, &stage).map_err(|e| {
+                bad_input(format!("{s}.toml asks for storage = \"{storage}\": {e}"))
+            })?;
+        }
+        clone.push((s, storage));
+    }
 
     if !clone.is_empty() && !machines.join(&base).is_dir() {
         return Err(bad_input(format!(
@@ -59,10 +89,11 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
     }
     // A disk limit (the slot's own, or [defaults]) that the file system cannot hold:
     // refused before anything is made.
+    let cloned = |s: &String| clone.iter().any(|(c, _)| *c == s);
     let new: Vec<(&str, bool)> = wanted
         .iter()
-        .filter(|s| clone.contains(s) || create_cfg.contains(s))
-        .map(|s| (s.as_str(), clone.contains(&s)))
+        .filter(|s| cloned(s) || create_cfg.contains(s))
+        .map(|s| (s.as_str(), cloned(s)))
         .collect();
     let refused = quota::refused_new(&cfg, &machines, &base, &new);
     if !refused.is_empty() {
@@ -79,8 +110,13 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
                 ctx.paths.config_dir().join(format!("{s}.toml")).display()
             );
         }
-        for s in &clone {
-            println!("would clone image {base} as {s}");
+        for (s, st) in &clone {
+            match st {
+                Storage::Overlay => {
+                    println!("would make {s} an overlay slot on a version of image {base}")
+                }
+                _ => println!("would clone image {base} as {s} ({st})"),
+            }
         }
         for s in &remove {
             println!("would remove slot {s} (stop it, delete its image and config)");
@@ -111,41 +147,56 @@ pub fn run(ctx: &Ctx, count: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let to_clone: Vec<NewImage<'_>> = clone
+    let to_make: Vec<NewImage<'_>> = clone
         .iter()
-        .map(|s| NewImage {
+        .map(|(s, storage)| NewImage {
             image: s,
             hostname: s,
+            storage: *storage,
         })
         .collect();
-    let cloned_ok = provision::images(&bus, &machines, &base, &to_clone);
+    let made = provision::images(&bus, &ctx.paths, &machines, &base, &to_make);
     for s in &wanted {
         let file = ctx.paths.config_dir().join(format!("{s}.toml"));
-        let cloned = clone.contains(&s);
-        if let Some(Err(e)) = clone.iter().position(|c| c == &s).map(|i| &cloned_ok[i]) {
-            println!("{s}: failed: {e:#}");
-            failed = true;
-            continue;
+        let i = clone.iter().position(|(c, _)| c == &s);
+        let storage = i.map(|i| clone[i].1);
+        match i.map(|i| &made[i]) {
+            Some(Err(e)) => {
+                println!("{s}: failed: making its root from image {base}: {e:#}");
+                failed = true;
+                continue;
+            }
+            Some(Ok(())) if !create_cfg.contains(&s) => {
+                crate::config::edit::record_storage(&file, storage)?
+            }
+            _ => {}
         }
         if create_cfg.contains(&s) {
-            write_atomic(&file, &new_slot_text(s, &base, None, "build"))?;
+            write_atomic(&file, &new_slot_text(s, &base, None, storage, "build"))?;
         }
-        if cloned || create_cfg.contains(&s) {
+        if storage.is_some() || create_cfg.contains(&s) {
             println!(
                 "{s}: built{}",
-                if cloned {
-                    format!(" (image cloned from {base})")
-                } else {
-                    String::new()
+                match storage {
+                    Some(Storage::Overlay) => format!(" (overlay root on a version of {base})"),
+                    Some(st) => format!(" (image cloned from {base}, {st})"),
+                    None => String::new(),
                 }
             );
         }
+    }
+    let gone = layer::prune_versions(&machines, &ctx.paths.under(&cfg.host.backup_dir));
+    if !gone.is_empty() {
+        println!(
+            "base versions no slot or backup uses any more, deleted: {}",
+            gone.join(", ")
+        );
     }
     // New slots get their disk limit now, from the config just written.
     let after = ctx.load();
     for s in wanted
         .iter()
-        .filter(|s| clone.contains(s) || create_cfg.contains(s))
+        .filter(|s| cloned(s) || create_cfg.contains(s))
     {
         let Some(slot) = after.slot(s) else { continue };
         if slot.resources.limits.disk_bytes().is_none() {
@@ -179,11 +230,18 @@ fn build_owned_slots(ctx: &Ctx, cfg: &Config) -> Vec<String> {
         .map(|s| s.name.clone())
         .chain(cfg.skipped.iter().cloned())
         .collect();
-    if let Ok(rd) = fs::read_dir(ctx.paths.under(&cfg.host.machines_dir)) {
-        names.extend(
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().map(String::from)),
-        );
+    let machines = ctx.paths.under(&cfg.host.machines_dir);
+    // Image directories, and overlay layers whose mount point an interrupted run left out.
+    for dir in [
+        machines.clone(),
+        crate::storage::layout::layers_dir(&machines),
+    ] {
+        if let Ok(rd) = fs::read_dir(dir) {
+            names.extend(
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(String::from)),
+            );
+        }
     }
     names.retain(|n| number_from_name(n).is_some_and(|num| default_slot_name(num) == *n));
     names.sort();

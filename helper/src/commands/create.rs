@@ -11,12 +11,14 @@ use std::process::ExitCode;
 use slot_config::names::{
     check_name, check_slot_name, default_slot_name, number_from_name, MAX_SLOT_NUMBER,
 };
-use slot_config::HOST_FILE;
+use slot_config::{Storage, HOST_FILE};
 
 use super::Ctx;
-use crate::config::edit::{new_slot_text, validate_change, write_atomic};
+use crate::config::edit::{new_slot_text, record_storage, validate_change, write_atomic};
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::storage::backend;
+use crate::storage::layout::{self, Layout};
 use crate::storage::provision::{self, NewImage};
 use crate::storage::quota;
 use crate::sys::{journal, lock};
@@ -112,7 +114,7 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         None => {
             let base = a.image.clone().unwrap_or(cfg.host.image.clone());
             let written_number = number.filter(|_| number_from_name(&name).is_none());
-            let text = new_slot_text(&name, &base, written_number, "create");
+            let text = new_slot_text(&name, &base, written_number, None, "create");
             // Numbers and names must stay unique: judged with every other file.
             validate_change(ctx, &file, &text)?;
             (name.clone(), base, Some(text))
@@ -129,7 +131,14 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             other.name
         )));
     }
-    let clone = machines.join(&image).symlink_metadata().is_err();
+    let asked = cfg.slot(&name).and_then(|s| s.storage);
+    let clone = !match asked {
+        Some(st) => Layout::named(&machines, &image, Some(st)).exists(),
+        None => {
+            machines.join(&image).symlink_metadata().is_ok()
+                || Layout::named(&machines, &image, Some(Storage::Overlay)).exists()
+        }
+    };
     if !clone && text.is_none() {
         println!("{name}: exists; nothing to change");
         return Ok(ExitCode::SUCCESS);
@@ -140,6 +149,19 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             machines.display()
         )));
     }
+    // What a new root is made with: the slot file's `storage`, else the host's backend.
+    let storage = if clone {
+        let stage = layout::stage_dir(&ctx.paths);
+        let c = backend::choose(asked.or(cfg.host.backend), &machines, &stage)
+            .map_err(|e| bad_input(format!("{e}; nothing was changed")))?;
+        Some(c.storage)
+    } else {
+        None
+    };
+    let text = text.map(|_| {
+        let written_number = number.filter(|_| number_from_name(&name).is_none());
+        new_slot_text(&name, &base, written_number, storage, "create")
+    });
     // A disk limit the file system cannot hold: refused before anything is made.
     let refused = quota::refused_new(&cfg, &machines, &base, &[(&name, clone)]);
     if !refused.is_empty() {
@@ -149,8 +171,12 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         if text.is_some() {
             println!("would write {}", file.display());
         }
-        if clone {
-            println!("would clone image {base} as {image}");
+        match storage {
+            Some(Storage::Overlay) => {
+                println!("would make {image} an overlay root on a version of image {base}")
+            }
+            Some(_) => println!("would clone image {base} as {image}"),
+            None => {}
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -159,16 +185,21 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if clone {
         let made = provision::images(
             &bus,
+            &ctx.paths,
             &machines,
             &base,
             &[NewImage {
                 image: &image,
                 hostname: &name,
+                storage: storage.unwrap_or(Storage::Copy),
             }],
         );
         if let Some(Err(e)) = made.into_iter().next() {
             journal::record("create", &name, false, &format!("failed: {e:#}"));
             return Err(e.context(format!("{name}: nothing was created")));
+        }
+        if text.is_none() {
+            record_storage(&file, storage)?;
         }
     }
     // Image first: a run killed here leaves an image without a config, which the next
@@ -178,6 +209,9 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     }
     bus.reload_config()?;
     let mut line = match (text.is_some(), clone) {
+        (true, true) if storage == Some(Storage::Overlay) => {
+            format!("created (overlay root on a version of {base})")
+        }
         (true, true) => format!("created (image cloned from {base})"),
         (true, false) => format!("created (its image {image} existed)"),
         _ => format!("image cloned from {base} (config kept)"),

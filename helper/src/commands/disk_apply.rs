@@ -3,6 +3,7 @@
 //! slot starts (ExecStartPre=), so a `disk` edited by hand or by Ansible holds however the
 //! slot is started; without a limit it only looks, and its failure does not stop the slot.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::Ctx;
@@ -35,5 +36,19 @@ impl Args {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// After a slot's root was made again (restore, import): the disk limit its config gives is
+/// applied now; where the file system cannot hold it, the slot still arrives (its start will
+/// refuse, saying how to enable quotas).
+pub(crate) fn reapply(ctx: &Ctx, machines: &Path, s: &slot_config::Slot) {
+    if s.resources.limits.disk_bytes().is_none() {
+        return;
+    }
+    match quota::apply_slot(&ctx.paths, machines, s) {
+        Ok(quota::Applied::Nothing) => {}
+        Ok(done) => println!("{}: {}", s.name, done.describe()),
+        Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
     }
 }

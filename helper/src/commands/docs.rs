@@ -188,7 +188,7 @@ fn esc(s: &str) -> String {
 fn section_heading(file: File, section: &str) -> String {
     let table = match (file, section) {
         (_, "") => return String::new(),
-        (File::Host, "defaults" | "storage" | "network") => format!("[{section}]"),
+        (File::Host, "defaults" | "storage" | "network" | "backup") => format!("[{section}]"),
         _ => format!("[[{section}]]"),
     };
     format!(".SS \"{table}\"\n")

@@ -24,6 +24,7 @@ use crate::error::bad_input;
 use crate::storage::archive::{hex, tar_zstd_into};
 use crate::storage::freeze;
 use crate::storage::image;
+use crate::storage::layout;
 use crate::storage::stream::{trailer, Manifest, FORMAT, MANIFEST, META_DIR, SLOT_TOML};
 use crate::sys::lock;
 
@@ -77,10 +78,36 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let s = targets::resolve_one(&cfg, slot)?.clone();
     let dest = dest(file)?;
-    let root = ctx.paths.under(&cfg.host.machines_dir).join(s.image_name());
-    if !root.is_dir() {
-        bail!("{} has no image at {}", s.name, root.display());
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = layout::Layout::of(&machines, &s);
+    if !lay.exists() {
+        bail!(
+            "{} has no image at {}",
+            s.name,
+            lay.restore_target().display()
+        );
     }
+    // An overlay slot is exported as its merged tree (base version and upper, IDs as on
+    // disk), read through a read-only overlay of its own that only this process sees: the
+    // file then boots on any host, which need not have this host's base versions. tar
+    // reaches it through our descriptor of its root.
+    let merged = match lay.is_overlay() {
+        true => {
+            let stage = layout::stage_dir(&ctx.paths);
+            let m = crate::storage::layer::mount_read_only(&machines, s.image_name(), &stage)
+                .with_context(|| format!("mounting {}'s merged tree for the export", s.name))?;
+            Some(crate::sys::overlay::root_dir(&m)?)
+        }
+        false => None,
+    };
+    let root = match &merged {
+        Some(dir) => PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(dir)
+        )),
+        None => lay.image.clone(),
+    };
 
     let meta = ctx
         .paths

@@ -108,6 +108,9 @@ pub fn import(
         )));
     }
     arriving(&mut doc, &new, number);
+    // The root becomes the image of the new slot's own name, a plain image whatever it was
+    // on the exporting host (an export holds the whole tree).
+    let had_storage = doc.remove("storage").is_some();
     // Starting at boot is the admin's decision, not the file's: not carried over.
     let dropped_autostart = !trust_config
         && doc
@@ -135,6 +138,13 @@ pub fn import(
         return Err(bad_input(format!(
             "an image named {new} exists at {}",
             dest.display()
+        )));
+    }
+    let layer = crate::storage::layer::path(&machines, &new);
+    if layer.symlink_metadata().is_ok() {
+        return Err(bad_input(format!(
+            "an overlay layer named {new} exists at {}",
+            layer.display()
         )));
     }
 
@@ -170,12 +180,26 @@ pub fn import(
         let _ = image::remove_any(&tmp);
         return Err(e.context(format!("importing {what}; nothing was changed")));
     }
+    // A file that recorded its storage (an overlay slot's, say) now records what this host
+    // made; one that did not stays a plain image without the key, as it was.
+    let text = if had_storage {
+        let storage = if image::is_subvolume(&tmp) {
+            slot_config::Storage::Btrfs
+        } else {
+            slot_config::Storage::Copy
+        };
+        let mut doc: DocumentMut = text.parse().context("re-reading the slot's file")?;
+        doc["storage"] = toml_edit::value(storage.as_str());
+        doc.to_string()
+    } else {
+        text
+    };
     fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
     // The config file, written last, is what makes the slot exist.
     write_atomic(&new_file, &text)?;
     Bus::system()?.reload_config()?;
     if let Some(s) = after.slot(&new) {
-        apply_disk(ctx, &machines, s);
+        super::disk_apply::reapply(ctx, &machines, s);
     }
     if name.is_none() {
         // With a NAME, dispatch logs it; without, only now is the slot's name known.
@@ -189,19 +213,6 @@ pub fn import(
         println!("{new}: the file asked for autostart, which import does not carry over; turn it on with: slot-os autostart on {new}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A slot that arrives with a disk limit gets it now; where the file system cannot hold
-/// it, the slot still arrives (its start will refuse, saying how to enable quotas).
-pub(super) fn apply_disk(ctx: &Ctx, machines: &Path, s: &slot_config::Slot) {
-    use crate::storage::quota;
-    if s.resources.limits.disk_bytes().is_none() {
-        return;
-    }
-    match quota::apply_slot(&ctx.paths, machines, s) {
-        Ok(done) => println!("{}: {}", s.name, done.describe()),
-        Err(e) => println!("warning: {}: disk limit not applied: {e:#}", s.name),
-    }
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,6 +1,7 @@
-//! `start|stop|suspend|resume (all | N... | NAME...)`: systemd1 StartUnit / StopUnit /
-//! FreezeUnit / ThawUnit on `systemd-nspawn@NAME.service`, every slot at once on one bus
-//! connection, each waiting for its own job. One line per slot; exit 1 if any failed.
+//! `start|stop|suspend|resume (all | N... | NAME...) [-j N]`: systemd1 StartUnit / StopUnit /
+//! FreezeUnit / ThawUnit on `systemd-nspawn@NAME.service`, many slots at once on one bus
+//! connection (start and stop: at most `-j` jobs under way, default 4 per CPU), each
+//! waiting for its own job. One line per slot; exit 1 if any failed.
 //!
 //! What a slot is already doing decides what is left to do: starting a running slot,
 //! stopping a stopped one and resuming one that is not suspended are no-ops that succeed;
@@ -110,7 +111,12 @@ fn warn_limits(bus: &Bus, cfg: &slot_config::Config, todo: &[String]) {
     }
 }
 
-pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run(
+    ctx: &Ctx,
+    action: Action,
+    targets: &[String],
+    jobs: Option<usize>,
+) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     // Bad input (exit 2) before anything is touched.
     let slots = targets::resolve(&cfg, targets)?;
@@ -149,13 +155,34 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
         }
         warn_limits(&bus, &cfg, &todo);
     }
+    // -j 0: every job at once (systemd queues them all itself).
+    let jobs = match jobs {
+        None => crate::dbus::default_jobs(),
+        Some(0) => usize::MAX,
+        Some(j) => j,
+    };
     let mut results = match action {
-        Action::Start => bus.start_units(&todo),
-        Action::Stop => bus.stop_units(&todo),
+        Action::Start => bus.start_units_at_most(&todo, jobs),
+        Action::Stop => bus.stop_units_at_most(&todo, jobs),
         Action::Suspend => bus.freeze_units(&todo),
         Action::Resume => bus.thaw_units(&todo),
     }
     .into_iter();
+    if action == Action::Stop {
+        // An overlay slot's root unit stops by itself once its slot is stopped
+        // (StopWhenUnneeded=yes), but after the slot's stop job: waited for here, so that
+        // when `stop` returns the root is unmounted and its layer may be changed.
+        let roots: Vec<String> = slots
+            .iter()
+            .filter(|s| s.is_overlay())
+            .map(|s| s.root_unit())
+            .collect();
+        for (u, r) in roots.iter().zip(bus.stop_units(&roots)) {
+            if let Err(e) = r {
+                eprintln!("slot-os: warning: stopping {u}: {e:#}");
+            }
+        }
+    }
 
     let mut failed = 0;
     let mut out = String::new();
@@ -203,11 +230,14 @@ pub fn run(ctx: &Ctx, action: Action, targets: &[String]) -> anyhow::Result<Exit
 pub struct Targets {
     #[arg(required = true, value_name = "all | NUMBER | NAME")]
     pub targets: Vec<String>,
+    /// Start or stop at most N slots at once (default: 4 per CPU; 0: all at once).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 impl Targets {
     pub fn exec(self, ctx: &Ctx, action: Action) -> anyhow::Result<ExitCode> {
-        run(ctx, action, &self.targets)
+        run(ctx, action, &self.targets, self.jobs)
     }
 }
 

@@ -2,7 +2,7 @@
 //! order, from the config and from what systemd and machined report:
 //!
 //! ```text
-//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  172.17.0.2
+//!  0 : RUNNING   slot00  66 %  0-1  512M  A  slot-os  overlay  172.17.0.2
 //! ```
 //!
 //! It has to be fast (it is typed in a loop, and `-c` redraws every second): one bus
@@ -22,10 +22,12 @@ use super::Ctx;
 use crate::config::targets;
 use crate::dbus::running;
 use crate::dbus::Bus;
+use crate::storage::layout::{self, Described};
 use crate::storage::quota;
 
 struct Row<'a> {
     slot: &'a Slot,
+    storage: Described,
     state: &'static str,
     active_state: String,
     sub_state: String,
@@ -44,11 +46,7 @@ fn shown(ip: &IpAddr) -> bool {
     }
 }
 
-fn gather<'a>(
-    bus: &Bus,
-    machines: &std::path::Path,
-    slots: &[&'a Slot],
-) -> anyhow::Result<Vec<Row<'a>>> {
+fn gather<'a>(bus: &Bus, machines: &Path, slots: &[&'a Slot]) -> anyhow::Result<Vec<Row<'a>>> {
     let units: Vec<String> = slots.iter().map(|s| s.unit()).collect();
     let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
     let o = bus.slots_overview(&units, &names)?;
@@ -60,6 +58,7 @@ fn gather<'a>(
         };
         rows.push(Row {
             slot: s,
+            storage: layout::describe(machines, s),
             state: running::state_name(&a, &f),
             active_state: a,
             sub_state: sub,
@@ -92,7 +91,7 @@ fn image(s: &Slot) -> &str {
 /// tracks any of the slots.
 fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
     let with_disk = rows.iter().any(|r| r.disk.is_some());
-    let cols: Vec<[String; 5]> = rows
+    let cols: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             let s = r.slot;
@@ -106,16 +105,17 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
                 } else {
                     String::new()
                 },
+                r.storage.text().to_string(),
             ]
         })
         .collect();
     let w = |i: usize| cols.iter().map(|c| c[i].len()).max().unwrap_or(0);
-    let (wn, wc, wm, wi, wd) = (w(0), w(1), w(2), w(3), w(4));
+    let (wn, wc, wm, wi, wd, ws) = (w(0), w(1), w(2), w(3), w(4), w(5));
     let mut out = String::new();
     for (r, c) in rows.iter().zip(&cols) {
         let s = r.slot;
         let line = format!(
-            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}{:<wd$}  {}  {:<wi$}  {}",
+            "{:>2} : {:<9} {:<wn$}  {:>3} %  {:<wc$}  {:>wm$}{:<wd$}  {}  {:<wi$}  {:<ws$}  {}",
             s.number_text(),
             r.state,
             c[0],
@@ -125,6 +125,7 @@ fn table(ctx: &Ctx, rows: &[Row<'_>]) -> String {
             c[4],
             if s.autostart { "A" } else { "-" },
             c[3],
+            c[5],
             r.addresses.join(" "),
         );
         out.push_str(line.trim_end());
@@ -140,7 +141,7 @@ fn settings_json(cfg: &Config, machines: &Path, s: &Slot) -> serde_json::Value {
     serde_json::json!({
         "cpu_quota_setting": s.cpu_quota.unwrap_or(cfg.host.cpu_quota).to_string(),
         "cpus_setting": s.resources.cpus.as_ref().map_or("all".to_string(), |c| c.to_string()),
-        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok(),
+        "image_exists": machines.join(s.image_name()).symlink_metadata().is_ok() || layout::Layout::of(machines, s).exists(),
         "nics": s.nics.iter().map(|n| serde_json::json!({
             "number": n.number,
             "bridge": n.bridge,
@@ -165,6 +166,9 @@ fn to_json(ctx: &Ctx, cfg: &Config, rows: &[Row<'_>]) -> serde_json::Value {
                     "memory_text": s.resources.memory.to_string(),
                     "autostart": s.autostart,
                     "image": image(s),
+                    "storage": r.storage.storage.map(|x| x.as_str()),
+                    "storage_recorded": r.storage.recorded,
+                    "base_version": r.storage.base_version,
                     "addresses": r.addresses,
                     "leader": r.leader,
                     "unit": s.unit(),
@@ -206,7 +210,8 @@ pub fn run(
             Some(b) => b,
             None => bus.insert(Bus::system()?),
         };
-        let rows = gather(bus, &ctx.paths.under(&cfg.host.machines_dir), &slots)?;
+        let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+        let rows = gather(bus, &machines, &slots)?;
         let text = if json {
             format!("{}\n", to_json(ctx, &cfg, &rows))
         } else {

@@ -364,12 +364,12 @@ fn locked_text(text: &str) -> String {
 
 /// With openssh-server in the image, the unit that gives a hand-made copy its own keys.
 fn install_keygen_unit(root: &Path) -> anyhow::Result<()> {
-    let ssh = hostkeys::open_dir_in(root, "etc/ssh")?;
-    if !hostkeys::has_sshd(root, ssh.as_ref()) {
-        return Ok(());
-    }
     // A --from-tar image is as untrusted as a slot: its etc/systemd may be a symlink.
     let r = crate::sys::inroot::Root::open(root)?;
+    let ssh = hostkeys::open_dir_in(&r, "etc/ssh")?;
+    if !hostkeys::has_sshd(&r, ssh.as_ref()) {
+        return Ok(());
+    }
     let unit = format!("etc/systemd/system/{}", hostkeys::KEYGEN_UNIT_NAME);
     r.write_file(&unit, hostkeys::KEYGEN_UNIT.as_bytes(), 0o644)?;
     r.symlink(

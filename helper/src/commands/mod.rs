@@ -20,14 +20,18 @@ pub mod info;
 pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
+pub mod metrics;
 pub mod move_receive;
 pub mod move_slot;
 pub mod net;
 pub mod net_info;
+pub mod rebase;
 pub mod remove;
 pub mod rename;
 pub mod render;
 pub mod resource;
+pub mod root;
+pub mod top;
 pub mod update;
 
 pub use crate::config::Ctx;

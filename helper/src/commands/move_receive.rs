@@ -131,6 +131,16 @@ fn plan(ctx: &Ctx, hello: &wire::Hello) -> anyhow::Result<Plan> {
         .parse()
         .map_err(|e| bad_input(format!("its slot.toml does not parse: {e}")))?;
     let number = arriving(&mut doc, name, hello.number);
+    // It arrives as a plain image (an overlay slot's merged tree, too); a file that recorded
+    // its storage records what this host makes of it.
+    if doc.remove("storage").is_some() {
+        let machines = ctx.paths.under(&cfg.host.machines_dir);
+        let made = match image::is_btrfs(&machines) {
+            true => slot_config::Storage::Btrfs,
+            false => slot_config::Storage::Copy,
+        };
+        doc["storage"] = toml_edit::value(made.as_str());
+    }
     if let Some((n, other)) = number.and_then(|n| cfg.slot_by_number(n).map(|o| (n, o))) {
         return Err(bad_input(format!(
             "slot number {n} is taken on {here} by {}",
@@ -467,7 +477,7 @@ fn receive_stream(
 fn start(ctx: &Ctx, bus: &Bus, m: &Incoming) -> anyhow::Result<()> {
     bus.reload_config()?;
     if let (Some(s), Some(machines)) = (ctx.load().slot(&m.slot), m.image.parent()) {
-        super::import::apply_disk(ctx, machines, s);
+        super::disk_apply::reapply(ctx, machines, s);
     }
     if m.start {
         if let Some(Err(e)) = bus.start_units(&[unit_name(&m.slot)]).pop() {

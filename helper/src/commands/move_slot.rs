@@ -24,7 +24,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -39,7 +39,7 @@ use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::storage::moves::{self, OutPhase, Outgoing};
 use crate::storage::wire::{self, Kind, Peer};
-use crate::storage::{archive, dump, freeze, image, provision};
+use crate::storage::{archive, dump, freeze, image, layer, layout, provision};
 use crate::sys::{journal, lock, tool};
 
 #[derive(clap::Args, Debug)]
@@ -184,10 +184,16 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             s.name
         )));
     }
-    let root = ctx.paths.under(&cfg.host.machines_dir).join(&image);
-    if !root.is_dir() {
-        bail!("{} has no image at {}", s.name, root.display());
+    let machines = layout::machines_dir(&ctx.paths, &cfg.host);
+    let lay = layout::Layout::of(&machines, &s);
+    if !lay.exists() {
+        bail!(
+            "{} has no image at {}",
+            s.name,
+            lay.restore_target().display()
+        );
     }
+    let root = lay.image.clone();
     let st = bus.unit_status(&s.unit())?;
     let running = match st.active_state.as_str() {
         "active" if st.is_frozen() => {
@@ -254,6 +260,7 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         bus: &bus,
         s,
         root,
+        overlay: lay.is_overlay().then_some(machines),
         image_lock,
         peer,
         marker: Outgoing {
@@ -283,12 +290,34 @@ struct Move<'a> {
     ctx: &'a Ctx,
     bus: &'a Bus,
     s: Slot,
+    /// The image directory; an overlay slot's mount point.
     root: PathBuf,
+    /// An overlay slot's machines directory: its dumps read the merged tree.
+    overlay: Option<PathBuf>,
     image_lock: Option<lock::ImageLock>,
     peer: Peer,
     marker: Outgoing,
     report: Report,
     json: bool,
+}
+
+/// The tree one dump reads (see [`Move::tree`]); a merged tree's mount lives as long as
+/// this value.
+enum Tree {
+    Plain(PathBuf),
+    Merged {
+        /// Holds the mount: tar reads it through `path`.
+        _dir: std::os::fd::OwnedFd,
+        path: PathBuf,
+    },
+}
+
+impl Tree {
+    fn path(&self) -> &Path {
+        match self {
+            Tree::Plain(p) | Tree::Merged { path: p, .. } => p,
+        }
+    }
 }
 
 /// How the handover ended.
@@ -412,7 +441,8 @@ impl Move<'_> {
                         self.s.name
                     ))
                 })?;
-            let delta = dump::level1(&self.root, &self.snar(0), &self.snar(1))?;
+            let tree = self.tree()?;
+            let delta = dump::level1(tree.path(), &self.snar(0), &self.snar(1))?;
             self.report.redumped_dirs = delta.redumped;
             let bytes = self.send_changes(delta)?;
             self.expect_applied()?;
@@ -455,6 +485,27 @@ impl Move<'_> {
         })
     }
 
+    /// What a dump reads: the image; for an overlay slot its merged tree (base version and
+    /// upper, IDs as on disk, as an export reads it), from a read-only overlay only this
+    /// process sees. It is mounted anew for each level: an overlay caches what it has
+    /// read, while the slot writes its upper through its own overlay, so the frozen level
+    /// must not see the running level's cache. The target makes it a plain image.
+    fn tree(&self) -> anyhow::Result<Tree> {
+        let Some(machines) = &self.overlay else {
+            return Ok(Tree::Plain(self.root.clone()));
+        };
+        let stage = layout::stage_dir(&self.ctx.paths);
+        let m = layer::mount_read_only(machines, self.s.image_name(), &stage)
+            .with_context(|| format!("mounting {}'s merged tree for its move", self.s.name))?;
+        let dir = crate::sys::overlay::root_dir(&m)?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        ));
+        Ok(Tree::Merged { _dir: dir, path })
+    }
+
     /// Level 0 of the running root, zstd-compressed (a link is slower than `zstd -1`).
     fn send_copy(&mut self) -> anyhow::Result<(u64, u64)> {
         let t0 = Instant::now();
@@ -467,7 +518,8 @@ impl Move<'_> {
                 compressed: true,
             },
         )?;
-        let mut tar = dump::level0(&self.root, &self.snar(0))
+        let tree = self.tree()?;
+        let mut tar = dump::level0(tree.path(), &self.snar(0))
             .stderr(Stdio::piped())
             .spawn()
             .context("running tar")?;

@@ -50,7 +50,9 @@ fn run(ctx: &Ctx, arg: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
         .find(|o| o.image_name() == image || o.base_image.as_deref() == Some(image.as_str()))
         .map(|o| o.name.clone())
         .or_else(|| (image == cfg.host.image).then(|| "[defaults] image".to_string()));
-    let has_image = machines.join(&image).symlink_metadata().is_ok();
+    // An overlay slot's layer counts even if an interrupted run left no mount point.
+    let has_image = machines.join(&image).symlink_metadata().is_ok()
+        || crate::storage::layout::Layout::of(&machines, &s).exists();
     if dry_run {
         println!("would stop {}", s.name);
         match (&keeper, has_image) {

@@ -14,6 +14,7 @@ use crate::config::edit::{read_doc, write_doc};
 use crate::config::targets;
 use crate::dbus::Bus;
 use crate::error::bad_input;
+use crate::storage::layer;
 use crate::sys::lock;
 
 pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
@@ -29,7 +30,10 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     crate::dbus::running::require_stopped(&bus, &s, "first")?;
     let renames_image = s.image.is_none();
     let machines = ctx.paths.under(&cfg.host.machines_dir);
-    if renames_image && machines.join(new).exists() {
+    let overlay = s.is_overlay();
+    if renames_image
+        && (machines.join(new).exists() || (overlay && layer::path(&machines, new).exists()))
+    {
         return Err(bad_input(format!("an image named {new} already exists")));
     }
     // The image under both names, until the rename is complete: nspawn can boot neither.
@@ -37,6 +41,9 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     let new_dir = machines.join(new);
     let _image = lock::ImageLock::images(&[&old_dir, &new_dir], "stop it first")?;
     crate::dbus::running::require_stopped(&bus, &s, "first")?;
+    if overlay {
+        layer::settle_stopped(&bus, &machines, &s)?;
+    }
 
     // 1. The new file, still booting the old image; the number is kept explicitly since
     //    a name like `web` does not imply one.
@@ -52,21 +59,36 @@ pub fn run(ctx: &Ctx, old: &str, new: &str) -> anyhow::Result<ExitCode> {
     fs::remove_file(&s.file).with_context(|| format!("removing {}", s.file.display()))?;
     // 3. The image follows, and the new file stops naming the old image.
     if renames_image {
-        // Not machined's RenameImage: it takes the image lock itself, which we hold.
-        nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &old_dir,
-            nix::fcntl::AT_FDCWD,
-            &new_dir,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .with_context(|| format!("renaming image {} to {new}", s.name))?;
+        if overlay {
+            // The layer (upper, work, pin) moves in one rename; the mount point is only an
+            // empty directory.
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &layer::path(&machines, &s.name),
+                nix::fcntl::AT_FDCWD,
+                &layer::path(&machines, new),
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .with_context(|| format!("renaming the layer of {} to {new}", s.name))?;
+            layer::make_mount_point(&machines, new)?;
+            let _ = std::fs::remove_dir(&old_dir);
+        } else {
+            // Not machined's RenameImage: it takes the image lock itself, which we hold.
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &old_dir,
+                nix::fcntl::AT_FDCWD,
+                &new_dir,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .with_context(|| format!("renaming image {} to {new}", s.name))?;
+        }
         // Inside the image: its etc/hostname may be a symlink to a host file.
-        if let Err(e) = crate::sys::inroot::Root::open(&machines.join(new))
-            .map_err(anyhow::Error::from)
-            .and_then(|r| crate::storage::image::set_hostname(&r, new))
-        {
-            eprintln!("warning: {new}: hostname not changed: {e}");
+        let stage = crate::storage::layout::stage_dir(&ctx.paths);
+        if let Err(e) = layer::with_root(&machines, new, overlay, &stage, |r| {
+            crate::storage::image::set_hostname(r, new)
+        }) {
+            eprintln!("warning: {new}: hostname not changed: {e:#}");
         }
         doc.remove("image");
         write_doc(&new_file, &doc)?;

@@ -1,5 +1,6 @@
-//! `update`, `update-prog` and `update-deploy`: the same action across many slots at
-//! once, output prefixed by slot, then a summary of results; exit 1 if any failed.
+//! `update`, `update-prog` and `update-deploy`: the same action across many slots, output
+//! prefixed by slot, then a summary of results; exit 1 if any failed. `update` and
+//! `update-prog` run in at most `-j N` slots at once (default: one per CPU).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ExitCode, Stdio};
@@ -61,41 +62,55 @@ fn prefix_lines(from: impl Read, prefix: &str, out: &Mutex<()>, to_stderr: bool)
     }
 }
 
-/// Runs `argv_for(slot)` in every slot concurrently.
+/// How many slots `update`/`update-prog` run in at once unless `-j` says: one per CPU
+/// (an upgrade is disk, network and CPU work inside the slot; more at once only slows each).
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `argv_for(slot)` in every slot, in at most `jobs` slots at once (`0`: all at once),
+/// slots taken in the order given.
 fn run_everywhere(
     bus: &Bus,
     slots: &[&Slot],
+    jobs: Option<usize>,
     argv_for: impl Fn(&Slot, u32) -> Result<Vec<String>, String> + Sync,
 ) -> anyhow::Result<ExitCode> {
     let leaders = running::leaders(bus, slots)?;
+    let workers = match jobs.unwrap_or_else(default_jobs) {
+        0 => slots.len(),
+        j => j.min(slots.len()),
+    }
+    .max(1);
     let out = Mutex::new(());
+    let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
-    let results: Vec<Outcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = slots
-            .iter()
-            .zip(&leaders)
-            .map(|(s, leader)| {
-                let out = &out;
-                let argv_for = &argv_for;
-                let finished = &finished;
-                scope.spawn(move || {
-                    let r = run_one(s, *leader, argv_for, out);
-                    let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
-                    notify::progress(&format!(
-                        "{n} of {} slots done, last {}",
-                        slots.len(),
-                        s.name
-                    ));
-                    r
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("internal error".into())))
-            .collect()
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; slots.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((s, leader)) = slots.get(i).zip(leaders.get(i)) else {
+                    break;
+                };
+                let r = run_one(s, *leader, &argv_for, &out);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                notify::progress(&format!(
+                    "{n} of {} slots done, last {}",
+                    slots.len(),
+                    s.name
+                ));
+            });
+        }
     });
-    let rows: Vec<(&Slot, Outcome)> = slots.iter().copied().zip(results).collect();
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let rows: Vec<(&Slot, Outcome)> = slots
+        .iter()
+        .copied()
+        .zip(results)
+        .map(|(s, r)| (s, r.unwrap_or_else(|| Err("internal error".into()))))
+        .collect();
     let failed = rows.iter().filter(|(_, r)| !matches!(r, Ok(0))).count();
     notify::done(&format!("{} slots done, {failed} failed", rows.len()));
     Ok(summary(&rows))
@@ -153,7 +168,7 @@ fn still_leader(s: &Slot, pid: u32) -> bool {
 }
 
 /// `update-prog (all | N...) : CMD` — a single argument with spaces runs through sh -c.
-pub fn run_prog(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run_prog(ctx: &Ctx, args: &[String], jobs: Option<usize>) -> anyhow::Result<ExitCode> {
     let (t, cmd) = targets::split_colon(args).ok_or_else(|| {
         bad_input("separate the slots from the command with ` : ` (update-prog all : CMD)")
     })?;
@@ -168,7 +183,7 @@ pub fn run_prog(ctx: &Ctx, args: &[String]) -> anyhow::Result<ExitCode> {
         cmd
     };
     let bus = Bus::system()?;
-    run_everywhere(&bus, &slots, |_, _| Ok(argv.clone()))
+    run_everywhere(&bus, &slots, jobs, |_, _| Ok(argv.clone()))
 }
 
 /// The upgrade command of the slot's own distribution, from its os-release.
@@ -199,7 +214,12 @@ pub fn upgrade_command(os_release: &str) -> Option<&'static str> {
     }
 }
 
-pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
+pub fn run_update(
+    ctx: &Ctx,
+    t: &[String],
+    dry_run: bool,
+    jobs: Option<usize>,
+) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load();
     let slots = targets::resolve(&cfg, t)?;
     let bus = Bus::system()?;
@@ -224,7 +244,7 @@ pub fn run_update(ctx: &Ctx, t: &[String], dry_run: bool) -> anyhow::Result<Exit
             Ok(vec!["/bin/sh".into(), "-c".into(), cmd.into()])
         }
     };
-    run_everywhere(&bus, &slots, pick)
+    run_everywhere(&bus, &slots, jobs, pick)
 }
 
 /// `update-deploy N... : SRC DEST` — machined CopyToMachine into each running slot.
@@ -287,25 +307,32 @@ pub struct UpdateArgs {
     /// Print the command each slot would run, and run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Update at most N slots at once (default: one per CPU; 0: all at once).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
     #[arg(required = true, value_name = "all | NUMBER | NAME")]
     pub targets: Vec<String>,
 }
 
 impl UpdateArgs {
     pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        run_update(ctx, &self.targets, self.dry_run)
+        run_update(ctx, &self.targets, self.dry_run, self.jobs)
     }
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ProgArgs {
+    /// Run in at most N slots at once (default: one per CPU; 0: all at once). Give it
+    /// before the slots: `update-prog -j 4 all : CMD`.
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
     pub args: Vec<String>,
 }
 
 impl ProgArgs {
     pub fn exec(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-        run_prog(ctx, &self.args)
+        run_prog(ctx, &self.args, self.jobs)
     }
 }
 
@@ -324,6 +351,24 @@ impl DeployArgs {
 #[cfg(test)]
 mod tests {
     use super::upgrade_command;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Prog {
+        #[command(flatten)]
+        args: super::ProgArgs,
+    }
+
+    #[test]
+    fn jobs_before_the_slots_and_the_command_left_alone() {
+        let p = Prog::try_parse_from(["x", "-j", "4", "all", ":", "make", "-j", "8"]).unwrap();
+        assert_eq!(p.args.jobs, Some(4));
+        assert_eq!(p.args.args, ["all", ":", "make", "-j", "8"]);
+        let p = Prog::try_parse_from(["x", "all", ":", "ls", "-l"]).unwrap();
+        assert_eq!(p.args.jobs, None);
+        assert_eq!(p.args.args, ["all", ":", "ls", "-l"]);
+        assert!(Prog::try_parse_from(["x", "-j", "four", "all", ":", "true"]).is_err());
+    }
 
     #[test]
     fn picks_package_manager() {

@@ -48,16 +48,39 @@ pub fn write_doc(path: &Path, doc: &DocumentMut) -> anyhow::Result<()> {
 
 /// A new slot file as `build` and `create` (`by`) write it: the base image it is cloned
 /// from, and its number when its name does not imply it (`web`, not `slot03`).
-pub fn new_slot_text(name: &str, base: &str, number: Option<u32>, by: &str) -> String {
+pub fn new_slot_text(
+    name: &str,
+    base: &str,
+    number: Option<u32>,
+    storage: Option<slot_config::Storage>,
+    by: &str,
+) -> String {
     let mut doc = DocumentMut::new();
     if let Some(n) = number {
         doc["number"] = toml_edit::value(i64::from(n));
     }
     doc["base_image"] = toml_edit::value(base);
+    if let Some(st) = storage {
+        doc["storage"] = toml_edit::value(st.as_str());
+    }
     format!(
         "# Slot {name}, made by `slot-os {by}`. Keys and defaults: slot-os.toml(5).\n\
          # Resources not set here follow [defaults] in slot-os.toml.\n{doc}"
     )
+}
+
+/// Writes what `build` or `create` made a slot's root with into its existing file (an admin's file, or
+/// one whose root was removed and is made again), unless the file says so already.
+pub fn record_storage(file: &Path, storage: Option<slot_config::Storage>) -> anyhow::Result<()> {
+    let Some(st) = storage else {
+        return Ok(());
+    };
+    let mut doc = read_doc(file)?;
+    if doc.get("storage").and_then(|v| v.as_str()) == Some(st.as_str()) {
+        return Ok(());
+    }
+    doc["storage"] = toml_edit::value(st.as_str());
+    write_doc(file, &doc)
 }
 
 /// The config as it would be with `path` holding `text`, or bad input (exit 2, nothing
@@ -138,15 +161,26 @@ mod tests {
     #[test]
     fn new_slot_files_hold_base_image_and_number() {
         assert_eq!(
-            new_slot_text("slot01", "slot-os", None, "build"),
+            new_slot_text("slot01", "slot-os", None, None, "build"),
             "# Slot slot01, made by `slot-os build`. Keys and defaults: slot-os.toml(5).\n\
              # Resources not set here follow [defaults] in slot-os.toml.\n\
              base_image = \"slot-os\"\n"
         );
-        let t = new_slot_text("web", "deb\"12", Some(10), "create");
+        let t = new_slot_text("web", "deb\"12", Some(10), None, "create");
         let doc: DocumentMut = t.parse().unwrap();
         assert_eq!(doc["number"].as_integer(), Some(10));
         assert_eq!(doc["base_image"].as_str(), Some("deb\"12"));
+        let t = new_slot_text(
+            "web",
+            "b",
+            None,
+            Some(slot_config::Storage::Overlay),
+            "create",
+        );
+        assert!(
+            t.ends_with("base_image = \"b\"\nstorage = \"overlay\"\n"),
+            "{t}"
+        );
     }
 
     #[test]

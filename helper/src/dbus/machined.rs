@@ -3,11 +3,13 @@
 use std::net::IpAddr;
 
 use anyhow::Context;
-use futures_util::future::join_all;
 use zbus::proxy::CacheProperties;
 use zbus_systemd::machine1::ManagerProxy;
 
-use super::{within, Bus, CALL_TIMEOUT, LONG_TIMEOUT};
+use super::{
+    join_bounded, retry_when_busy, within, Bus, CALL_TIMEOUT, IN_FLIGHT, LONG_TIMEOUT,
+    MACHINED_OPERATIONS,
+};
 
 /// A machine registered with machined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,48 +56,82 @@ impl Bus {
             .await
     }
 
-    /// ListMachines, with each machine's Leader, Unit and Timestamp (one GetAll per machine,
-    /// all in flight at once).
-    pub fn list_machines(&self) -> anyhow::Result<Vec<MachineInfo>> {
-        zbus::block_on(self.list_machines_async()).context("machine1 ListMachines")
+    /// org.freedesktop.DBus.Properties of one of machined's objects.
+    async fn machined_properties(
+        &self,
+        path: zbus::OwnedObjectPath,
+    ) -> zbus::Result<zbus::fdo::PropertiesProxy<'static>> {
+        zbus::fdo::PropertiesProxy::builder(self.conn())
+            .destination("org.freedesktop.machine1")
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
     }
 
-    pub(crate) async fn list_machines_async(&self) -> zbus::Result<Vec<MachineInfo>> {
+    /// ListMachines, with each machine's Leader, Unit and Timestamp (one GetAll per machine,
+    /// [`IN_FLIGHT`] at a time).
+    pub fn list_machines(&self) -> anyhow::Result<Vec<MachineInfo>> {
+        zbus::block_on(self.list_machines_async(None)).context("machine1 ListMachines")
+    }
+
+    /// [`Bus::list_machines`] for the machines called `names` only: one ListMachines, then
+    /// the properties of those of them that run (a command about one slot of 200 asks
+    /// machined twice, not 201 times).
+    pub fn machines_named(&self, names: &[String]) -> anyhow::Result<Vec<MachineInfo>> {
+        zbus::block_on(self.list_machines_async(Some(names))).context("machine1 ListMachines")
+    }
+
+    pub(crate) async fn list_machines_async(
+        &self,
+        only: Option<&[String]>,
+    ) -> zbus::Result<Vec<MachineInfo>> {
         let m = self.machined().await?;
-        let list = within(CALL_TIMEOUT, m.list_machines()).await?;
-        let infos = join_all(list.into_iter().map(|(name, class, service, path)| {
-            within(CALL_TIMEOUT, async move {
-                let props = zbus::fdo::PropertiesProxy::builder(self.conn())
-                    .destination("org.freedesktop.machine1")
-                    .path(path)
-                    .cache_properties(CacheProperties::No)
-                    .build()
-                    .await?;
-                let mut all = props
-                    .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
-                        "org.freedesktop.machine1.Machine",
-                    ))
-                    .await?;
-                let mut take = |k: &str| all.remove(k);
-                Ok::<_, zbus::Error>(MachineInfo {
-                    name,
-                    class,
-                    service,
-                    leader: take("Leader")
-                        .and_then(|v| u32::try_from(v).ok())
-                        .unwrap_or(0),
-                    unit: take("Unit")
-                        .and_then(|v| String::try_from(v).ok())
-                        .unwrap_or_default(),
-                    timestamp_usec: take("Timestamp")
-                        .and_then(|v| u64::try_from(v).ok())
-                        .unwrap_or(0),
+        let mut list = within(CALL_TIMEOUT, m.list_machines()).await?;
+        if let Some(names) = only {
+            list.retain(|(name, ..)| names.contains(name));
+        }
+        let infos = join_bounded(
+            list.into_iter().map(|(name, class, service, path)| {
+                within(CALL_TIMEOUT, async move {
+                    let mut all = self
+                        .machined_properties(path)
+                        .await?
+                        .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
+                            "org.freedesktop.machine1.Machine",
+                        ))
+                        .await?;
+                    let mut take = |k: &str| all.remove(k);
+                    Ok::<_, zbus::Error>(MachineInfo {
+                        name,
+                        class,
+                        service,
+                        leader: take("Leader")
+                            .and_then(|v| u32::try_from(v).ok())
+                            .unwrap_or(0),
+                        unit: take("Unit")
+                            .and_then(|v| String::try_from(v).ok())
+                            .unwrap_or_default(),
+                        timestamp_usec: take("Timestamp")
+                            .and_then(|v| u64::try_from(v).ok())
+                            .unwrap_or(0),
+                    })
                 })
-            })
-        }))
+            }),
+            IN_FLIGHT,
+        )
         .await;
-        // A machine that went away between the list and its properties is skipped.
-        Ok(infos.into_iter().filter_map(Result::ok).collect())
+        // A machine that went away between the list and its properties is skipped; any
+        // other failure is the caller's (a machine silently missing would read as stopped).
+        let mut out = Vec::with_capacity(infos.len());
+        for i in infos {
+            match i {
+                Ok(i) => out.push(i),
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// GetMachineAddresses: the machine's addresses (link-local ones included).
@@ -126,17 +162,20 @@ impl Bus {
         let Ok(m) = self.machined().await else {
             return names.iter().map(|_| Vec::new()).collect();
         };
-        join_all(names.iter().map(|n| {
-            let m = &m;
-            async move {
-                within(CALL_TIMEOUT, m.get_machine_addresses(n.clone()))
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|(_f, b)| ip_from_bytes(b))
-                    .collect()
-            }
-        }))
+        join_bounded(
+            names.iter().map(|n| {
+                let m = &m;
+                async move {
+                    within(CALL_TIMEOUT, m.get_machine_addresses(n.clone()))
+                        .await
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|(_f, b)| ip_from_bytes(b))
+                        .collect()
+                }
+            }),
+            IN_FLIGHT,
+        )
         .await
     }
 
@@ -144,37 +183,36 @@ impl Bus {
     pub fn list_images(&self) -> anyhow::Result<Vec<ImageInfo>> {
         zbus::block_on(async {
             let raw = within(CALL_TIMEOUT, self.machined().await?.list_images()).await?;
-            let infos = join_all(raw.into_iter().map(
-                |(name, kind, read_only, _crtime, mtime, usage, obj)| async move {
-                    let path = within(CALL_TIMEOUT, async {
-                        let props = zbus::fdo::PropertiesProxy::builder(self.conn())
-                            .destination("org.freedesktop.machine1")
-                            .path(obj)
-                            .cache_properties(CacheProperties::No)
-                            .build()
-                            .await?;
-                        let v = props
-                            .get(
-                                zbus::names::InterfaceName::from_static_str_unchecked(
-                                    "org.freedesktop.machine1.Image",
-                                ),
-                                "Path",
-                            )
-                            .await?;
-                        String::try_from(v)
-                    })
-                    .await
-                    .unwrap_or_default();
-                    ImageInfo {
-                        name,
-                        kind,
-                        read_only,
-                        path,
-                        usage,
-                        mtime_usec: mtime,
-                    }
-                },
-            ))
+            let infos = join_bounded(
+                raw.into_iter().map(
+                    |(name, kind, read_only, _crtime, mtime, usage, obj)| async move {
+                        let path = within(CALL_TIMEOUT, async {
+                            let v = self
+                                .machined_properties(obj)
+                                .await?
+                                .get(
+                                    zbus::names::InterfaceName::from_static_str_unchecked(
+                                        "org.freedesktop.machine1.Image",
+                                    ),
+                                    "Path",
+                                )
+                                .await?;
+                            String::try_from(v)
+                        })
+                        .await
+                        .unwrap_or_default();
+                        ImageInfo {
+                            name,
+                            kind,
+                            read_only,
+                            path,
+                            usage,
+                            mtime_usec: mtime,
+                        }
+                    },
+                ),
+                IN_FLIGHT,
+            )
             .await;
             Ok::<_, zbus::Error>(infos)
         })
@@ -184,19 +222,16 @@ impl Bus {
     /// CloneImage: returns once machined has finished (a btrfs snapshot, or a full copy).
     pub fn clone_image(&self, src: &str, dst: &str, read_only: bool) -> anyhow::Result<()> {
         zbus::block_on(async {
-            within(
-                LONG_TIMEOUT,
-                self.machined()
-                    .await?
-                    .clone_image(src.to_string(), dst.to_string(), read_only),
-            )
-            .await
+            let m = self.machined().await?;
+            clone_one(&m, src, dst, read_only).await
         })
-        .with_context(|| format!("machine1 CloneImage {src} -> {dst}"))
     }
 
-    /// Many CloneImage calls at once on the one connection: machined runs each in a
-    /// worker of its own, so clones overlap instead of queueing behind each other.
+    /// Many CloneImage calls on the one connection, [`MACHINED_OPERATIONS`] in flight at a
+    /// time: machined runs each in a worker of its own, so clones overlap instead of
+    /// queueing behind each other, and it refuses more than 64 at once (all clients
+    /// together; a refusal caused by another client is tried again). One result per
+    /// destination, in order.
     pub fn clone_images(&self, src: &str, dsts: &[String]) -> Vec<anyhow::Result<()>> {
         zbus::block_on(async {
             let m = match self.machined().await {
@@ -208,27 +243,20 @@ impl Bus {
                         .collect()
                 }
             };
-            join_all(dsts.iter().map(|d| {
-                let m = &m;
-                async move {
-                    within(
-                        LONG_TIMEOUT,
-                        m.clone_image(src.to_string(), d.clone(), false),
-                    )
-                    .await
-                    .with_context(|| format!("machine1 CloneImage {src} -> {d}"))
-                }
-            }))
+            join_bounded(
+                dsts.iter().map(|d| clone_one(&m, src, d, false)),
+                MACHINED_OPERATIONS,
+            )
             .await
         })
     }
 
     pub fn remove_image(&self, name: &str) -> anyhow::Result<()> {
         zbus::block_on(async {
-            within(
-                LONG_TIMEOUT,
-                self.machined().await?.remove_image(name.to_string()),
-            )
+            let m = self.machined().await?;
+            retry_when_busy(LONG_TIMEOUT, || {
+                within(LONG_TIMEOUT, m.remove_image(name.to_string()))
+            })
             .await
         })
         .with_context(|| format!("machine1 RemoveImage {name}"))
@@ -262,6 +290,31 @@ impl Bus {
         })
         .with_context(|| format!("machine1 CopyToMachine {machine}: {src} -> {dst}"))
     }
+}
+
+/// One CloneImage, asked again while machined is busy with other clients' operations.
+async fn clone_one(
+    m: &ManagerProxy<'static>,
+    src: &str,
+    dst: &str,
+    read_only: bool,
+) -> anyhow::Result<()> {
+    retry_when_busy(LONG_TIMEOUT, || {
+        within(
+            LONG_TIMEOUT,
+            m.clone_image(src.to_string(), dst.to_string(), read_only),
+        )
+    })
+    .await
+    .with_context(|| format!("machine1 CloneImage {src} -> {dst}"))
+}
+
+/// machined no longer knows the machine (it stopped between ListMachines and the question).
+fn gone(e: &zbus::Error) -> bool {
+    matches!(
+        super::systemd::error_name(e).as_deref(),
+        Some("org.freedesktop.DBus.Error.UnknownObject" | "org.freedesktop.machine1.NoSuchMachine")
+    )
 }
 
 #[cfg(test)]

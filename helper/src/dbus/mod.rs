@@ -4,7 +4,8 @@
 //! zbus 6 is async-only; the CLI is not. Each facade call runs its future to completion in
 //! `zbus::block_on`, zbus's own runtime (zruntime): the calling thread drives the connection
 //! while it waits, and no other runtime (no tokio) is linked in. Operations over many units or
-//! machines put all their calls in flight at once on this one connection.
+//! machines put many calls in flight at once on this one connection, but never more than
+//! the bus and the services take (see [`IN_FLIGHT`] and [`MACHINED_OPERATIONS`]).
 //!
 //! Every method call has a time limit: [`CALL_TIMEOUT`] for ordinary calls, [`RELOAD_TIMEOUT`]
 //! for a daemon-reload (as `systemctl daemon-reload`), [`LONG_TIMEOUT`] for machined's copies
@@ -19,6 +20,7 @@ mod networkd;
 mod overview;
 pub mod running;
 mod systemd;
+mod usage;
 
 use std::future::Future;
 use std::io;
@@ -31,7 +33,9 @@ use anyhow::Context;
 pub use machined::{ImageInfo, MachineInfo};
 #[allow(unused_imports)]
 pub use overview::SlotsOverview;
-pub use systemd::{UnitProp, UnitStatus};
+pub use systemd::{default_jobs, UnitProp, UnitStatus};
+#[allow(unused_imports)]
+pub use usage::SlotUsage;
 
 /// One connection to the system bus. Cheap calls; build it once per command.
 pub struct Bus {
@@ -44,6 +48,58 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(25);
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(6 * 60);
 /// CloneImage / RemoveImage / CopyToMachine copy or delete whole trees.
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Calls one per-slot operation keeps in flight on the connection. dbus-daemon refuses a
+/// connection's 129th pending call (`max_replies_per_connection`, 128 by default:
+/// "LimitsExceeded"); with a few such operations running side by side (`list` asks systemd
+/// and machined at once) 32 each stays well below it, and every call is answered in
+/// milliseconds, so a larger window gains nothing measurable (docs/notes/scale.md).
+pub const IN_FLIGHT: usize = 32;
+
+/// CloneImage/RemoveImage calls in flight at once. machined runs each in a worker process
+/// and refuses more than 64 at a time for all its clients together (`OPERATIONS_MAX` in
+/// src/machine/operation.h, "Too many ongoing operations"); half of that leaves room for
+/// other clients, and clones on 2 cores gain nothing from more (docs/notes/scale.md).
+pub const MACHINED_OPERATIONS: usize = 32;
+
+/// Runs `futs` with at most `limit` of them in flight at once; results in input order.
+pub(crate) async fn join_bounded<F: Future>(
+    futs: impl IntoIterator<Item = F>,
+    limit: usize,
+) -> Vec<F::Output> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(futs).buffered(limit.max(1)).collect().await
+}
+
+/// The bus daemon or the service refused a call because too many are under way
+/// (`org.freedesktop.DBus.Error.LimitsExceeded`): worth trying again shortly.
+pub(crate) fn is_limits_exceeded(e: &zbus::Error) -> bool {
+    systemd::error_name(e).as_deref() == Some("org.freedesktop.DBus.Error.LimitsExceeded")
+}
+
+/// Runs `call()` and, while the answer is LimitsExceeded (another client of machined holds
+/// its operation slots: there is no signal for when one frees up), tries again after
+/// 50 ms, 100 ms, ... up to 1 s apart, for at most `patience`.
+pub(crate) async fn retry_when_busy<T, F, Fut>(patience: Duration, mut call: F) -> zbus::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = zbus::Result<T>>,
+{
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Err(e) if is_limits_exceeded(&e) && start.elapsed() + pause < patience => {
+                match zruntime::SharedRuntime::current() {
+                    Ok(rt) => rt.sleep(pause).await,
+                    Err(_) => return Err(e),
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            r => return r,
+        }
+    }
+}
 
 impl Bus {
     pub fn system() -> anyhow::Result<Bus> {
@@ -180,6 +236,81 @@ mod tests {
             "{e}"
         );
         println!("live D-Bus checks passed: {} images", images.len());
+    }
+
+    /// Pending once, with a wake-up, so the executor polls the others first.
+    async fn yield_now() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    #[test]
+    fn bounded_joins_keep_order_and_their_limit() {
+        use std::cell::Cell;
+        let now = Cell::new(0usize);
+        let most = Cell::new(0usize);
+        let out = zbus::block_on(super::join_bounded(
+            (0..100).map(|i| {
+                let (now, most) = (&now, &most);
+                async move {
+                    now.set(now.get() + 1);
+                    most.set(most.get().max(now.get()));
+                    // Let the others run while this one is "in flight".
+                    for _ in 0..3 {
+                        yield_now().await;
+                    }
+                    now.set(now.get() - 1);
+                    i * 2
+                }
+            }),
+            7,
+        ));
+        assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(most.get(), 7);
+    }
+
+    #[test]
+    fn busy_machined_is_asked_again() {
+        let busy = || {
+            zbus::Error::FDO(Box::new(zbus::fdo::Error::LimitsExceeded(
+                "Too many ongoing operations.".into(),
+            )))
+        };
+        assert!(super::is_limits_exceeded(&busy()));
+        assert!(!super::is_limits_exceeded(&zbus::Error::Failure(
+            "org.freedesktop.machine1.NoSuchImage: No image 'x' known".into()
+        )));
+        let tries = std::cell::Cell::new(0);
+        let r = zbus::block_on(super::retry_when_busy(
+            std::time::Duration::from_secs(60),
+            || {
+                tries.set(tries.get() + 1);
+                let r = if tries.get() < 3 { Err(busy()) } else { Ok(7) };
+                async move { r }
+            },
+        ));
+        assert_eq!((r.unwrap(), tries.get()), (7, 3));
+        // Out of patience: the refusal is the answer.
+        let tries = std::cell::Cell::new(0);
+        let r: zbus::Result<()> = zbus::block_on(super::retry_when_busy(
+            std::time::Duration::from_millis(10),
+            || {
+                tries.set(tries.get() + 1);
+                let e = busy();
+                async move { Err(e) }
+            },
+        ));
+        assert!(super::is_limits_exceeded(&r.unwrap_err()));
+        assert_eq!(tries.get(), 1);
     }
 
     #[test]

@@ -19,21 +19,40 @@ pub struct SlotsOverview {
     pub addresses: Vec<Vec<IpAddr>>,
 }
 
+/// Per slot: systemd's state of its unit, and machined's machine if it runs.
+pub(crate) type StatesAndMachines = (Vec<anyhow::Result<UnitStatus>>, Vec<Option<MachineInfo>>);
+
 impl Bus {
+    /// Per slot (`units[i]` and `names[i]` are the unit and the machine name of one slot):
+    /// systemd's state of its unit and machined's running machine, asked side by side.
+    pub(crate) fn states_and_machines(
+        &self,
+        units: &[String],
+        names: &[String],
+    ) -> anyhow::Result<StatesAndMachines> {
+        let (states, all) = zbus::block_on(async {
+            futures_util::join!(
+                self.unit_states_async(units),
+                self.list_machines_async(Some(names))
+            )
+        });
+        let mut by_name: std::collections::HashMap<String, MachineInfo> =
+            anyhow::Context::context(all, "machine1 ListMachines")?
+                .into_iter()
+                .filter(|m| m.leader > 0)
+                .map(|m| (m.name.clone(), m))
+                .collect();
+        let machines = names.iter().map(|n| by_name.remove(n)).collect();
+        Ok((states, machines))
+    }
+
     /// `units[i]` and `names[i]` are the unit and the machine name of one slot.
     pub fn slots_overview(
         &self,
         units: &[String],
         names: &[String],
     ) -> anyhow::Result<SlotsOverview> {
-        let (states, all) = zbus::block_on(async {
-            futures_util::join!(self.unit_states_async(units), self.list_machines_async())
-        });
-        let all = anyhow::Context::context(all, "machine1 ListMachines")?;
-        let machines: Vec<Option<MachineInfo>> = names
-            .iter()
-            .map(|n| all.iter().find(|m| &m.name == n && m.leader > 0).cloned())
-            .collect();
+        let (states, machines) = self.states_and_machines(units, names)?;
         // Addresses from each running slot's netns (fast); machined for any it cannot read.
         let leaders: Vec<u32> = machines.iter().flatten().map(|m| m.leader).collect();
         let mut read = netlink::machine_addresses_of(&leaders);

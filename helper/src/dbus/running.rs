@@ -5,9 +5,11 @@ use slot_config::Slot;
 use crate::dbus::Bus;
 use crate::sys::nsexec::Leader;
 
-/// Leader PID per slot, `None` for slots that are not running.
+/// Leader PID per slot, `None` for slots that are not running. Only the machines asked
+/// about are looked up (one call each, besides the one ListMachines).
 pub fn leaders(bus: &Bus, slots: &[&Slot]) -> anyhow::Result<Vec<Option<u32>>> {
-    let machines = bus.list_machines()?;
+    let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
+    let machines = bus.machines_named(&names)?;
     Ok(slots
         .iter()
         .map(|s| {

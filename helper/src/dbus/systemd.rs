@@ -7,14 +7,25 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Context};
-use futures_util::future::join_all;
-use futures_util::stream::{self, FuturesUnordered, StreamExt};
+use futures_util::future::{select, Either};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use slot_config::CpuSet;
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
-use super::{encode_path, within, Bus, CALL_TIMEOUT, RELOAD_TIMEOUT};
+use super::{encode_path, join_bounded, within, Bus, CALL_TIMEOUT, IN_FLIGHT, RELOAD_TIMEOUT};
+
+/// Property reads [`Bus::status_at`] makes at once for one unit.
+const STATUS_CALLS: usize = 9;
+
+/// How many start (or stop) jobs run at once when the caller does not say: a slot's boot
+/// is mostly CPU work, so starting far more slots than there are CPUs only makes each boot
+/// slower (and 200 at once on 2 CPUs ran past the 90 s start timeout); a few per CPU keep
+/// the CPUs busy while others wait on I/O. Measured in docs/notes/scale.md.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
+}
 
 /// A resource property for `SetUnitProperties`.
 #[derive(Debug, Clone)]
@@ -243,13 +254,21 @@ impl Bus {
             .with_context(|| format!("reading the state of {unit} (systemd1)"))
     }
 
-    /// [`Bus::unit_status`] of many units, all in flight at once; one result per unit.
+    /// [`Bus::unit_status`] of many units, several in flight at once; one result per unit.
     pub fn unit_statuses(&self, units: &[String]) -> Vec<anyhow::Result<UnitStatus>> {
-        zbus::block_on(join_all(units.iter().map(|u| async move {
-            self.status_async(u)
-                .await
-                .with_context(|| format!("reading the state of {u} (systemd1)"))
-        })))
+        zbus::block_on(self.statuses_async(units))
+    }
+
+    async fn statuses_async(&self, units: &[String]) -> Vec<anyhow::Result<UnitStatus>> {
+        join_bounded(
+            units.iter().map(|u| async move {
+                self.status_async(u)
+                    .await
+                    .with_context(|| format!("reading the state of {u} (systemd1)"))
+            }),
+            IN_FLIGHT / STATUS_CALLS,
+        )
+        .await
     }
 
     /// The cheap part of [`Bus::unit_statuses`], for `list` and for deciding what is left
@@ -291,14 +310,7 @@ impl Bus {
             let rows = match rows {
                 Ok(rows) => rows,
                 // A systemd without ListUnitsByPatterns (< 230), or odd names.
-                Err(_) => {
-                    return join_all(units.iter().map(|u| async move {
-                        self.status_async(u)
-                            .await
-                            .with_context(|| format!("reading the state of {u} (systemd1)"))
-                    }))
-                    .await
-                }
+                Err(_) => return self.statuses_async(units).await,
             };
             let mut by_name: HashMap<String, (String, String, String, OwnedObjectPath)> = rows
                 .into_iter()
@@ -306,9 +318,9 @@ impl Bus {
                     (name, (load, active, sub, path))
                 })
                 .collect();
-            join_all(units.iter().map(|u| {
-                let row = by_name.remove(u);
-                async move {
+            let rows: Vec<_> = units.iter().map(|u| by_name.remove(u)).collect();
+            join_bounded(
+                rows.into_iter().map(|row| async move {
                     let Some((load, active, sub, path)) = row else {
                         return Ok(UnitStatus {
                             active_state: "inactive".into(),
@@ -345,16 +357,18 @@ impl Bus {
                         memory_max: u64::MAX,
                         ..Default::default()
                     })
-                }
-            }))
+                }),
+                IN_FLIGHT,
+            )
             .await
         }
     }
 
-    /// Queues one job per unit (mode "replace"), all at once, and waits for each job's
-    /// own JobRemoved signal; a job that ends with a result other than "done" is an error
-    /// naming the unit and the result.
-    fn run_jobs(&self, units: &[String], kind: JobKind) -> Vec<anyhow::Result<()>> {
+    /// Queues one job per unit (mode "replace"), at most `jobs` of them under way at a time
+    /// (a job is under way from its call until its JobRemoved signal; the next unit's call
+    /// goes out as one ends), and waits for each job's own JobRemoved signal; a job that
+    /// ends with a result other than "done" is an error naming the unit and the result.
+    fn run_jobs(&self, units: &[String], kind: JobKind, jobs: usize) -> Vec<anyhow::Result<()>> {
         if units.is_empty() {
             return Vec::new();
         }
@@ -365,6 +379,7 @@ impl Bus {
             // Subscribed before any job is queued, so no job can end unseen. (systemd sends
             // JobRemoved to the client that queued the job even without Subscribe.)
             let removed = within(CALL_TIMEOUT, m.receive_job_removed()).await?;
+            let mut removed = std::pin::pin!(removed);
             if kind == JobKind::Stop {
                 // A frozen unit's processes cannot react to being stopped: thaw it first.
                 self.thaw_frozen(&m, units).await;
@@ -374,58 +389,77 @@ impl Bus {
                 Queued(usize, zbus::Result<OwnedObjectPath>),
                 Removed(Option<(OwnedObjectPath, String)>),
             }
-            let calls: FuturesUnordered<_> = units
-                .iter()
-                .enumerate()
-                .map(|(i, u)| {
-                    let m = &m;
-                    async move {
-                        let call = async {
-                            match kind {
-                                JobKind::Start => m.start_unit(u.clone(), "replace".into()).await,
-                                JobKind::Stop => m.stop_unit(u.clone(), "replace".into()).await,
-                            }
-                        };
-                        Ev::Queued(i, within(CALL_TIMEOUT, call).await)
-                    }
-                })
-                .collect();
-            let signals = removed.map(|sig| {
-                Ev::Removed(
-                    sig.args()
-                        .ok()
-                        .map(|a| (a.job().clone(), a.result().to_string())),
-                )
-            });
-            let mut events = std::pin::pin!(stream::select(calls, signals));
-
+            let queue = |i: usize| {
+                let m = &m;
+                let u = &units[i];
+                async move {
+                    let call = async {
+                        match kind {
+                            JobKind::Start => m.start_unit(u.clone(), "replace".into()).await,
+                            JobKind::Stop => m.stop_unit(u.clone(), "replace".into()).await,
+                        }
+                    };
+                    Ev::Queued(i, within(CALL_TIMEOUT, call).await)
+                }
+            };
+            let window = jobs.max(1);
+            let mut calls = FuturesUnordered::new();
+            let mut next = 0;
+            // Units whose call is out or whose job has not ended yet.
+            let mut under_way = 0;
             // Per unit: None = still waiting, Some(Ok(job result)) or Some(Err(call error)).
             let mut outcome: Vec<Option<Result<String, zbus::Error>>> =
                 (0..units.len()).map(|_| None).collect();
             let mut waiting: HashMap<OwnedObjectPath, Vec<usize>> = HashMap::new();
             // Jobs that ended before their StartUnit/StopUnit reply was read.
             let mut ended_early: HashMap<OwnedObjectPath, String> = HashMap::new();
-            let mut open_calls = units.len();
-            while open_calls > 0 || !waiting.is_empty() {
-                let Some(ev) = events.next().await else { break };
-                match ev {
-                    Ev::Queued(i, Ok(job)) => {
-                        open_calls -= 1;
-                        match ended_early.remove(&job) {
-                            Some(res) => outcome[i] = Some(Ok(res)),
-                            None => waiting.entry(job).or_default().push(i),
-                        }
+            loop {
+                while next < units.len() && under_way < window && calls.len() < IN_FLIGHT {
+                    calls.push(queue(next));
+                    next += 1;
+                    under_way += 1;
+                }
+                if under_way == 0 {
+                    break;
+                }
+                let removed_ev = |sig: Option<zbus_systemd::systemd1::JobRemoved>| {
+                    sig.map(|sig| {
+                        Ev::Removed(
+                            sig.args()
+                                .ok()
+                                .map(|a| (a.job().clone(), a.result().to_string())),
+                        )
+                    })
+                };
+                let ev = if calls.is_empty() {
+                    removed_ev(removed.next().await)
+                } else {
+                    match select(calls.next(), removed.next()).await {
+                        Either::Left((ev, _)) => ev,
+                        Either::Right((sig, _)) => removed_ev(sig),
                     }
+                };
+                // The signal stream ended: the connection is gone.
+                let Some(ev) = ev else { break };
+                match ev {
+                    Ev::Queued(i, Ok(job)) => match ended_early.remove(&job) {
+                        Some(res) => {
+                            outcome[i] = Some(Ok(res));
+                            under_way -= 1;
+                        }
+                        None => waiting.entry(job).or_default().push(i),
+                    },
                     Ev::Queued(i, Err(e)) => {
-                        open_calls -= 1;
                         outcome[i] = Some(Err(e));
+                        under_way -= 1;
                     }
                     Ev::Removed(Some((job, res))) => {
                         if let Some(idx) = waiting.remove(&job) {
                             for i in idx {
                                 outcome[i] = Some(Ok(res.clone()));
+                                under_way -= 1;
                             }
-                        } else if open_calls > 0 {
+                        } else if !calls.is_empty() {
                             ended_early.insert(job, res);
                         }
                     }
@@ -435,29 +469,32 @@ impl Bus {
 
             // Turn outcomes into results; for a unit whose job failed, say why if systemd
             // knows (the service's Result) and where to look.
-            let results = join_all(outcome.into_iter().zip(units).map(|(o, u)| async move {
-                match o {
-                    None => Err(anyhow!(
-                        "{verb} {u}: lost track of its job (the bus connection closed)"
-                    )),
-                    Some(Err(e)) => Err(anyhow!(e).context(format!(
-                        "systemd1 {} {u}",
-                        if kind == JobKind::Start {
-                            "StartUnit"
-                        } else {
-                            "StopUnit"
+            let results = join_bounded(
+                outcome.into_iter().zip(units).map(|(o, u)| async move {
+                    match o {
+                        None => Err(anyhow!(
+                            "{verb} {u}: lost track of its job (the bus connection closed)"
+                        )),
+                        Some(Err(e)) => Err(anyhow!(e).context(format!(
+                            "systemd1 {} {u}",
+                            if kind == JobKind::Start {
+                                "StartUnit"
+                            } else {
+                                "StopUnit"
+                            }
+                        ))),
+                        Some(Ok(res)) if res == "done" => Ok(()),
+                        Some(Ok(res)) => {
+                            let why = self.failure_detail(u, started.elapsed()).await;
+                            Err(anyhow!(
+                                "{verb} job of {u} ended with result '{res}'{why}; \
+                                 see its last log lines: journalctl -u {u} -n 30"
+                            ))
                         }
-                    ))),
-                    Some(Ok(res)) if res == "done" => Ok(()),
-                    Some(Ok(res)) => {
-                        let why = self.failure_detail(u, started.elapsed()).await;
-                        Err(anyhow!(
-                            "{verb} job of {u} ended with result '{res}'{why}; \
-                             see its last log lines: journalctl -u {u} -n 30"
-                        ))
                     }
-                }
-            }))
+                }),
+                IN_FLIGHT / 3,
+            )
             .await;
             Ok::<_, zbus::Error>(results)
         });
@@ -504,29 +541,44 @@ impl Bus {
     /// Thaws those of `units` that are frozen (or freezing), concurrently; errors are left
     /// for the stop job to report.
     async fn thaw_frozen(&self, m: &ManagerProxy<'static>, units: &[String]) {
-        join_all(units.iter().map(|u| async move {
-            let state = within(CALL_TIMEOUT, async {
-                self.unit_proxy(unit_path(u)).await?.freezer_state().await
-            })
-            .await
-            .unwrap_or_default();
-            if matches!(state.as_str(), "frozen" | "freezing") {
-                let _ = within(CALL_TIMEOUT, m.thaw_unit(u.clone())).await;
-            }
-        }))
+        join_bounded(
+            units.iter().map(|u| async move {
+                let state = within(CALL_TIMEOUT, async {
+                    self.unit_proxy(unit_path(u)).await?.freezer_state().await
+                })
+                .await
+                .unwrap_or_default();
+                if matches!(state.as_str(), "frozen" | "freezing") {
+                    let _ = within(CALL_TIMEOUT, m.thaw_unit(u.clone())).await;
+                }
+            }),
+            IN_FLIGHT,
+        )
         .await;
     }
 
-    /// StartUnit on every unit at once; returns when each job is done (for a slot with
-    /// NotifyReady=yes: when it has booted). Starting a running unit is a no-op.
+    /// StartUnit on every unit, [`default_jobs`] at a time; returns when each job is done
+    /// (for a slot with NotifyReady=yes: when it has booted). Starting a running unit is a
+    /// no-op.
     pub fn start_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
-        self.run_jobs(units, JobKind::Start)
+        self.run_jobs(units, JobKind::Start, default_jobs())
     }
 
-    /// StopUnit on every unit at once (frozen units are thawed first, so the stop cannot
-    /// hang); returns when each is stopped. Stopping a stopped unit is a no-op.
+    /// [`Bus::start_units`] with at most `jobs` start jobs under way at once.
+    pub fn start_units_at_most(&self, units: &[String], jobs: usize) -> Vec<anyhow::Result<()>> {
+        self.run_jobs(units, JobKind::Start, jobs)
+    }
+
+    /// StopUnit on every unit, [`default_jobs`] at a time (frozen units are thawed first,
+    /// so the stop cannot hang); returns when each is stopped. Stopping a stopped unit is
+    /// a no-op.
     pub fn stop_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
-        self.run_jobs(units, JobKind::Stop)
+        self.run_jobs(units, JobKind::Stop, default_jobs())
+    }
+
+    /// [`Bus::stop_units`] with at most `jobs` stop jobs under way at once.
+    pub fn stop_units_at_most(&self, units: &[String], jobs: usize) -> Vec<anyhow::Result<()>> {
+        self.run_jobs(units, JobKind::Stop, jobs)
     }
 
     fn freeze_thaw(&self, units: &[String], freeze: bool) -> Vec<anyhow::Result<()>> {
@@ -540,21 +592,24 @@ impl Bus {
                         .collect()
                 }
             };
-            join_all(units.iter().map(|u| {
-                let m = &m;
-                async move {
-                    let call = async {
-                        if freeze {
-                            m.freeze_unit(u.clone()).await
-                        } else {
-                            m.thaw_unit(u.clone()).await
-                        }
-                    };
-                    within(CALL_TIMEOUT, call)
-                        .await
-                        .map_err(|e| freeze_error(u, freeze, e))
-                }
-            }))
+            join_bounded(
+                units.iter().map(|u| {
+                    let m = &m;
+                    async move {
+                        let call = async {
+                            if freeze {
+                                m.freeze_unit(u.clone()).await
+                            } else {
+                                m.thaw_unit(u.clone()).await
+                            }
+                        };
+                        within(CALL_TIMEOUT, call)
+                            .await
+                            .map_err(|e| freeze_error(u, freeze, e))
+                    }
+                }),
+                IN_FLIGHT,
+            )
             .await
         })
     }
@@ -568,13 +623,13 @@ impl Bus {
         .with_context(|| format!("systemd1 ResetFailedUnit {unit}"))
     }
 
-    /// FreezeUnit on every unit at once (the cgroup freezer; needs the unified cgroup v2
+    /// FreezeUnit on every unit, [`IN_FLIGHT`] at a time (the cgroup freezer; needs the unified cgroup v2
     /// hierarchy, otherwise a clear error says this host cannot suspend).
     pub fn freeze_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
         self.freeze_thaw(units, true)
     }
 
-    /// ThawUnit on every unit at once.
+    /// ThawUnit on every unit, [`IN_FLIGHT`] at a time.
     pub fn thaw_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
         self.freeze_thaw(units, false)
     }

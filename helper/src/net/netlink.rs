@@ -10,6 +10,7 @@
 //! Waiting for a link or an address subscribes to the kernel's link and address
 //! notifications ([`Netlink::wait_until`]) instead of polling.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -25,6 +26,7 @@ use netlink_packet_route::address::{
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use slot_config::Cidr;
@@ -66,6 +68,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Interface names with their addresses and prefix lengths.
 pub type Interfaces = Vec<(String, Vec<(IpAddr, u8)>)>;
+
+/// A link's traffic counters, as the kernel counts them on that link (`ip -s link`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
 
 pub struct Netlink {
     sock: Socket,
@@ -285,6 +297,53 @@ impl Netlink {
             .collect();
         found.sort_by_key(|(scope, index, ip)| (*scope, ip.is_ipv6(), *index));
         Ok(found.into_iter().map(|(_, _, ip)| ip).collect())
+    }
+
+    /// The id this namespace knows the network namespace of `pid` by (what `ip link`
+    /// shows as `link-netnsid`); `None` when it has none (no link here has its peer there).
+    pub fn nsid_of_pid(&mut self, pid: u32) -> Result<Option<i32>> {
+        let mut m = NsidMessage::default();
+        m.attributes.push(NsidAttribute::Pid(pid));
+        Ok(self
+            .request(RouteNetlinkMessage::GetNsId(m), 0)?
+            .into_iter()
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewNsId(n) => n.attributes.into_iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) if id >= 0 => Some(id),
+                    _ => None,
+                }),
+                _ => None,
+            }))
+    }
+
+    /// The links of this namespace whose peer is in another namespace (the host ends of
+    /// veth pairs), with their counters, by that namespace's id.
+    pub fn links_by_peer_netns(&mut self) -> Result<HashMap<i32, Vec<LinkCounters>>> {
+        let mut by: HashMap<i32, Vec<LinkCounters>> = HashMap::new();
+        for l in self.links()? {
+            let mut nsid = None;
+            let mut c = LinkCounters::default();
+            for a in &l.attributes {
+                match a {
+                    LinkAttribute::LinkNetNsId(id) => nsid = Some(*id),
+                    LinkAttribute::IfName(n) => c.name = n.clone(),
+                    LinkAttribute::Stats64(s) => {
+                        c.rx_bytes = s.rx_bytes;
+                        c.tx_bytes = s.tx_bytes;
+                        c.rx_packets = s.rx_packets;
+                        c.tx_packets = s.tx_packets;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(id) = nsid.filter(|id| *id >= 0) {
+                by.entry(id).or_default().push(c);
+            }
+        }
+        for v in by.values_mut() {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(by)
     }
 
     fn new_link(&mut self, m: LinkMessage) -> Result<()> {
@@ -552,6 +611,21 @@ pub fn wait_for_link(name: &str, addresses: &[Cidr], limit: Duration) -> Result<
     nl.wait_until(limit, |nl| nl.has_addresses(name, addresses))
 }
 
+/// Per leader PID: the host ends (in this namespace) of the links into its network
+/// namespace, with their counters: one link dump and one namespace-id question per PID, no
+/// namespace entered. A PID gone meanwhile has none.
+pub fn host_links_of(leaders: &[u32]) -> Result<Vec<Vec<LinkCounters>>> {
+    let mut nl = Netlink::here()?;
+    let mut by = nl.links_by_peer_netns()?;
+    Ok(leaders
+        .iter()
+        .map(|&pid| match nl.nsid_of_pid(pid) {
+            Ok(Some(id)) => by.remove(&id).unwrap_or_default(),
+            _ => Vec::new(),
+        })
+        .collect())
+}
+
 /// Per leader PID: the addresses machined would report for it, or `None` if its namespace
 /// could not be read here (the caller asks machined instead).
 pub fn machine_addresses_of(leaders: &[u32]) -> Vec<Option<Vec<IpAddr>>> {
@@ -628,6 +702,8 @@ mod tests {
             assert!(!nl.has_addresses("tbr0", std::slice::from_ref(&a)).unwrap());
             let ifs = nl.interfaces().unwrap();
             assert!(ifs.iter().any(|(n, _)| n == "tv0p"), "{ifs:?}");
+            // Both ends here: no link of this namespace has its peer elsewhere.
+            assert!(nl.links_by_peer_netns().unwrap().is_empty());
             // A link that appears while we wait ends the wait by its notification.
             // (A thread made here shares this namespace.)
             let t = std::thread::spawn(|| {

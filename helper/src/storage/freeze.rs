@@ -193,3 +193,31 @@ impl Drop for Frozen<'_> {
         }
     }
 }
+
+/// The capture's freezer for one slot ([`crate::storage::capture::Freezer`]): freezes it
+/// through systemd if it runs, and lists the files its processes map shared and writable.
+pub struct SlotFreezer<'b> {
+    pub bus: &'b Bus,
+    pub paths: &'b Paths,
+    pub slot: &'b slot_config::Slot,
+    pub what: &'static str,
+    /// Looked up before freezing: nothing but the walk belongs in the frozen window.
+    pub leader: Option<u32>,
+}
+
+impl<'b> crate::storage::capture::Freezer for SlotFreezer<'b> {
+    type Guard = Frozen<'b>;
+    fn freeze(&mut self) -> anyhow::Result<Option<Frozen<'b>>> {
+        self.leader = crate::dbus::running::leaders(self.bus, &[self.slot])?
+            .pop()
+            .flatten();
+        for_capture(self.bus, self.paths, self.slot, self.what)
+    }
+    fn mapped(&mut self) -> std::collections::HashSet<(u64, u64)> {
+        use crate::storage::capture::mapped;
+        match self.leader {
+            Some(leader) => mapped::shared_writable(&mapped::slot_pids(leader)),
+            None => Default::default(),
+        }
+    }
+}

@@ -9,7 +9,8 @@ use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+
+use crate::sys::inroot::Root;
 use std::process::Stdio;
 
 use anyhow::{bail, Context};
@@ -34,8 +35,8 @@ const PREFIX: &str = "ssh_host_";
 
 /// Opens `rel` below the slot root `root`, symlinks on the way resolved inside the root
 /// (`inroot`); `None` when it does not exist.
-pub fn open_dir_in(root: &Path, rel: &str) -> anyhow::Result<Option<OwnedFd>> {
-    match crate::sys::inroot::Root::open(root)?.open_dir(rel) {
+pub fn open_dir_in(root: &Root, rel: &str) -> anyhow::Result<Option<OwnedFd>> {
+    match root.open_dir(rel) {
         Ok(fd) => Ok(Some(fd)),
         Err(crate::sys::inroot::Error::Io { source, .. })
             if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
@@ -52,7 +53,7 @@ fn exists_at(dir: &OwnedFd, name: &str) -> bool {
 }
 
 /// openssh-server is in the tree: its config or its daemon.
-pub fn has_sshd(root: &Path, etc_ssh: Option<&OwnedFd>) -> bool {
+pub fn has_sshd(root: &Root, etc_ssh: Option<&OwnedFd>) -> bool {
     etc_ssh.is_some_and(|d| exists_at(d, "sshd_config"))
         || open_dir_in(root, "usr/sbin")
             .ok()
@@ -68,9 +69,10 @@ fn key_files(dir: &OwnedFd) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Applies `keys` to the root `image`; `hostname` goes in the keys' comment.
-pub fn apply(image: &Path, hostname: &str, keys: HostKeys) -> anyhow::Result<()> {
-    let ssh = open_dir_in(image, "etc/ssh")?;
+/// Applies `keys` to the root `root`; `hostname` goes in the keys' comment.
+pub fn apply(root: &Root, hostname: &str, keys: HostKeys) -> anyhow::Result<()> {
+    let image = root.label();
+    let ssh = open_dir_in(root, "etc/ssh")?;
     let existing = match &ssh {
         Some(d) => key_files(d)?,
         None => Vec::new(),
@@ -79,7 +81,7 @@ pub fn apply(image: &Path, hostname: &str, keys: HostKeys) -> anyhow::Result<()>
     if keys == HostKeys::Keep && has_private {
         return Ok(());
     }
-    let make = keys != HostKeys::Strip && has_sshd(image, ssh.as_ref());
+    let make = keys != HostKeys::Strip && has_sshd(root, ssh.as_ref());
     let Some(ssh) = ssh else {
         // No /etc/ssh: no openssh-server, nothing to remove (a bare sshd binary without
         // its config dir would not start anyway).

@@ -149,14 +149,23 @@ pub fn set_identity(
     machine_id: Option<&str>,
     keys: crate::storage::hostkeys::HostKeys,
 ) -> anyhow::Result<()> {
-    let root = inroot::Root::open(image)?;
+    set_identity_in(&inroot::Root::open(image)?, hostname, machine_id, keys)
+}
+
+/// [`set_identity`] of a root already open (an overlay slot's root, mounted for this).
+pub fn set_identity_in(
+    root: &inroot::Root,
+    hostname: &str,
+    machine_id: Option<&str>,
+    keys: crate::storage::hostkeys::HostKeys,
+) -> anyhow::Result<()> {
     // Removed first: where var/lib/dbus is a symlink to /etc, its machine-id is the
     // image's own /etc/machine-id, which is written next.
     root.remove("var/lib/dbus/machine-id")?;
     let id = machine_id.map(|m| format!("{m}\n")).unwrap_or_default();
     root.write_file("etc/machine-id", id.as_bytes(), 0o444)?;
-    set_hostname(&root, hostname)?;
-    crate::storage::hostkeys::apply(image, hostname, keys)
+    set_hostname(root, hostname)?;
+    crate::storage::hostkeys::apply(root, hostname, keys)
 }
 
 /// Writes the image's hostname and names it on /etc/hosts' `127.0.1.1` line, as Debian's
@@ -289,10 +298,12 @@ pub fn clear_restored(root: &Path) -> anyhow::Result<()> {
 /// The machine ID an image currently has, if any (read inside the image: a symlink
 /// there must not hand it the host's ID).
 pub fn machine_id(image: &Path) -> Option<String> {
-    let bytes = inroot::Root::open(image)
-        .ok()?
-        .read_file("etc/machine-id", 64)
-        .ok()??;
+    machine_id_in(&inroot::Root::open(image).ok()?)
+}
+
+/// [`machine_id`] of a root already open.
+pub fn machine_id_in(root: &inroot::Root) -> Option<String> {
+    let bytes = root.read_file("etc/machine-id", 64).ok()??;
     let s = String::from_utf8(bytes).ok()?;
     let s = s.trim();
     (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_string())

@@ -5,15 +5,22 @@
 //! move's dumps, wire and markers (`dump`, `wire`, `moves`).
 
 pub mod archive;
+pub mod backend;
+pub mod backups;
+pub mod capture;
 pub mod dump;
 pub mod freeze;
+pub mod holes;
 pub mod hostkeys;
 pub mod image;
 pub mod image_prep;
+pub mod layer;
 pub mod layout;
+pub mod lower;
 pub mod moves;
 pub mod provision;
 pub mod quota;
+pub mod restic;
 pub mod stream;
 pub mod tarcheck;
 pub mod unpack;

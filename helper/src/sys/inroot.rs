@@ -82,6 +82,20 @@ impl Root {
         Self::open_with(path, OFlags::NOFOLLOW)
     }
 
+    /// A root already open as a directory descriptor (an overlay mounted for the helper
+    /// alone, see `sys::overlay`); `label` names it in messages.
+    pub fn from_fd(fd: OwnedFd, label: &Path) -> Root {
+        Root {
+            fd,
+            path: label.to_path_buf(),
+        }
+    }
+
+    /// The path that names this root in messages.
+    pub fn label(&self) -> &Path {
+        &self.path
+    }
+
     /// The root directory of a running process (`/proc/PID/root`), e.g. a slot's leader.
     /// That path is a magic link the kernel owns, so it is followed (unlike `open`); every
     /// path below it is then resolved inside it.

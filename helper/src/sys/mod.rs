@@ -1,7 +1,9 @@
 //! The operating system beneath the helper: entering namespaces and running processes in a
 //! slot (`nsexec`, `netns`), paths opened inside a slot's root (`inroot`), the helper lock,
-//! sd_notify, the journal, kernel limits, and child processes that die with us.
+//! sd_notify, the journal, kernel limits, a slot's cgroup counters, and child processes
+//! that die with us.
 
+pub mod cgroup;
 pub mod inroot;
 pub mod journal;
 pub mod limits;
@@ -9,6 +11,8 @@ pub mod lock;
 pub mod netns;
 pub mod notify;
 pub mod nsexec;
+pub mod overlay;
+pub mod priority;
 
 use std::fs;
 use std::io::Write;

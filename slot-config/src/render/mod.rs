@@ -56,47 +56,67 @@ pub(crate) fn slot_source(name: &str) -> String {
 
 const HOST_SOURCE: &str = "/etc/slot-os/slot-os.toml";
 
-/// Everything the generator writes for this config.
+/// Everything the generator writes for this config, sorted by directory and path:
+/// [`render_host`] and [`render_slot`] of every slot.
 pub fn render_all(cfg: &Config) -> Vec<Output> {
-    let mut out = Vec::new();
-    let text = |dir, path: String, s: String| Output {
+    let mut out = render_host(cfg);
+    for slot in &cfg.slots {
+        out.extend(render_slot(cfg, slot));
+    }
+    out.sort_by(|a, b| (a.dir, &a.path).cmp(&(b.dir, &b.path)));
+    out
+}
+
+fn text(dir: OutDir, path: String, s: String) -> Output {
+    Output {
         dir,
         path: path.into(),
         content: Content::Text(s),
-    };
-    let mut any_autostart = false;
-    for slot in &cfg.slots {
-        out.push(text(
+    }
+}
+
+/// What one slot of this config gets: its `.nspawn`, its unit drop-in, its autostart link
+/// and its NICs' `.network` files. Each slot's files are its own (the generator writes
+/// slots on several threads).
+pub fn render_slot(cfg: &Config, slot: &crate::Slot) -> Vec<Output> {
+    let mut out = vec![
+        text(
             OutDir::Nspawn,
             format!("{}.nspawn", slot.name),
             render_nspawn(slot, &cfg.host.network),
-        ));
-        out.push(text(
+        ),
+        text(
             OutDir::Units,
             format!("{}.d/{DROPIN_NAME}", slot.unit()),
             render_dropin(slot, &cfg.host),
-        ));
-        if slot.autostart {
-            any_autostart = true;
-            out.push(Output {
-                dir: OutDir::Units,
-                path: format!("machines.target.wants/{}", slot.unit()).into(),
-                content: Content::Link(NSPAWN_TEMPLATE_UNIT.into()),
-            });
-        }
-        // An OVS bridge's ports are OVSDB rows the helper adds, not networkd's `Bridge=`.
-        for nic in slot.nics.iter().filter(|n| !cfg.host.is_ovs(n.bridge)) {
-            let ifname = slot.nic_host_ifname(nic.number);
-            out.push(text(
-                OutDir::Network,
-                format!("60-slot-os-{ifname}.network"),
-                render_nic_network(slot, nic),
-            ));
-        }
+        ),
+    ];
+    if slot.autostart {
+        out.push(Output {
+            dir: OutDir::Units,
+            path: format!("machines.target.wants/{}", slot.unit()).into(),
+            content: Content::Link(NSPAWN_TEMPLATE_UNIT.into()),
+        });
     }
+    // An OVS bridge's ports are OVSDB rows the helper adds, not networkd's `Bridge=`.
+    for nic in slot.nics.iter().filter(|n| !cfg.host.is_ovs(n.bridge)) {
+        let ifname = slot.nic_host_ifname(nic.number);
+        out.push(text(
+            OutDir::Network,
+            format!("60-slot-os-{ifname}.network"),
+            render_nic_network(slot, nic),
+        ));
+    }
+    out
+}
+
+/// What the config as a whole gets: the bridges' networkd files, the NAT zone's, and the
+/// `.wants` links that pull machines.target, networkd and OVS in at boot.
+pub fn render_host(cfg: &Config) -> Vec<Output> {
+    let mut out = Vec::new();
     // machines.target is what pulls autostart slots in at boot; make sure it is itself
     // wanted even on hosts where nobody ran `systemctl enable machines.target`.
-    if any_autostart {
+    if cfg.slots.iter().any(|s| s.autostart) {
         out.push(Output {
             dir: OutDir::Units,
             path: "multi-user.target.wants/machines.target".into(),
@@ -171,6 +191,5 @@ pub fn render_all(cfg: &Config) -> Vec<Output> {
             ));
         }
     }
-    out.sort_by(|a, b| (a.dir, &a.path).cmp(&(b.dir, &b.path)));
     out
 }

@@ -2,6 +2,7 @@ use std::fmt::Write;
 
 use super::{header, slot_source};
 use crate::host::NAT_ZONE;
+use crate::storage::UID_RANGE;
 use crate::syntax::{bind_word, strv_word};
 use crate::{DefaultNetwork, Slot};
 
@@ -21,12 +22,20 @@ pub fn render_nspawn(slot: &Slot, network: &DefaultNetwork) -> String {
     }
     if slot.privileged {
         s.push_str("PrivateUsers=no\n");
+    } else if let Some(base) = slot.uid_base() {
+        // The range the layers were idmapped to by slot-os-root@NAME.service: the tree
+        // already appears shifted, so nspawn must neither pick a range nor chown.
+        let _ = writeln!(s, "PrivateUsers={base}:{UID_RANGE}");
     }
     for (k, v) in &slot.environment {
         let _ = writeln!(s, "Environment={}", strv_word(&format!("{k}={v}")));
     }
-    if !slot.binds.is_empty() {
+    let shifted = slot.uid_base().is_some();
+    if !slot.binds.is_empty() || shifted {
         s.push_str("\n[Files]\n");
+        if shifted {
+            s.push_str("PrivateUsersOwnership=off\n");
+        }
         for b in &slot.binds {
             let key = if b.read_only { "BindReadOnly" } else { "Bind" };
             let _ = writeln!(

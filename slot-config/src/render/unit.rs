@@ -52,6 +52,12 @@ pub fn render_dropin(slot: &Slot, host: &HostConfig) -> String {
         // br_netfilter); a DROP policy as Docker sets would cut it off.
         let _ = write!(s, "Wants={FORWARD_UNIT}\nAfter={FORWARD_UNIT}\n");
     }
+    if slot.is_overlay() {
+        // Its root is an overlay mounted by this unit, which goes away with the slot
+        // (StopWhenUnneeded=yes): the mount exists exactly while the slot runs.
+        let root = slot.root_unit();
+        let _ = write!(s, "Requires={root}\nAfter={root}\n");
+    }
     let on_ovs = slot.nics.iter().any(|n| host.is_ovs(n.bridge));
     if on_ovs {
         // Its OVS bridges are in OVSDB before it starts, and it stops before OVS does.
