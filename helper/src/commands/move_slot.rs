@@ -24,7 +24,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -185,14 +185,7 @@ fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         )));
     }
     let machines = layout::machines_dir(&ctx.paths, &cfg.host);
-    let lay = layout::Layout::of(&machines, &s);
-    if !lay.exists() {
-        bail!(
-            "{} has no image at {}",
-            s.name,
-            lay.restore_target().display()
-        );
-    }
+    let lay = layout::Layout::existing(&machines, &s)?;
     let root = lay.image.clone();
     let st = bus.unit_status(&s.unit())?;
     let running = match st.active_state.as_str() {
@@ -299,25 +292,6 @@ struct Move<'a> {
     marker: Outgoing,
     report: Report,
     json: bool,
-}
-
-/// The tree one dump reads (see [`Move::tree`]); a merged tree's mount lives as long as
-/// this value.
-enum Tree {
-    Plain(PathBuf),
-    Merged {
-        /// Holds the mount: tar reads it through `path`.
-        _dir: std::os::fd::OwnedFd,
-        path: PathBuf,
-    },
-}
-
-impl Tree {
-    fn path(&self) -> &Path {
-        match self {
-            Tree::Plain(p) | Tree::Merged { path: p, .. } => p,
-        }
-    }
 }
 
 /// How the handover ended.
@@ -442,7 +416,8 @@ impl Move<'_> {
                     ))
                 })?;
             let tree = self.tree()?;
-            let delta = dump::level1(tree.path(), &self.snar(0), &self.snar(1))?;
+            let root = tree.as_ref().map_or(self.root.as_path(), |t| t.path());
+            let delta = dump::level1(root, &self.snar(0), &self.snar(1))?;
             self.report.redumped_dirs = delta.redumped;
             let bytes = self.send_changes(delta)?;
             self.expect_applied()?;
@@ -485,25 +460,19 @@ impl Move<'_> {
         })
     }
 
-    /// What a dump reads: the image; for an overlay slot its merged tree (base version and
+    /// What a dump reads instead of the image directory: for an overlay slot its merged tree (base version and
     /// upper, IDs as on disk, as an export reads it), from a read-only overlay only this
     /// process sees. It is mounted anew for each level: an overlay caches what it has
     /// read, while the slot writes its upper through its own overlay, so the frozen level
     /// must not see the running level's cache. The target makes it a plain image.
-    fn tree(&self) -> anyhow::Result<Tree> {
+    fn tree(&self) -> anyhow::Result<Option<layer::ReadOnlyTree>> {
         let Some(machines) = &self.overlay else {
-            return Ok(Tree::Plain(self.root.clone()));
+            return Ok(None);
         };
         let stage = layout::stage_dir(&self.ctx.paths);
-        let m = layer::mount_read_only(machines, self.s.image_name(), &stage)
+        let t = layer::ReadOnlyTree::mount(machines, self.s.image_name(), &stage)
             .with_context(|| format!("mounting {}'s merged tree for its move", self.s.name))?;
-        let dir = crate::sys::overlay::root_dir(&m)?;
-        let path = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            std::os::fd::AsRawFd::as_raw_fd(&dir)
-        ));
-        Ok(Tree::Merged { _dir: dir, path })
+        Ok(Some(t))
     }
 
     /// Level 0 of the running root, zstd-compressed (a link is slower than `zstd -1`).
@@ -519,7 +488,8 @@ impl Move<'_> {
             },
         )?;
         let tree = self.tree()?;
-        let mut tar = dump::level0(tree.path(), &self.snar(0))
+        let root = tree.as_ref().map_or(self.root.as_path(), |t| t.path());
+        let mut tar = dump::level0(root, &self.snar(0))
             .stderr(Stdio::piped())
             .spawn()
             .context("running tar")?;
