@@ -8,7 +8,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::commands::lifecycle::Action;
 use crate::commands::*;
 use crate::config::{targets, Ctx};
-use crate::sys::journal;
+use crate::dbus::Bus;
+use crate::storage::moves;
+use crate::sys::{journal, lock};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,6 +92,12 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Create a slot from a file written by `export`.
     Import(import::ImportArgs),
+    /// Move a slot to another slot-os host while it runs, down for seconds:
+    /// `move NAME HOST [--via CMD]` (removed here once it has booted there).
+    Move(move_slot::Args),
+    /// The target's side of `move` (run by it through ssh or --via).
+    #[command(hide = true)]
+    MoveReceive(move_receive::Args),
     /// Add a bridge: `br-add NUMBER (IPADDR/MASK | NET_DEVICE)`, optionally with a VXLAN
     /// port so slots on several hosts share its network.
     BrAdd(bridge::AddArgs),
@@ -199,6 +207,8 @@ impl Command {
             Command::BackupRestore(a) => a.exec(ctx),
             Command::Export(a) => a.exec(ctx),
             Command::Import(a) => a.exec(ctx),
+            Command::Move(a) => a.exec(ctx),
+            Command::MoveReceive(a) => a.exec(ctx),
             Command::BrAdd(a) => a.exec(ctx),
             Command::BrDel(a) => a.exec(ctx),
             Command::Forward(a) => a.exec(),
@@ -221,11 +231,49 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Commands a person runs: before them, moves a killed `slot-os` left are settled.
+    /// Not the hidden ones (run by units and by `move` itself), nor those that only print.
+    fn settles_moves(&self) -> bool {
+        !matches!(
+            self,
+            Command::Move(_)
+                | Command::MoveReceive(_)
+                | Command::NetApply(_)
+                | Command::NetRelease(_)
+                | Command::ThawLeftovers(_)
+                | Command::ZoneReady(_)
+                | Command::Completions(_)
+                | Command::GenerateDocs(_)
+        )
+    }
+}
+
+/// Moves interrupted on this host (as source or target) are settled by the next slot-os
+/// that can take the helper lock at once; while a move runs, its own process holds it (the
+/// source) or its receiver lock (the target), and nothing of it is touched.
+fn settle_moves(ctx: &Ctx) {
+    if !moves::any(&ctx.paths) {
+        return;
+    }
+    let Ok(Some(_lock)) = lock::try_exclusive(&ctx.paths) else {
+        return;
+    };
+    let Ok(bus) = Bus::system() else {
+        return;
+    };
+    move_receive::settle_all(ctx, &bus);
+    move_slot::settle_all(ctx, &bus);
+}
+
 impl Cli {
     /// Runs the command, and for the commands of [`Command::logged`] records how it ended
     /// in the journal.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
         let ctx = Ctx::new();
+        if self.command.settles_moves() {
+            settle_moves(&ctx);
+        }
         let Some((op, arg)) = self.command.logged() else {
             return self.command.exec(&ctx);
         };

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::Ctx;
 use crate::config::targets;
@@ -79,35 +79,26 @@ pub fn export(ctx: &Ctx, slot: &str, file: &Path) -> anyhow::Result<ExitCode> {
     let s = targets::resolve_one(&cfg, slot)?.clone();
     let dest = dest(file)?;
     let machines = layout::machines_dir(&ctx.paths, &cfg.host);
-    let lay = layout::Layout::of(&machines, &s);
-    if !lay.exists() {
-        bail!(
-            "{} has no image at {}",
-            s.name,
-            lay.restore_target().display()
-        );
-    }
+    let lay = layout::Layout::existing(&machines, &s)?;
     // An overlay slot is exported as its merged tree (base version and upper, IDs as on
     // disk), read through a read-only overlay of its own that only this process sees: the
     // file then boots on any host, which need not have this host's base versions. tar
     // reaches it through our descriptor of its root.
     let merged = match lay.is_overlay() {
-        true => {
-            let stage = layout::stage_dir(&ctx.paths);
-            let m = crate::storage::layer::mount_read_only(&machines, s.image_name(), &stage)
-                .with_context(|| format!("mounting {}'s merged tree for the export", s.name))?;
-            Some(crate::sys::overlay::root_dir(&m)?)
-        }
+        true => Some(
+            crate::storage::layer::ReadOnlyTree::mount(
+                &machines,
+                s.image_name(),
+                &layout::stage_dir(&ctx.paths),
+            )
+            .with_context(|| format!("mounting {}'s merged tree for the export", s.name))?,
+        ),
         false => None,
     };
-    let root = match &merged {
-        Some(dir) => PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            std::os::fd::AsRawFd::as_raw_fd(dir)
-        )),
-        None => lay.image.clone(),
-    };
+    let root = merged
+        .as_ref()
+        .map_or(lay.image.as_path(), |t| t.path())
+        .to_path_buf();
 
     let meta = ctx
         .paths

@@ -14,10 +14,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use slot_config::names::{check_slot_name, number_from_name};
-use toml_edit::{value, DocumentMut};
+use toml_edit::DocumentMut;
 
 use super::Ctx;
-use crate::config::edit::{validate_change, write_atomic};
+use crate::config::edit::{arriving, validate_change, write_atomic};
+use crate::config::trust::host_access;
 use crate::dbus::Bus;
 use crate::error::bad_input;
 use crate::storage::hostkeys::HostKeys;
@@ -33,24 +34,6 @@ fn shown(file: &Path) -> String {
     } else {
         file.display().to_string()
     }
-}
-
-/// Keys of an imported slot.toml that give the slot the host (a privileged slot's root
-/// is the host's root; a bind mounts any host path into it): the file is untrusted, so
-/// they need `--trust-config`.
-fn host_access(s: &slot_config::Slot) -> Vec<String> {
-    let mut keys = Vec::new();
-    if s.privileged {
-        keys.push("privileged = true".to_string());
-    }
-    for b in &s.binds {
-        keys.push(format!(
-            "[[bind]] source = {:?} (host path, mounted at {:?})",
-            b.source.display().to_string(),
-            b.target.display().to_string()
-        ));
-    }
-    keys
 }
 
 pub fn import(
@@ -124,16 +107,10 @@ pub fn import(
             file.display()
         )));
     }
+    arriving(&mut doc, &new, number);
     // The root becomes the image of the new slot's own name, a plain image whatever it was
     // on the exporting host (an export holds the whole tree).
-    doc.remove("image");
     let had_storage = doc.remove("storage").is_some();
-    match number {
-        Some(n) if number_from_name(&new) != Some(n) => doc["number"] = value(i64::from(n)),
-        _ => {
-            doc.remove("number");
-        }
-    }
     // Starting at boot is the admin's decision, not the file's: not carried over.
     let dropped_autostart = !trust_config
         && doc
@@ -212,7 +189,7 @@ pub fn import(
             slot_config::Storage::Copy
         };
         let mut doc: DocumentMut = text.parse().context("re-reading the slot's file")?;
-        doc["storage"] = value(storage.as_str());
+        doc["storage"] = toml_edit::value(storage.as_str());
         doc.to_string()
     } else {
         text

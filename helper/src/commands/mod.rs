@@ -21,6 +21,8 @@ pub mod lifecycle;
 pub mod list;
 pub mod make_base_image;
 pub mod metrics;
+pub mod move_receive;
+pub mod move_slot;
 pub mod net;
 pub mod net_info;
 pub mod rebase;

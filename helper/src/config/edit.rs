@@ -115,6 +115,22 @@ pub fn validate_changes(ctx: &Ctx, changes: &[(PathBuf, String)]) -> anyhow::Res
     }
 }
 
+/// A slot file arriving from another host (import, move) as `name`: its root becomes the
+/// image of its own name (no `image`), and its number (`number`, else the one `name`
+/// implies) is written only when the name does not imply it. Returns the number.
+pub fn arriving(doc: &mut DocumentMut, name: &str, number: Option<u32>) -> Option<u32> {
+    let implied = slot_config::names::number_from_name(name);
+    let number = implied.or(number);
+    doc.remove("image");
+    match number {
+        Some(n) if implied != Some(n) => doc["number"] = toml_edit::value(i64::from(n)),
+        _ => {
+            doc.remove("number");
+        }
+    }
+    number
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 
 pub mod edit;
 pub mod targets;
+pub mod trust;
 
 use slot_config::{load_dir, Config, HostFacts, Paths};
 

@@ -614,6 +614,15 @@ impl Bus {
         })
     }
 
+    /// ResetFailedUnit: a unit that ended by a signal we sent is not left "failed".
+    pub fn reset_failed(&self, unit: &str) -> anyhow::Result<()> {
+        zbus::block_on(async {
+            let m = self.manager().await?;
+            within(CALL_TIMEOUT, m.reset_failed_unit(unit.to_string())).await
+        })
+        .with_context(|| format!("systemd1 ResetFailedUnit {unit}"))
+    }
+
     /// FreezeUnit on every unit, [`IN_FLIGHT`] at a time (the cgroup freezer; needs the unified cgroup v2
     /// hierarchy, otherwise a clear error says this host cannot suspend).
     pub fn freeze_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {

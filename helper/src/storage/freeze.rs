@@ -77,6 +77,20 @@ pub fn for_capture<'b>(
 /// The unit frozen now and its marker, for the signal thread.
 static FROZEN_NOW: Mutex<Option<(String, PathBuf)>> = Mutex::new(None);
 
+type Handler = Box<dyn Fn(&'static str) + Send>;
+
+/// A command that undoes its own work when interrupted, see [`take_over_signals`].
+static TAKEN_OVER: Mutex<Option<Handler>> = Mutex::new(None);
+
+/// For a command that undoes its own work when interrupted (a move): the first SIGINT,
+/// SIGTERM or SIGHUP calls `f` (with the signal's name) instead of ending the helper; the
+/// command then thaws what it froze (through [`Frozen`]'s drop) on its way out. A second
+/// signal ends the helper as usual, thawing first.
+pub fn take_over_signals(f: impl Fn(&'static str) + Send + 'static) -> anyhow::Result<()> {
+    *TAKEN_OVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(f));
+    guard_signals()
+}
+
 fn set_frozen_now(v: Option<(String, PathBuf)>) {
     *FROZEN_NOW.lock().unwrap_or_else(|e| e.into_inner()) = v;
 }
@@ -97,12 +111,16 @@ fn guard_signals() -> anyhow::Result<()> {
             }
         };
         std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
                 let name = match sig {
                     SIGINT => "SIGINT",
                     SIGTERM => "SIGTERM",
                     _ => "SIGHUP",
                 };
+                if let Some(f) = TAKEN_OVER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    f(name);
+                    continue;
+                }
                 let held = FROZEN_NOW.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some((unit, marker)) = held {
                     let thawed = Bus::system().and_then(|b| {

@@ -162,6 +162,30 @@ pub fn mount_read_only(machines: &Path, name: &str, stage: &Path) -> Result<Owne
     Ok(overlay::mount_detached(&spec, stage)?)
 }
 
+/// A layer's merged tree from [`mount_read_only`], reached by a path that child processes
+/// (GNU tar) can open: `/proc/PID/fd/N` of its root. The mount lives as long as this value.
+pub struct ReadOnlyTree {
+    _root: OwnedFd,
+    path: PathBuf,
+}
+
+impl ReadOnlyTree {
+    pub fn mount(machines: &Path, name: &str, stage: &Path) -> Result<ReadOnlyTree> {
+        let m = mount_read_only(machines, name, stage)?;
+        let root = overlay::root_dir(&m)?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&root)
+        ));
+        Ok(ReadOnlyTree { _root: root, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// The mount point `MACHINES/NAME` (made if missing), resolved without symlinks.
 fn mount_point(machines: &Path, name: &str) -> Result<OwnedFd> {
     let p = machines.join(name);

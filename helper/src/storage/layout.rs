@@ -97,6 +97,26 @@ impl Layout {
     pub fn exists(&self) -> bool {
         self.restore_target().is_dir()
     }
+
+    /// [`Layout::of`] a slot whose data must exist (what reads it: export, move).
+    pub fn existing(machines: &Path, slot: &Slot) -> Result<Layout, NoImage> {
+        let lay = Layout::of(machines, slot);
+        match lay.exists() {
+            true => Ok(lay),
+            false => Err(NoImage {
+                slot: slot.name.clone(),
+                path: lay.restore_target().to_path_buf(),
+            }),
+        }
+    }
+}
+
+/// A slot whose data is not where its layout says (never built, or removed by hand).
+#[derive(Debug, thiserror::Error)]
+#[error("{slot} has no image at {}", path.display())]
+pub struct NoImage {
+    pub slot: String,
+    pub path: PathBuf,
 }
 
 /// The directory that holds the slot's own data, what a disk quota limits: the root of a

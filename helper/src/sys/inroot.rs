@@ -69,6 +69,12 @@ const HARMLESS_CHAR_DEVICES: &[(u32, u32)] = &[
     (5, 2), // ptmx
 ];
 
+/// Whether a character device `(major, minor)` in directory `dir` (relative to a slot's
+/// root, `dev` for /dev) is one of the harmless ones a root may hold.
+pub fn harmless_char_device(dir: &str, dev: (u32, u32)) -> bool {
+    dir.trim_matches('/') == "dev" && HARMLESS_CHAR_DEVICES.contains(&dev)
+}
+
 impl Root {
     /// Opens the root directory itself; the path up to it is the host's own (the machines
     /// directory), only its last component must not be a symlink.
@@ -452,7 +458,7 @@ fn walk_devices(
             FileType::CharacterDevice => {
                 let st = rfs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW)?;
                 let dev = (rfs::major(st.st_rdev), rfs::minor(st.st_rdev));
-                if !(at == "/dev" && HARMLESS_CHAR_DEVICES.contains(&dev)) {
+                if !harmless_char_device(at, dev) {
                     found.push(path);
                 }
             }

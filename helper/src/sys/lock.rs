@@ -49,12 +49,23 @@ fn holder(path: &Path) -> String {
 }
 
 pub fn exclusive(paths: &Paths) -> anyhow::Result<Lock> {
+    take(paths, true)?.context("the helper lock was not taken")
+}
+
+/// The lock if no other helper holds it now, without waiting (for work that the next run
+/// can do as well, such as settling an interrupted move).
+pub fn try_exclusive(paths: &Paths) -> anyhow::Result<Option<Lock>> {
+    take(paths, false)
+}
+
+fn take(paths: &Paths, wait: bool) -> anyhow::Result<Option<Lock>> {
     let dir = paths.run_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("lock");
     let open = || open_lock_file(&path).with_context(|| format!("opening {}", path.display()));
     let mut flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
+        Err((_, Errno::EWOULDBLOCK)) if !wait => return Ok(None),
         Err((_, Errno::EWOULDBLOCK)) => wait_for(&path, open()?, lock_timeout())?,
         Err((_, e)) => {
             return Err(e).with_context(|| format!("locking {}", path.display()));
@@ -70,7 +81,7 @@ pub fn exclusive(paths: &Paths) -> anyhow::Result<Lock> {
     let _ = flock
         .set_len(0)
         .and_then(|()| flock.write_all(me.as_bytes()));
-    Ok(Lock { _flock: flock })
+    Ok(Some(Lock { _flock: flock }))
 }
 
 /// A lock of its own for a step that takes milliseconds and must not wait behind a

@@ -69,19 +69,34 @@ impl Leader {
         self.pid
     }
 
-    /// The pinned process still runs (so /proc/PID is still its).
-    fn alive(&self) -> bool {
-        // SAFETY: signal 0 through our own pidfd only checks that the process exists.
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        // SAFETY: pidfd_send_signal through our own pidfd, no siginfo.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.pidfd.as_raw_fd(),
-                0,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
                 0u32,
             )
         };
-        r == 0
+        match r {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    /// The pinned process still runs (so /proc/PID is still its).
+    fn alive(&self) -> bool {
+        self.signal(0).is_ok()
+    }
+
+    /// SIGKILL to the pinned process (a PID reused since cannot be hit). For a slot's
+    /// leader, its init, the kernel then ends every process of the slot's PID namespace,
+    /// frozen ones too.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGKILL)
+            .with_context(|| format!("killing the slot's leader {}", self.pid))
     }
 
     /// A file under /proc/PID, known to be the pinned process's (read, then still alive).
