@@ -1,6 +1,6 @@
 //! `start|stop|suspend|resume (all | N... | NAME...) [-j N]`: systemd1 StartUnit / StopUnit /
 //! FreezeUnit / ThawUnit on `systemd-nspawn@NAME.service`, many slots at once on one bus
-//! connection (start and stop: at most `-j` jobs under way, default 4 per CPU), each
+//! connection (at most `-j` jobs under way, default 4 per CPU), each
 //! waiting for its own job. One line per slot; exit 1 if any failed.
 //!
 //! What a slot is already doing decides what is left to do: starting a running slot,
@@ -164,8 +164,8 @@ pub fn run(
     let mut results = match action {
         Action::Start => bus.start_units_at_most(&todo, jobs),
         Action::Stop => bus.stop_units_at_most(&todo, jobs),
-        Action::Suspend => bus.freeze_units(&todo),
-        Action::Resume => bus.thaw_units(&todo),
+        Action::Suspend => bus.freeze_units_at_most(&todo, jobs),
+        Action::Resume => bus.thaw_units_at_most(&todo, jobs),
     }
     .into_iter();
     if action == Action::Stop {
@@ -230,7 +230,8 @@ pub fn run(
 pub struct Targets {
     #[arg(required = true, value_name = "all | NUMBER | NAME")]
     pub targets: Vec<String>,
-    /// Start or stop at most N slots at once (default: 4 per CPU; 0: all at once).
+    /// Start, stop, suspend or resume at most N slots at once (default: 4 per CPU; 0: all at
+    /// once; suspend and resume: at most 32 at once).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
 }

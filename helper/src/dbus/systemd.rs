@@ -581,7 +581,12 @@ impl Bus {
         self.run_jobs(units, JobKind::Stop, jobs)
     }
 
-    fn freeze_thaw(&self, units: &[String], freeze: bool) -> Vec<anyhow::Result<()>> {
+    fn freeze_thaw(
+        &self,
+        units: &[String],
+        freeze: bool,
+        at_most: usize,
+    ) -> Vec<anyhow::Result<()>> {
         zbus::block_on(async {
             let m = match self.manager().await {
                 Ok(m) => m,
@@ -608,7 +613,7 @@ impl Bus {
                             .map_err(|e| freeze_error(u, freeze, e))
                     }
                 }),
-                IN_FLIGHT,
+                at_most.clamp(1, IN_FLIGHT),
             )
             .await
         })
@@ -626,12 +631,23 @@ impl Bus {
     /// FreezeUnit on every unit, [`IN_FLIGHT`] at a time (the cgroup freezer; needs the unified cgroup v2
     /// hierarchy, otherwise a clear error says this host cannot suspend).
     pub fn freeze_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
-        self.freeze_thaw(units, true)
+        self.freeze_thaw(units, true, IN_FLIGHT)
     }
 
     /// ThawUnit on every unit, [`IN_FLIGHT`] at a time.
     pub fn thaw_units(&self, units: &[String]) -> Vec<anyhow::Result<()>> {
-        self.freeze_thaw(units, false)
+        self.freeze_thaw(units, false, IN_FLIGHT)
+    }
+
+    /// [`Bus::freeze_units`] with at most `calls` freezes under way at once (FreezeUnit
+    /// answers once the unit is frozen).
+    pub fn freeze_units_at_most(&self, units: &[String], calls: usize) -> Vec<anyhow::Result<()>> {
+        self.freeze_thaw(units, true, calls)
+    }
+
+    /// [`Bus::thaw_units`] with at most `calls` thaws under way at once.
+    pub fn thaw_units_at_most(&self, units: &[String], calls: usize) -> Vec<anyhow::Result<()>> {
+        self.freeze_thaw(units, false, calls)
     }
 }
 

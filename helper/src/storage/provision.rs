@@ -25,6 +25,7 @@ use crate::storage::hostkeys::HostKeys;
 use crate::storage::image;
 use crate::storage::layout::{self, Layout};
 use crate::storage::{layer, lower};
+use crate::sys::workers;
 
 const NEW_SUFFIX: &str = ".slot-os-new";
 
@@ -89,15 +90,14 @@ fn overlay_images(
         }
     };
     let stage = layout::stage_dir(paths);
-    new.iter()
-        .map(|n| {
-            layer::provision(machines, n.image, &v, &stage, |root| {
-                let id = image::new_machine_id()?;
-                image::set_identity_in(root, n.hostname, Some(&id), HostKeys::New)
-            })
-            .with_context(|| format!("making an overlay root on {v}"))
+    // Each layer's SSH host keys (RSA: seconds of CPU) are most of the time: one per CPU.
+    workers::map(new, workers::per_cpu(), |n| {
+        layer::provision(machines, n.image, &v, &stage, |root| {
+            let id = image::new_machine_id()?;
+            image::set_identity_in(root, n.hostname, Some(&id), HostKeys::New)
         })
-        .collect()
+        .with_context(|| format!("making an overlay root on {v}"))
+    })
 }
 
 fn clone_images(
@@ -127,22 +127,28 @@ fn clone_images(
         .map(|(t, _)| t.clone())
         .collect();
     let mut cloned = bus.clone_images(base, &todo).into_iter();
-    new.iter()
-        .zip(temps.iter())
-        .zip(swept)
-        .map(|((n, t), s)| {
+    let made: Vec<anyhow::Result<()>> = swept
+        .into_iter()
+        .map(|s| {
             s?;
-            let r = cloned
+            cloned
                 .next()
                 .unwrap_or_else(|| Err(anyhow::anyhow!("no answer from machined")))
                 .with_context(|| format!("cloning image {base}"))
-                .and_then(|()| finish(bus, machines, t, n));
-            if r.is_err() && machines.join(t).symlink_metadata().is_ok() {
-                let _ = bus.remove_image(t);
-            }
-            r
         })
-        .collect()
+        .collect();
+    // Each clone's identity (its SSH host keys: seconds of CPU for RSA) one per CPU.
+    let jobs: Vec<_> = new.iter().zip(&temps).zip(made).collect();
+    workers::map(&jobs, workers::per_cpu(), |((n, t), made)| {
+        let r = match made {
+            Ok(()) => finish(bus, machines, t, n),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        if r.is_err() && machines.join(t).symlink_metadata().is_ok() {
+            let _ = bus.remove_image(t);
+        }
+        r
+    })
 }
 
 /// The fresh clone at `temp` gets its own machine-id, host name and SSH host keys, loses

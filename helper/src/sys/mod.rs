@@ -1,7 +1,7 @@
 //! The operating system beneath the helper: entering namespaces and running processes in a
 //! slot (`nsexec`, `netns`), paths opened inside a slot's root (`inroot`), the helper lock,
-//! sd_notify, the journal, kernel limits, a slot's cgroup counters, and child processes
-//! that die with us.
+//! sd_notify, the journal, kernel limits, a slot's cgroup counters, child processes that
+//! die with us, and bounded worker threads (`workers`).
 
 pub mod cgroup;
 pub mod inroot;
@@ -13,6 +13,7 @@ pub mod notify;
 pub mod nsexec;
 pub mod overlay;
 pub mod priority;
+pub mod workers;
 
 use std::fs;
 use std::io::Write;
