@@ -11,8 +11,12 @@
 #    exported to be consistent), and the same with `export - | ssh B import -` (one pass).
 #
 #   sudo tests/bench/move.sh [SIZE_MB]      (default 700: a ~1 GB slot)
+#   MOVE_STORAGE=overlay sudo tests/bench/move.sh    slot00 is an overlay slot on A (`create`
+#       on a base image holding the data and the writer): the first move sends its merged
+#       tree; it arrives on B as a plain image, so the move back and the old way are plain.
 set -euo pipefail
 size_mb=${1:-700}
+storage=${MOVE_STORAGE:-copy}
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 A=benchmva
@@ -41,8 +45,13 @@ ssh_trust() { # FROM TO TO_IP
 ssh_trust "$A" "$B" "$B_IP"
 ssh_trust "$B" "$A" "$A_IP"
 
-th_copy_slot_image "$A" slot00
-img=$(th_root "$A")/var/lib/machines/slot00
+if [[ $storage == overlay ]]; then
+    th_copy_slot_image "$A" slot-os
+    img=$(th_root "$A")/var/lib/machines/slot-os
+else
+    th_copy_slot_image "$A" slot00
+    img=$(th_root "$A")/var/lib/machines/slot00
+fi
 head -c "${size_mb}M" /dev/urandom >"$img/var/bulk"
 # (a script: systemd would expand the ${...} of an ExecStart line itself)
 cat >"$img/usr/local/bin/writer" <<'EOF'
@@ -57,10 +66,23 @@ EOF
 chmod 755 "$img/usr/local/bin/writer"
 printf '[Service]\nExecStart=/usr/local/bin/writer\n[Install]\nWantedBy=multi-user.target\n' >"$img/etc/systemd/system/writer.service"
 ln -s ../writer.service "$img/etc/systemd/system/multi-user.target.wants/writer.service"
-th_sh "$A" 'mkdir -p /etc/slot-os && printf "memory = \"512M\"\n" > /etc/slot-os/slot00.toml && systemctl daemon-reload'
+if [[ $storage == overlay ]]; then
+    th_storage_backend "$A" overlay
+    th_run "$A" slot-os create 0 >/dev/null
+else
+    th_sh "$A" 'mkdir -p /etc/slot-os && printf "memory = \"512M\"\n" > /etc/slot-os/slot00.toml && systemctl daemon-reload'
+fi
 th_run "$A" slot-os start 0 >/dev/null
 bytes=$(du -sb "$img" | cut -f1)
-echo "# slot00: $((bytes / 1000000)) MB ($size_mb MB of it random), running, light writes"
+echo "# slot00 ($storage): $((bytes / 1000000)) MB ($size_mb MB of it random), running, light writes"
+
+# ticks HOST: the slot's timestamp file as seen from outside the test host: in an overlay
+# slot's upper (its merged root is mounted inside the test host only), else in its image.
+ticks() {
+    local up
+    up=$(th_root "$1")/var/lib/machines/.slot-os/slot/slot00/upper
+    if [[ -d $up ]]; then echo "$up/var/ticks"; else echo "$(th_root "$1")/var/lib/machines/slot00/var/ticks"; fi
+}
 
 # gap HOST: the longest pause between two of the slot's timestamps (ms): the downtime as the
 # slot saw it (the last write before the freeze to the first after the boot there).
@@ -68,12 +90,12 @@ gap() {
     python3 -c '
 import sys
 t = [int(l) for l in open(sys.argv[1]) if l.strip().isdigit()]
-print(round(max(b - a for a, b in zip(t, t[1:])) / 1000))' "$(th_root "$1")/var/lib/machines/slot00/var/ticks"
+print(round(max(b - a for a, b in zip(t, t[1:])) / 1000))' "$(ticks "$1")"
 }
 # wait_ticks HOST: the slot writes its timestamps there (it has booted and runs).
 wait_ticks() {
     local f n
-    f=$(th_root "$1")/var/lib/machines/slot00/var/ticks
+    f=$(ticks "$1")
     n=$(wc -l <"$f" 2>/dev/null || echo 0)
     th_wait_for 120 sh -c "[ \$(wc -l < '$f') -gt $((n + 50)) ]"
 }
@@ -81,7 +103,7 @@ field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip()
 now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
 wait_ticks "$A"
-: >"$img/var/ticks"
+: >"$(ticks "$A")"
 move() { # FROM TO_IP TO
     local out
     out=$(th_run "$1" slot-os move 0 "$2" --json)
@@ -89,7 +111,7 @@ move() { # FROM TO_IP TO
     echo "move $1 -> $3: downtime $(field downtime_ms <<<"$out") ms (timestamps' gap $(gap "$3") ms): copy $(($(field copy_bytes <<<"$out") / 1000000)) MB in $(field copy_ms <<<"$out") ms, changes $(($(field changes_bytes <<<"$out") / 1000)) kB in $(field changes_ms <<<"$out") ms (freeze to applied), boot $(field boot_ms <<<"$out") ms"
 }
 move "$A" "$B_IP" "$B"
-: >"$(th_root "$B")/var/lib/machines/slot00/var/ticks"
+: >"$(ticks "$B")"
 move "$B" "$A_IP" "$A"
 
 # The old way, A → B, stopped for all of it.
