@@ -66,9 +66,7 @@ fn wire_out() -> anyhow::Result<File> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "the target".into())
+    crate::sys::hostname().unwrap_or_else(|| "the target".into())
 }
 
 fn serve(ctx: &Ctx) -> anyhow::Result<ExitCode> {

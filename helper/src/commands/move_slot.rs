@@ -108,9 +108,7 @@ fn peer_argv(host: &str, via: Option<&str>) -> anyhow::Result<Vec<String>> {
 }
 
 fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "the source".into())
+    crate::sys::hostname().unwrap_or_else(|| "the source".into())
 }
 
 fn mb(bytes: u64) -> String {

@@ -23,6 +23,14 @@ use std::process::Command;
 
 use anyhow::Context;
 
+/// This host's name as the kernel has it (what `hostname` prints), for messages that name
+/// the host: a move's two ends say where a slot went or came from.
+pub fn hostname() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 /// A child that dies with us: a helper killed midway must not leave a `tar` or `zstd`
 /// still writing into a tree the next command is about to remove or reuse.
 pub fn tool(program: &str) -> Command {
