@@ -339,6 +339,15 @@ pub fn mount_detached(spec: &Spec<'_>, stage: &Path) -> Result<OwnedFd> {
     let attrs = if spec.read_only { MOUNT_ATTR_RDONLY } else { 0 };
 
     let (parent_sock, child_sock) = socketpair()?;
+    let mut keep: Vec<RawFd> = staged
+        .iter()
+        .map(|(fd, _)| fd.as_raw_fd())
+        .chain([child_sock.as_raw_fd()])
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: the child only makes system calls on data prepared above and _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -349,6 +358,8 @@ pub fn mount_detached(spec: &Spec<'_>, stage: &Path) -> Result<OwnedFd> {
         // SAFETY: see stage_child.
         unsafe {
             stage_child(
+                parent,
+                &keep,
                 child_sock.as_raw_fd(),
                 &stage_c,
                 &staged,
@@ -435,7 +446,10 @@ const REPORT: usize = 1 + 4 + 2 + 250;
 /// of the step that failed, then exits.
 ///
 /// SAFETY: call only in a forked child; it never returns.
+#[allow(clippy::too_many_arguments)]
 unsafe fn stage_child(
+    parent: libc::pid_t,
+    keep: &[RawFd],
     sock: RawFd,
     stage: &CStr,
     staged: &[(OwnedFd, CString)],
@@ -451,6 +465,22 @@ unsafe fn stage_child(
         libc::_exit(1)
     };
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    // The helper was killed between fork and prctl: no signal would end us then.
+    if libc::getppid() != parent {
+        libc::_exit(1);
+    }
+    // Hold nothing of the helper's but the socket and the layers. A copy of a lock's
+    // descriptor (flock locks belong to the open file) would keep a slot's image locked
+    // after the helper was killed, until this child is gone too.
+    let mut from: libc::c_uint = 0;
+    for &fd in keep {
+        let fd = fd as libc::c_uint;
+        if fd > from {
+            libc::syscall(libc::SYS_close_range, from, fd - 1, 0);
+        }
+        from = fd + 1;
+    }
+    libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0);
     if libc::unshare(libc::CLONE_NEWNS) != 0 {
         fail(&mut report, 0);
     }
