@@ -235,7 +235,9 @@ pub fn wait_receiver(paths: &Paths, slot: &str, limit: Duration) -> anyhow::Resu
     let f = open_lock(paths, slot)?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(Flock::lock(f, FlockArg::LockExclusive).is_ok());
+        // Released before the answer: the caller takes the lock next, at once.
+        let free = Flock::lock(f, FlockArg::LockExclusive).map(drop).is_ok();
+        let _ = tx.send(free);
     });
     Ok(rx.recv_timeout(limit).unwrap_or(false))
 }
